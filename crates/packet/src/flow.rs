@@ -1,0 +1,215 @@
+//! Flowspaces and flow keys.
+//!
+//! A flowspace is an ordered list of header fields (`[src_ip]`, `[src_ip, dst_ip]`, the
+//! 5-tuple). Its key for a packet is a fixed-size, `Copy`, hashable [`FlowKey`], cheap
+//! enough to compute on every packet at every splitter. This module only extracts; it
+//! never decides where a key goes.
+
+use crate::packet::Packet;
+use std::fmt;
+use std::net::IpAddr;
+
+/// One header field usable in a flowspace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Field {
+    /// IP source address.
+    SrcIp,
+    /// IP destination address.
+    DstIp,
+    /// IP protocol number.
+    Proto,
+    /// Transport source port (TCP/UDP/SCTP; 0 otherwise).
+    SrcPort,
+    /// Transport destination port (TCP/UDP/SCTP; 0 otherwise).
+    DstPort,
+    /// The unordered pair of endpoints {(src_ip, src_port), (dst_ip, dst_port)} plus the
+    /// protocol: both directions of a connection get the same key.
+    Connection,
+    /// Outermost VLAN ID (0 when untagged).
+    Vlan,
+}
+
+impl Field {
+    /// Parses a field name as written in chain files (`src_ip`, `dst_port`, `connection` ...).
+    pub fn from_name(s: &str) -> Option<Field> {
+        Some(match s {
+            "src_ip" => Field::SrcIp,
+            "dst_ip" => Field::DstIp,
+            "proto" => Field::Proto,
+            "src_port" => Field::SrcPort,
+            "dst_port" => Field::DstPort,
+            "connection" => Field::Connection,
+            "vlan" => Field::Vlan,
+            _ => return None,
+        })
+    }
+
+    /// The name used in chain files.
+    pub fn name(self) -> &'static str {
+        match self {
+            Field::SrcIp => "src_ip",
+            Field::DstIp => "dst_ip",
+            Field::Proto => "proto",
+            Field::SrcPort => "src_port",
+            Field::DstPort => "dst_port",
+            Field::Connection => "connection",
+            Field::Vlan => "vlan",
+        }
+    }
+}
+
+/// An ordered list of fields identifying a set of flows.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Default)]
+pub struct Flowspace(pub Vec<Field>);
+
+impl Flowspace {
+    /// The classic 5-tuple (src_ip, dst_ip, proto, src_port, dst_port).
+    pub fn five_tuple() -> Flowspace {
+        Flowspace(vec![Field::SrcIp, Field::DstIp, Field::Proto, Field::SrcPort, Field::DstPort])
+    }
+
+    /// Parses names like `["src_ip", "dst_ip"]`; returns the first unknown name on error.
+    pub fn from_names<S: AsRef<str>>(names: &[S]) -> Result<Flowspace, String> {
+        names
+            .iter()
+            .map(|n| Field::from_name(n.as_ref()).ok_or_else(|| n.as_ref().to_string()))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Flowspace)
+    }
+
+    /// Extracts this flowspace's key from a packet. Fields a packet lacks (ports of ICMP,
+    /// addresses of ARP) contribute zeros, so every packet has a key.
+    pub fn key(&self, pkt: &Packet) -> FlowKey {
+        let mut k = FlowKey::EMPTY;
+        for f in &self.0 {
+            k.push_field(*f, pkt);
+        }
+        k
+    }
+}
+
+impl fmt::Display for Flowspace {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[")?;
+        for (i, fld) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            f.write_str(fld.name())?;
+        }
+        f.write_str("]")
+    }
+}
+
+/// Fixed-size key of a packet in a flowspace: up to [`FlowKey::CAPACITY`] bytes, `Copy`.
+///
+/// IPv4 addresses take 4 bytes and IPv6 16, each prefixed by a 1-byte tag, so keys of
+/// different address families never collide. The 5-tuple over IPv6 needs 1+16+1+16+1+2+2 = 39.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FlowKey {
+    len: u8,
+    buf: [u8; FlowKey::CAPACITY],
+}
+
+impl FlowKey {
+    /// Maximum number of key bytes.
+    pub const CAPACITY: usize = 47;
+
+    /// The empty key (the key of the empty flowspace: every packet in one flow).
+    pub const EMPTY: FlowKey = FlowKey { len: 0, buf: [0; FlowKey::CAPACITY] };
+
+    /// Builds a key from raw bytes; longer inputs are truncated to `CAPACITY` after
+    /// folding the excess into the last 8 bytes with FNV-1a, so they stay distinct.
+    pub fn from_bytes(b: &[u8]) -> FlowKey {
+        let mut k = FlowKey::EMPTY;
+        if b.len() <= Self::CAPACITY {
+            k.buf[..b.len()].copy_from_slice(b);
+            k.len = b.len() as u8;
+        } else {
+            let head = Self::CAPACITY - 8;
+            k.buf[..head].copy_from_slice(&b[..head]);
+            let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+            for &x in &b[head..] {
+                h ^= u64::from(x);
+                h = h.wrapping_mul(0x0100_0000_01b3);
+            }
+            k.buf[head..].copy_from_slice(&h.to_be_bytes());
+            k.len = Self::CAPACITY as u8;
+        }
+        k
+    }
+
+    /// The key bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf[..usize::from(self.len)]
+    }
+
+    /// A 64-bit hash of the key, stable across runs and platforms (FNV-1a), used by
+    /// splitters to pick an instance.
+    pub fn stable_hash(&self) -> u64 {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for &x in self.as_bytes() {
+            h ^= u64::from(x);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        h
+    }
+
+    fn push(&mut self, bytes: &[u8]) {
+        let start = usize::from(self.len);
+        let end = (start + bytes.len()).min(Self::CAPACITY);
+        let n = end - start;
+        self.buf[start..end].copy_from_slice(&bytes[..n]);
+        self.len = end as u8;
+    }
+
+    fn push_ip(&mut self, ip: Option<IpAddr>) {
+        match ip {
+            Some(IpAddr::V4(a)) => {
+                self.push(&[4]);
+                self.push(&a.octets());
+            }
+            Some(IpAddr::V6(a)) => {
+                self.push(&[6]);
+                self.push(&a.octets());
+            }
+            None => self.push(&[0]),
+        }
+    }
+
+    fn push_field(&mut self, f: Field, pkt: &Packet) {
+        let ip = pkt.hdr.ip;
+        let ports = pkt.hdr.transport.ports().unwrap_or((0, 0));
+        match f {
+            Field::SrcIp => self.push_ip(ip.map(|i| i.src)),
+            Field::DstIp => self.push_ip(ip.map(|i| i.dst)),
+            Field::Proto => self.push(&[ip.map(|i| i.proto).unwrap_or(0)]),
+            Field::SrcPort => self.push(&ports.0.to_be_bytes()),
+            Field::DstPort => self.push(&ports.1.to_be_bytes()),
+            Field::Vlan => {
+                let v = pkt.hdr.eth.filter(|e| e.vlan_count > 0).map(|e| e.vlan_ids[0]).unwrap_or(0);
+                self.push(&v.to_be_bytes());
+            }
+            Field::Connection => {
+                let a = (ip.map(|i| i.src), ports.0);
+                let b = (ip.map(|i| i.dst), ports.1);
+                let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+                self.push(&[ip.map(|i| i.proto).unwrap_or(0)]);
+                self.push_ip(lo.0);
+                self.push(&lo.1.to_be_bytes());
+                self.push_ip(hi.0);
+                self.push(&hi.1.to_be_bytes());
+            }
+        }
+    }
+}
+
+impl fmt::Debug for FlowKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "FlowKey(")?;
+        for b in self.as_bytes() {
+            write!(f, "{b:02x}")?;
+        }
+        write!(f, ")")
+    }
+}

@@ -1,0 +1,1 @@
+//! Trace files: pcap and pcapng reading (auto-detected) and writing.
