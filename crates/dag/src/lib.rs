@@ -1,1 +1,30 @@
-//! placeholder
+//! # streamnf-dag
+//!
+//! The logical processing DAG of §3.1: vertices running network functions, joined by
+//! edges from an output port to an input port, each edge with an optional tcpdump-syntax
+//! filter and a partitioning rule. This crate also defines the NF API ([`nf`]) every
+//! built-in and user NF implements.
+//!
+//! It owns the *description* of a chain: building it in Rust ([`ChainBuilder`]) or from a
+//! TOML file ([`chain_file`]), validating it ([`validate`]) and printing it ([`dot`]).
+//! It never runs packets and never touches the store; the runtime does both.
+
+#![warn(missing_docs)]
+
+pub mod builder;
+pub mod chain_file;
+pub mod dot;
+pub mod error;
+pub mod graph;
+pub mod nf;
+pub mod registry;
+pub mod validate;
+
+pub use builder::ChainBuilder;
+pub use error::{DagError, DagErrors};
+pub use graph::{Edge, Endpoint, LogicalDag, Partition, Vertex, VertexId, INPUT, OUTPUT_PREFIX};
+pub use nf::{
+    Alert, ContextMsg, NetworkFunction, NfContext, NfError, NfSpec, PortClass, PortSpec, StateExt,
+    StateObjectSpec, StateScope,
+};
+pub use registry::{NfFactory, NfRegistry, Params};

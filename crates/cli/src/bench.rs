@@ -1,0 +1,194 @@
+//! `streamnf bench NAME`: named benchmarks printing their figures on stdout.
+//!
+//! Every comparison runs its variants side by side in one process, alternating rounds,
+//! and reports ratios, because this machine is shared and noisy. The figures recorded in
+//! docs/BENCHMARKS.md come from here (or from the crates' criterion benches).
+
+use clap::{Args, ValueEnum};
+use std::sync::Arc;
+use std::time::Instant;
+use streamnf_dag::{ChainBuilder, LogicalDag, NetworkFunction};
+use streamnf_packet::{LinkType, Packet};
+use streamnf_runtime::{Engine, EngineConfig};
+use streamnf_store::{EmbeddedStore, LocalStore, StateStore};
+use streamnf_tracegen::{GenConfig, Generator, ScanConfig};
+
+/// Benchmarks by name.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum BenchName {
+    /// List the benchmarks.
+    List,
+    /// Embedded store ops/s (increment, get, set, compare-and-set) with 1 and 2 threads.
+    Store,
+    /// NAT chain packets/s and per-packet latency, externalized vs local state.
+    Nat,
+    /// Every built-in NF alone, packets/s on one core (externalized state).
+    Nfs,
+    /// The Figure 1 chain (IDS → rate limiter, DPI off-path), externalized vs local.
+    Figure1,
+}
+
+/// Arguments of `streamnf bench`.
+#[derive(Args)]
+pub struct BenchArgs {
+    /// Which benchmark.
+    #[arg(value_enum)]
+    name: BenchName,
+    /// Packets in the generated trace (chain benchmarks).
+    #[arg(long, default_value_t = 1_000_000)]
+    packets: u64,
+    /// Rounds per variant (the best round is reported, alternating variants).
+    #[arg(long, default_value_t = 3)]
+    rounds: u32,
+    /// Operations per thread (store benchmark).
+    #[arg(long, default_value_t = 5_000_000)]
+    ops: u64,
+}
+
+/// Runs one benchmark.
+pub fn bench(a: BenchArgs) -> Result<(), String> {
+    match a.name {
+        BenchName::List => {
+            for v in BenchName::value_variants() {
+                if let Some(p) = v.to_possible_value() {
+                    println!("{:<10} {}", p.get_name(), p.get_help().map(|h| h.to_string()).unwrap_or_default());
+                }
+            }
+            Ok(())
+        }
+        BenchName::Store => bench_store(a.ops, a.rounds),
+        BenchName::Nat => {
+            let pkts = trace(a.packets, false)?;
+            let nat = streamnf_nfs::nat::Nat::default();
+            bench_chain("nat", &pkts, a.rounds, &|| single(Arc::new(nat.clone())))
+        }
+        BenchName::Figure1 => {
+            let pkts = trace(a.packets, true)?;
+            bench_chain("figure1", &pkts, a.rounds, &figure1)
+        }
+        BenchName::Nfs => bench_nfs(a.packets, a.rounds),
+    }
+}
+
+fn trace(packets: u64, scan: bool) -> Result<Vec<Packet>, String> {
+    let t = Instant::now();
+    let cfg = GenConfig {
+        packets,
+        flows: (packets / 50).max(1) as u32,
+        xss_fraction: 0.01,
+        scan: scan.then(ScanConfig::default),
+        ..GenConfig::default()
+    };
+    let pkts: Vec<Packet> = Generator::new(cfg)
+        .map_err(|e| e.to_string())?
+        .map(|g| Packet::new(LinkType::Ethernet, g.data, g.ts_ns))
+        .collect();
+    eprintln!("generated {} packets in {:.2} s", pkts.len(), t.elapsed().as_secs_f64());
+    Ok(pkts)
+}
+
+fn single(nf: Arc<dyn NetworkFunction>) -> Result<LogicalDag, String> {
+    ChainBuilder::new("bench").vertex("nf", nf).edge("input", "nf.in").edge("nf.out", "output.out").build().map_err(|e| e.to_string())
+}
+
+fn figure1() -> Result<LogicalDag, String> {
+    use streamnf_nfs::{dpi::Dpi, ids::LightIds, rate_limiter::RateLimiter};
+    let dpi = Dpi::new(streamnf_nfs::dpi::DEFAULT_SIGNATURES.iter().map(|s| s.to_string()).collect(), true)?;
+    ChainBuilder::new("figure1")
+        .vertex("ids", Arc::new(LightIds::default()))
+        .vertex("limiter", Arc::new(RateLimiter::default()))
+        .vertex("dpi", Arc::new(dpi))
+        .edge("input", "ids.in")
+        .edge("ids.out", "limiter.in")
+        .edge("ids.verdict", "limiter.verdict")
+        .edge("ids.flagged", "dpi.in")
+        .edge("limiter.out", "output.out")
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+struct RoundResult {
+    pps: f64,
+    p50: u64,
+    p99: u64,
+}
+
+fn one_round(dag: &Arc<LogicalDag>, store: Arc<dyn StateStore>, pkts: &[Packet]) -> Result<RoundResult, String> {
+    let mut engine = Engine::new(Arc::clone(dag), store, EngineConfig::default())?;
+    let input: Vec<Packet> = pkts.to_vec();
+    for p in input {
+        engine.process(p).map_err(|e| e.to_string())?;
+    }
+    let r = engine.finish().map_err(|e| e.to_string())?;
+    let l = r.latency.percentiles();
+    Ok(RoundResult { pps: r.chain.packets_in as f64 / r.busy.as_secs_f64().max(1e-9), p50: l.p50_ns, p99: l.p99_ns })
+}
+
+fn best(rs: &[RoundResult]) -> &RoundResult {
+    rs.iter().max_by(|a, b| a.pps.total_cmp(&b.pps)).unwrap_or(&rs[0])
+}
+
+/// Runs a chain externalized (embedded store) and local-state, alternating rounds.
+fn bench_chain(name: &str, pkts: &[Packet], rounds: u32, make: &dyn Fn() -> Result<LogicalDag, String>) -> Result<(), String> {
+    let dag = Arc::new(make()?);
+    let (mut ext, mut local) = (Vec::new(), Vec::new());
+    for _ in 0..rounds.max(1) {
+        ext.push(one_round(&dag, Arc::new(EmbeddedStore::new()), pkts)?);
+        local.push(one_round(&dag, Arc::new(LocalStore::new()), pkts)?);
+    }
+    let (e, l) = (best(&ext), best(&local));
+    println!("bench {name}: {} packets, {} rounds each, best round, one core", pkts.len(), rounds.max(1));
+    println!("  externalized (embedded store): {:>6.2} Mpps   latency p50 {} ns  p99 {} ns", e.pps / 1e6, e.p50, e.p99);
+    println!("  local state (baseline):        {:>6.2} Mpps   latency p50 {} ns  p99 {} ns", l.pps / 1e6, l.p50, l.p99);
+    println!("  externalized / local throughput ratio: {:.2}", e.pps / l.pps);
+    Ok(())
+}
+
+fn bench_nfs(packets: u64, rounds: u32) -> Result<(), String> {
+    use streamnf_nfs::{dpi::Dpi, forward::Forward, ids::LightIds, nat::Nat, rate_limiter::RateLimiter};
+    let pkts = trace(packets, true)?;
+    let dpi = Dpi::new(streamnf_nfs::dpi::DEFAULT_SIGNATURES.iter().map(|s| s.to_string()).collect(), true)?;
+    let nfs: Vec<(&str, Arc<dyn NetworkFunction>)> = vec![
+        ("forward", Arc::new(Forward)),
+        ("nat", Arc::new(Nat::default())),
+        ("light_ids", Arc::new(LightIds::default())),
+        ("rate_limiter(all)", Arc::new(RateLimiter::new(1_000_000, 1000, true))),
+        ("dpi", Arc::new(dpi)),
+    ];
+    println!("bench nfs: {} packets, best of {} rounds, one core, embedded store", pkts.len(), rounds.max(1));
+    for (name, nf) in nfs {
+        let dag = Arc::new(single(nf)?);
+        let rs: Vec<RoundResult> =
+            (0..rounds.max(1)).map(|_| one_round(&dag, Arc::new(EmbeddedStore::new()), &pkts)).collect::<Result<_, _>>()?;
+        let b = best(&rs);
+        println!("  {name:<18} {:>6.2} Mpps   latency p50 {} ns  p99 {} ns", b.pps / 1e6, b.p50, b.p99);
+    }
+    Ok(())
+}
+
+fn bench_store(ops: u64, rounds: u32) -> Result<(), String> {
+    use streamnf_store::bench::{cas_throughput, get_throughput, incr_throughput, set_throughput};
+    type OpBench = fn(&dyn StateStore, usize, u64, u32) -> f64;
+    let benches: [(&str, OpBench); 4] =
+        [("increment", incr_throughput), ("get", get_throughput), ("set", set_throughput), ("compare-and-set", cas_throughput)];
+    println!("bench store: {ops} ops per thread on 10000 keys, best of {} rounds", rounds.max(1));
+    for (name, f) in benches {
+        let mut res = [0f64; 3];
+        for _ in 0..rounds.max(1) {
+            let emb1 = f(&EmbeddedStore::new(), 1, ops, 10_000);
+            let emb2 = f(&EmbeddedStore::new(), 2, ops, 10_000);
+            let loc1 = f(&LocalStore::new(), 1, ops, 10_000);
+            for (r, v) in res.iter_mut().zip([emb1, emb2, loc1]) {
+                *r = r.max(v);
+            }
+        }
+        println!(
+            "  {name:<16} embedded 1 thread {:>6.1} M ops/s   2 threads {:>6.1} M ops/s ({:.2}x)   local 1 thread {:>6.1} M ops/s",
+            res[0] / 1e6,
+            res[1] / 1e6,
+            res[1] / res[0],
+            res[2] / 1e6
+        );
+    }
+    Ok(())
+}

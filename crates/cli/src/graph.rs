@@ -1,0 +1,61 @@
+//! `streamnf graph`: DOT of the logical DAG, or with `--physical` one node per task.
+
+use clap::Args;
+use std::fmt::Write;
+use std::path::PathBuf;
+use streamnf_dag::chain_file::load_chain;
+use streamnf_dag::dot::logical_dot;
+use streamnf_dag::{Endpoint, LogicalDag};
+
+/// Arguments of `streamnf graph`.
+#[derive(Args)]
+pub struct GraphArgs {
+    /// Chain file (TOML).
+    chain: PathBuf,
+    /// Draw the physical DAG: every instance (task) of every vertex.
+    #[arg(long)]
+    physical: bool,
+}
+
+/// Prints the chain as DOT.
+pub fn graph(a: GraphArgs) -> Result<(), String> {
+    let dag = load_chain(&a.chain, &streamnf_nfs::builtin_registry()).map_err(|e| e.to_string())?;
+    print!("{}", if a.physical { physical_dot(&dag) } else { logical_dot(&dag) });
+    Ok(())
+}
+
+/// One node per task, grouped per vertex; edges between every pair of tasks they can join.
+fn physical_dot(dag: &LogicalDag) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "digraph \"{} (physical)\" {{\n  rankdir=LR;\n  node [shape=box, fontname=\"monospace\"];", dag.name);
+    let _ = writeln!(out, "  \"root\" [shape=circle, label=\"root splitter\"];");
+    for v in &dag.vertices {
+        let _ = writeln!(out, "  subgraph \"cluster_{}\" {{ label=\"{} ({})\";", v.name, v.name, v.nf_name);
+        for t in 0..v.instances {
+            let _ = writeln!(out, "    \"{}/{t}\";", v.name);
+        }
+        let _ = writeln!(out, "  }}");
+    }
+    for s in dag.sinks() {
+        let _ = writeln!(out, "  \"output.{s}\" [shape=doublecircle];");
+    }
+    let tasks = |ep: &Endpoint| -> Vec<String> {
+        match ep {
+            Endpoint::Input => vec!["root".into()],
+            Endpoint::Sink(s) => vec![format!("output.{s}")],
+            Endpoint::Port { vertex, .. } => {
+                let v = &dag.vertices[*vertex];
+                (0..v.instances).map(|t| format!("{}/{t}", v.name)).collect()
+            }
+        }
+    };
+    for e in &dag.edges {
+        for f in tasks(&e.from) {
+            for t in tasks(&e.to) {
+                let _ = writeln!(out, "  \"{f}\" -> \"{t}\";");
+            }
+        }
+    }
+    out.push_str("}\n");
+    out
+}

@@ -1,0 +1,120 @@
+//! `streamnf run`: load a chain, open the store, replay a trace, write outputs, alerts,
+//! the human summary (stderr) and `--summary-json`.
+
+use crate::store_url::StoreUrl;
+use clap::Args;
+use std::path::PathBuf;
+use std::sync::Arc;
+use streamnf_dag::chain_file::load_chain;
+use streamnf_runtime::{run_trace, Pace, RunOptions};
+use streamnf_store::{EmbeddedStore, LocalStore, StateStore};
+
+/// Arguments of `streamnf run`.
+#[derive(Args)]
+pub struct RunArgs {
+    /// Chain file (TOML), e.g. examples/figure1.toml.
+    pub chain: PathBuf,
+    /// Input trace: pcap or pcapng (auto-detected).
+    #[arg(long)]
+    pub trace: PathBuf,
+    /// Directory for the output captures, one per sink port (`DIR/NAME.pcap`).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Write output captures as pcapng instead of pcap.
+    #[arg(long)]
+    pub pcapng: bool,
+    /// Alerts file, one JSON object per line.
+    #[arg(long)]
+    pub alerts: Option<PathBuf>,
+    /// Write the run summary as one JSON object to this file.
+    #[arg(long = "summary-json")]
+    pub summary_json: Option<PathBuf>,
+    /// State store: embedded, redis://HOST:PORT, redis+cluster://H:P,H:P,...
+    #[arg(long, default_value = "embedded")]
+    pub store: String,
+    /// Keep NF state in a plain in-process map without clock tags: the "traditional NF"
+    /// baseline, for benchmarks only (no failover or scaling guarantees).
+    #[arg(long)]
+    pub local_state: bool,
+    /// Worker threads (default: number of cores).
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Instances of a vertex, VERTEX=N (repeatable).
+    #[arg(long = "instances", value_name = "VERTEX=N")]
+    pub instances: Vec<String>,
+    /// Replay pace: max, recorded, or packets per second.
+    #[arg(long, default_value = "max")]
+    pub pace: String,
+    /// Scale/fail/straggle event, e.g. "at=40% scale ids to 3" (repeatable).
+    #[arg(long = "event", value_name = "SPEC")]
+    pub events: Vec<String>,
+    /// File of event specs, one per line.
+    #[arg(long = "events")]
+    pub events_file: Option<PathBuf>,
+    /// Serve Prometheus metrics on ADDR (host:port).
+    #[arg(long)]
+    pub metrics: Option<String>,
+    /// No progress bar.
+    #[arg(long)]
+    pub no_progress: bool,
+    /// No human summary on stderr.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+/// Runs the chain.
+pub fn run(a: RunArgs) -> Result<(), String> {
+    let pace: Pace = a.pace.parse().map_err(|e| format!("--pace: {e}"))?;
+    let store_url = StoreUrl::parse(&a.store)?;
+    let registry = streamnf_nfs::builtin_registry();
+    let dag = load_chain(&a.chain, &registry).map_err(|e| e.to_string())?;
+    for spec in &a.instances {
+        let (v, n) = spec.split_once('=').ok_or_else(|| format!("--instances {spec}: expected VERTEX=N"))?;
+        if dag.vertex_id(v).is_none() {
+            let names: Vec<&str> = dag.vertices.iter().map(|x| x.name.as_str()).collect();
+            return Err(format!("--instances {spec}: no vertex `{v}` in {} (vertices: {})", a.chain.display(), names.join(", ")));
+        }
+        match n.parse::<u32>() {
+            Ok(1) => {}
+            Ok(0) | Err(_) => return Err(format!("--instances {spec}: N must be a positive integer")),
+            Ok(_) => return Err(format!("--instances {spec}: several instances per vertex need the parallel physical DAG, which this build does not have yet")),
+        }
+    }
+    if let Some(w) = a.workers {
+        if w == 0 {
+            return Err("--workers must be at least 1".into());
+        }
+    }
+    if !a.events.is_empty() || a.events_file.is_some() {
+        return Err("--event/--events: scale, fail and straggle events are not supported by this build yet".into());
+    }
+    if a.metrics.is_some() {
+        return Err("--metrics: the Prometheus exporter is not in this build yet".into());
+    }
+    let store: Arc<dyn StateStore> = match (store_url, a.local_state) {
+        (StoreUrl::Embedded, false) => Arc::new(EmbeddedStore::new()),
+        (StoreUrl::Embedded, true) => Arc::new(LocalStore::new()),
+        (_, _) => return Err(format!("--store {}: the Redis backend is not in this build yet; use --store embedded", a.store)),
+    };
+    let opts = RunOptions {
+        trace: a.trace.clone(),
+        out_dir: a.out.clone(),
+        pcapng: a.pcapng,
+        alerts: a.alerts.clone(),
+        pace,
+        progress: !a.no_progress,
+        keep: false,
+    };
+    let outcome = run_trace(Arc::new(dag), store, &opts).map_err(|e| e.to_string())?;
+    if !a.quiet {
+        eprint!("{}", outcome.summary.human());
+    }
+    if let Some(p) = &a.summary_json {
+        let json = serde_json::to_string_pretty(&outcome.summary).map_err(|e| format!("summary: {e}"))?;
+        std::fs::write(p, json + "\n").map_err(|e| format!("{}: {e}", p.display()))?;
+    }
+    match outcome.trace_error {
+        Some(e) => Err(format!("{e} (the {} packets before it were processed)", outcome.summary.packets_in)),
+        None => Ok(()),
+    }
+}

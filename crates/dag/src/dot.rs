@@ -1,0 +1,71 @@
+//! DOT rendering of the logical DAG (`streamnf graph`).
+
+use crate::graph::{Endpoint, LogicalDag, Partition};
+use std::fmt::Write;
+
+fn quote(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// Renders the logical DAG as a Graphviz digraph.
+pub fn logical_dot(dag: &LogicalDag) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "digraph {} {{", quote(&dag.name));
+    let _ = writeln!(out, "  rankdir=LR;");
+    let _ = writeln!(out, "  node [shape=box, fontname=\"monospace\"];");
+    let _ = writeln!(out, "  \"input\" [shape=circle];");
+    for v in &dag.vertices {
+        let fs: Vec<String> = v.flowspaces.iter().map(|f| f.to_string()).collect();
+        let label = format!(
+            "{}\\n{} ×{}{}",
+            v.name,
+            v.nf_name,
+            v.instances,
+            if fs.is_empty() { String::new() } else { format!("\\nscope {}", fs.join(" ")) }
+        );
+        let _ = writeln!(out, "  {} [label={}];", quote(&v.name), quote(&label));
+    }
+    for s in dag.sinks() {
+        let _ = writeln!(out, "  {} [shape=doublecircle];", quote(&format!("output.{s}")));
+    }
+    for e in &dag.edges {
+        let node = |ep: &Endpoint| match ep {
+            Endpoint::Input => "input".to_string(),
+            Endpoint::Sink(s) => format!("output.{s}"),
+            Endpoint::Port { vertex, .. } => dag.vertices[*vertex].name.clone(),
+        };
+        let mut label = String::new();
+        if let Endpoint::Port { .. } = e.from {
+            let full = dag.endpoint_name(&e.from, true);
+            label.push_str(full.split_once('.').map(|x| x.1).unwrap_or(""));
+        }
+        label.push_str(" → ");
+        if let Endpoint::Port { .. } = e.to {
+            let full = dag.endpoint_name(&e.to, false);
+            label.push_str(full.split_once('.').map(|x| x.1).unwrap_or(""));
+        }
+        if let Some(f) = &e.filter {
+            let _ = write!(label, "\\n[{}]", f.expr());
+        }
+        match &e.partition {
+            Partition::Scope => {}
+            Partition::Flowspace(fs) => {
+                let _ = write!(label, "\\nby {fs}");
+            }
+            Partition::Broadcast => label.push_str("\\nbroadcast"),
+            Partition::Custom(n) => {
+                let _ = write!(label, "\\nsplitter {n}");
+            }
+        }
+        let style = match &e.from {
+            Endpoint::Port { vertex, port } => match dag.vertices[*vertex].spec.outputs.get(*port) {
+                Some(p) if p.class != crate::nf::PortClass::Packets => ", style=dashed",
+                _ => "",
+            },
+            _ => "",
+        };
+        let _ = writeln!(out, "  {} -> {} [label={}{}];", quote(&node(&e.from)), quote(&node(&e.to)), quote(label.trim()), style);
+    }
+    out.push_str("}\n");
+    out
+}

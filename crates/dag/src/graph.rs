@@ -1,0 +1,175 @@
+//! The validated logical DAG: vertices, edges, endpoints and partitioning rules.
+
+use crate::nf::{NetworkFunction, NfSpec, StateScope};
+use crate::registry::Params;
+use std::sync::Arc;
+use streamnf_filter::Filter;
+use streamnf_packet::{Flowspace, MalformedPolicy};
+
+/// Index of a vertex in [`LogicalDag::vertices`].
+pub type VertexId = usize;
+
+/// Name of the chain input endpoint in edges (`from = "input"`).
+pub const INPUT: &str = "input";
+/// Prefix of sink endpoints in edges (`to = "output.NAME"`).
+pub const OUTPUT_PREFIX: &str = "output";
+
+/// One end of an edge.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Endpoint {
+    /// The chain input (packets from the trace or link).
+    Input,
+    /// A port of a vertex.
+    Port {
+        /// Vertex.
+        vertex: VertexId,
+        /// Port index in the NF's inputs or outputs.
+        port: usize,
+    },
+    /// A named sink port of the chain (one output capture each).
+    Sink(String),
+}
+
+/// How an edge spreads its messages over the downstream vertex's instances (§4.2).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Partition {
+    /// By the downstream vertex's flowspaces (coarsest first); the default.
+    Scope,
+    /// By an explicit flowspace.
+    Flowspace(Flowspace),
+    /// Every instance gets a copy.
+    Broadcast,
+    /// A custom splitter registered under this name with the runtime.
+    Custom(String),
+}
+
+/// A vertex: one NF with its configuration.
+#[derive(Clone)]
+pub struct Vertex {
+    /// Unique name.
+    pub name: String,
+    /// Name of the NF type (the registry name, or the Rust type for builder NFs).
+    pub nf_name: String,
+    /// The NF code, shared by all instances.
+    pub nf: Arc<dyn NetworkFunction>,
+    /// Its ports and state objects.
+    pub spec: NfSpec,
+    /// Parameters it was built with (for display).
+    pub params: Params,
+    /// Default number of instances.
+    pub instances: u32,
+    /// Resource hint: CPU share per instance (informational; the scheduler may use it).
+    pub cpu_hint: f64,
+    /// Partitioning flowspaces, fine → coarse (from the NF's per-flow state objects unless overridden).
+    pub flowspaces: Vec<Flowspace>,
+}
+
+impl Vertex {
+    /// Partitioning flowspaces implied by the NF's per-flow state objects, fine → coarse:
+    /// longer flowspaces first, duplicates removed.
+    pub fn flowspaces_from_spec(spec: &NfSpec) -> Vec<Flowspace> {
+        let mut all: Vec<Flowspace> = Vec::new();
+        for obj in &spec.state {
+            if let StateScope::PerFlow(list) = &obj.scope {
+                for fs in list {
+                    if !all.contains(fs) {
+                        all.push(fs.clone());
+                    }
+                }
+            }
+        }
+        all.sort_by_key(|fs| std::cmp::Reverse(fs.0.len()));
+        all
+    }
+}
+
+impl std::fmt::Debug for Vertex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Vertex")
+            .field("name", &self.name)
+            .field("nf", &self.nf_name)
+            .field("instances", &self.instances)
+            .finish()
+    }
+}
+
+/// An edge from an output port (or the input) to an input port (or a sink).
+#[derive(Clone, Debug)]
+pub struct Edge {
+    /// Source.
+    pub from: Endpoint,
+    /// Destination.
+    pub to: Endpoint,
+    /// Only packets matching this filter cross the edge.
+    pub filter: Option<Filter>,
+    /// Partitioning over the destination's instances.
+    pub partition: Partition,
+    /// `from -> to` as written, for messages.
+    pub label: String,
+}
+
+/// A validated logical DAG.
+#[derive(Clone, Debug)]
+pub struct LogicalDag {
+    /// Chain name.
+    pub name: String,
+    /// Stable 32-bit id derived from the name; namespaces the chain's state in the store.
+    pub id: u32,
+    /// Vertices, in topological order (every edge goes from a lower to a higher index).
+    pub vertices: Vec<Vertex>,
+    /// Edges.
+    pub edges: Vec<Edge>,
+    /// What to do with malformed packets.
+    pub malformed: MalformedPolicy,
+}
+
+impl LogicalDag {
+    /// Stable id of a chain name (FNV-1a, 32 bit).
+    pub fn id_of(name: &str) -> u32 {
+        let mut h: u32 = 0x811c_9dc5;
+        for b in name.bytes() {
+            h ^= u32::from(b);
+            h = h.wrapping_mul(0x0100_0193);
+        }
+        h
+    }
+
+    /// The vertex called `name`.
+    pub fn vertex_id(&self, name: &str) -> Option<VertexId> {
+        self.vertices.iter().position(|v| v.name == name)
+    }
+
+    /// Names of the sink ports, sorted.
+    pub fn sinks(&self) -> Vec<String> {
+        let mut s: Vec<String> = self
+            .edges
+            .iter()
+            .filter_map(|e| match &e.to {
+                Endpoint::Sink(n) => Some(n.clone()),
+                _ => None,
+            })
+            .collect();
+        s.sort();
+        s.dedup();
+        s
+    }
+
+    /// Edges leaving `from`.
+    pub fn edges_from<'a>(&'a self, from: &'a Endpoint) -> impl Iterator<Item = &'a Edge> + 'a {
+        self.edges.iter().filter(move |e| &e.from == from)
+    }
+
+    /// Renders an endpoint as `vertex.port`, `input` or `output.NAME`.
+    pub fn endpoint_name(&self, ep: &Endpoint, outgoing: bool) -> String {
+        match ep {
+            Endpoint::Input => INPUT.to_string(),
+            Endpoint::Sink(n) => format!("{OUTPUT_PREFIX}.{n}"),
+            Endpoint::Port { vertex, port } => {
+                let v = &self.vertices[*vertex];
+                let ports = if outgoing { &v.spec.outputs } else { &v.spec.inputs };
+                let pname = ports.get(*port).map(|p| p.name.as_str()).unwrap_or("?");
+                format!("{}.{}", v.name, pname)
+            }
+        }
+    }
+}

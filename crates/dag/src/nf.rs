@@ -1,0 +1,236 @@
+//! The NF API: what a network function declares ([`NfSpec`]) and how it processes
+//! packets and context messages through an [`NfContext`].
+//!
+//! An NF is a `&self`-only object shared by all instances (tasks) of its vertex: it has
+//! no mutable fields, so everything it remembers must go through the state API
+//! ([`NfContext::state`]). That is what lets the framework scale, fail over and clone
+//! instances without losing state. Never add interior mutability (`Cell`, `Mutex`,
+//! atomics) to an NF: the runtime cannot see or replay such state.
+
+use serde_json::Value as Json;
+use streamnf_packet::{Flowspace, Packet};
+use streamnf_store::{CustomOpId, Op, Value};
+
+/// What an NF port carries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PortClass {
+    /// Packets.
+    Packets,
+    /// JSON context messages of a named type (e.g. `"verdict"`); edges must join equal types.
+    Context(String),
+}
+
+impl std::fmt::Display for PortClass {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PortClass::Packets => f.write_str("packets"),
+            PortClass::Context(t) => write!(f, "context<{t}>"),
+        }
+    }
+}
+
+/// A typed input or output port.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PortSpec {
+    /// Port name, unique among the NF's inputs (or outputs).
+    pub name: String,
+    /// What flows through it.
+    pub class: PortClass,
+    /// A required port must be connected in every chain that uses the NF.
+    pub required: bool,
+}
+
+impl PortSpec {
+    /// A required packet port.
+    pub fn packets(name: &str) -> PortSpec {
+        PortSpec { name: name.into(), class: PortClass::Packets, required: true }
+    }
+    /// An optional packet port.
+    pub fn optional_packets(name: &str) -> PortSpec {
+        PortSpec { name: name.into(), class: PortClass::Packets, required: false }
+    }
+    /// An optional context port of message type `ty`.
+    pub fn context(name: &str, ty: &str) -> PortSpec {
+        PortSpec { name: name.into(), class: PortClass::Context(ty.into()), required: false }
+    }
+}
+
+/// Who may update a state object, and how its keys partition traffic (§3.1, §4.2).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StateScope {
+    /// Per-flow state: one value per key of these flowspaces (ordered fine → coarse);
+    /// only the task that owns a flow updates it.
+    PerFlow(Vec<Flowspace>),
+    /// Shared by every instance of the vertex; the store serialises updates.
+    Shared,
+}
+
+/// A state object an NF declares.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StateObjectSpec {
+    /// Name, unique within the NF.
+    pub name: String,
+    /// Scope.
+    pub scope: StateScope,
+    /// Read far more than written: eligible for client-side caching with invalidation.
+    pub read_heavy: bool,
+}
+
+impl StateObjectSpec {
+    /// A per-flow object keyed by one flowspace.
+    pub fn per_flow(name: &str, flowspace: Flowspace) -> StateObjectSpec {
+        StateObjectSpec { name: name.into(), scope: StateScope::PerFlow(vec![flowspace]), read_heavy: false }
+    }
+    /// A shared object.
+    pub fn shared(name: &str) -> StateObjectSpec {
+        StateObjectSpec { name: name.into(), scope: StateScope::Shared, read_heavy: false }
+    }
+}
+
+/// An NF's static declaration: its ports and state objects.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NfSpec {
+    /// Input ports; index = port number passed to `on_packet` / `on_context`.
+    pub inputs: Vec<PortSpec>,
+    /// Output ports; index = port number passed to [`NfContext::forward`].
+    pub outputs: Vec<PortSpec>,
+    /// State objects; index = object number passed to [`NfContext::state`].
+    pub state: Vec<StateObjectSpec>,
+    /// The NF terminates connections (consumes logical clocks, §5).
+    pub connection_terminating: bool,
+}
+
+impl NfSpec {
+    /// Index of the input port called `name`.
+    pub fn input(&self, name: &str) -> Option<usize> {
+        self.inputs.iter().position(|p| p.name == name)
+    }
+    /// Index of the output port called `name`.
+    pub fn output(&self, name: &str) -> Option<usize> {
+        self.outputs.iter().position(|p| p.name == name)
+    }
+}
+
+/// A JSON context message sent between NFs (e.g. the IDS's `suspicious` verdict).
+pub type ContextMsg = Json;
+
+/// An alert raised by an NF. The runtime adds `vertex`, `clock` and `ts` when it writes it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Alert {
+    /// Alert kind, e.g. `port_scan`, `syn_flood`, `dpi_match`.
+    pub kind: String,
+    /// Subject fields, e.g. `{"src_ip": "10.0.0.1", "count": 20}`.
+    pub fields: serde_json::Map<String, Json>,
+}
+
+impl Alert {
+    /// A new alert of `kind` with no fields.
+    pub fn new(kind: &str) -> Alert {
+        Alert { kind: kind.into(), fields: serde_json::Map::new() }
+    }
+    /// Adds a field.
+    pub fn with(mut self, key: &str, value: impl Into<Json>) -> Alert {
+        self.fields.insert(key.into(), value.into());
+        self
+    }
+}
+
+/// An error an NF returns for one input; the runtime counts it per vertex and drops the input.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum NfError {
+    /// A state operation failed.
+    #[error("state: {0}")]
+    State(String),
+    /// The input was not what the NF expected.
+    #[error("bad input: {0}")]
+    BadInput(String),
+}
+
+impl From<streamnf_store::StoreError> for NfError {
+    fn from(e: streamnf_store::StoreError) -> Self {
+        NfError::State(e.to_string())
+    }
+}
+
+/// What an NF can do while processing one input. Implemented by the runtime.
+pub trait NfContext {
+    /// Logical clock of the packet being processed (or that caused this context message).
+    fn clock(&self) -> u64;
+    /// Timestamp of that packet in nanoseconds (trace time, not wall-clock).
+    fn now_ns(&self) -> u64;
+    /// Sends the current packet to output port `port` once processing returns. Calling it
+    /// for several ports sends copies; not calling it drops the packet.
+    fn forward(&mut self, port: usize);
+    /// Sends a context message to output port `port`.
+    fn emit_context(&mut self, port: usize, msg: ContextMsg);
+    /// Raises an alert.
+    fn alert(&mut self, alert: Alert);
+    /// Applies a state operation to `key` of state object `object` and waits for its result.
+    fn state(&mut self, object: usize, key: &[u8], op: Op) -> Result<Option<Value>, NfError>;
+    /// Applies an update without waiting (the store applies it before any later read).
+    fn state_nonblocking(&mut self, object: usize, key: &[u8], op: Op) -> Result<(), NfError>;
+    /// Schedules `on_timer(payload)` at trace time `at_ns` on this task.
+    fn schedule_timer(&mut self, at_ns: u64, payload: Vec<u8>);
+    /// Looks up a custom store operation registered in [`NetworkFunction::custom_ops`].
+    fn custom_op(&self, name: &str) -> Option<CustomOpId>;
+}
+
+/// Convenience wrappers over [`NfContext::state`] for Table 1 operations.
+pub trait StateExt: NfContext {
+    /// Reads an integer (missing = 0).
+    fn get_int(&mut self, object: usize, key: &[u8]) -> Result<i64, NfError> {
+        match self.state(object, key, Op::Get)? {
+            Some(Value::Int(v)) => Ok(v),
+            None => Ok(0),
+            Some(other) => Err(NfError::State(format!("expected an integer, found {other:?}"))),
+        }
+    }
+    /// Reads any value.
+    fn get(&mut self, object: usize, key: &[u8]) -> Result<Option<Value>, NfError> {
+        self.state(object, key, Op::Get)
+    }
+    /// Increments and returns the new value.
+    fn incr(&mut self, object: usize, key: &[u8], delta: i64) -> Result<i64, NfError> {
+        match self.state(object, key, Op::Incr(delta))? {
+            Some(Value::Int(v)) => Ok(v),
+            other => Err(NfError::State(format!("increment returned {other:?}"))),
+        }
+    }
+    /// Increments without waiting.
+    fn incr_nb(&mut self, object: usize, key: &[u8], delta: i64) -> Result<(), NfError> {
+        self.state_nonblocking(object, key, Op::Incr(delta))
+    }
+    /// Sets a value.
+    fn set(&mut self, object: usize, key: &[u8], value: Value) -> Result<(), NfError> {
+        self.state(object, key, Op::Set(value)).map(|_| ())
+    }
+}
+
+impl<T: NfContext + ?Sized> StateExt for T {}
+
+/// A network function. One object serves every instance of its vertex.
+pub trait NetworkFunction: Send + Sync {
+    /// Ports and state objects. Called once when the chain is built.
+    fn spec(&self) -> NfSpec;
+
+    /// Processes a packet arriving on input port `port`. May rewrite the packet in place
+    /// (then call [`Packet::reparse`]) before forwarding it.
+    fn on_packet(&self, port: usize, pkt: &mut Packet, ctx: &mut dyn NfContext) -> Result<(), NfError>;
+
+    /// Processes a context message arriving on input port `port`.
+    fn on_context(&self, port: usize, msg: &ContextMsg, ctx: &mut dyn NfContext) -> Result<(), NfError> {
+        let _ = (port, msg, ctx);
+        Ok(())
+    }
+
+    /// Handles a timer this NF scheduled.
+    fn on_timer(&self, payload: &[u8], ctx: &mut dyn NfContext) -> Result<(), NfError> {
+        let _ = (payload, ctx);
+        Ok(())
+    }
+
+    /// Custom store operations this NF needs, by name (registered once per store).
+    fn custom_ops(&self) -> Vec<(String, streamnf_store::CustomOpFn)> {
+        Vec::new()
+    }
+}

@@ -1,0 +1,285 @@
+//! `nat`: source NAT (§6).
+//!
+//! Outbound TCP/UDP packets (source inside one of `internal_nets`, destination outside)
+//! get the source address `external_ip` and a port from a pool shared by every instance;
+//! the mapping is remembered per connection, and replies to `external_ip:port` are
+//! translated back to the original endpoint. IPv4 header and TCP/UDP checksums are fixed
+//! incrementally. Traffic that is neither (transit, internal-to-internal, IPv6) passes
+//! unchanged; unsolicited inbound packets and untranslatable outbound ones (ICMP, later
+//! fragments) are dropped and counted.
+//!
+//! State (all in the store):
+//! - `conn` (per-flow, `[connection]`): outbound connection → external port.
+//! - `reverse` (shared): (proto, external port, remote address, remote port) → internal
+//!   endpoint; written once per connection by its owner, read by whichever task gets replies.
+//! - `free_ports` (shared list) and `next_port` (shared counter): the port pool; a port
+//!   comes from the free list first, else the counter (allocation order is the order of
+//!   logical clocks in the reference run).
+//! - `counters` (shared): per-protocol and per-outcome counters.
+
+use crate::net::{ip_from_key, ip_key, Cidr};
+use std::net::IpAddr;
+use std::sync::Arc;
+use streamnf_dag::{Alert, NetworkFunction, NfContext, NfError, NfSpec, Params, PortSpec, StateExt, StateObjectSpec};
+use streamnf_packet::checksum::{update16, update_bytes};
+use streamnf_packet::{Field, Flowspace, Packet, Transport};
+use streamnf_store::{Op, Value};
+
+const CONN: usize = 0;
+const REVERSE: usize = 1;
+const FREE_PORTS: usize = 2;
+const NEXT_PORT: usize = 3;
+const COUNTERS: usize = 4;
+
+/// Source NAT.
+#[derive(Debug, Clone)]
+pub struct Nat {
+    external_ip: IpAddr,
+    internal: Vec<Cidr>,
+    port_min: u16,
+    port_max: u16,
+}
+
+impl Default for Nat {
+    fn default() -> Self {
+        Nat {
+            external_ip: IpAddr::from([203, 0, 113, 1]),
+            internal: ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"]
+                .iter()
+                .filter_map(|s| Cidr::parse(s).ok())
+                .collect(),
+            port_min: 10_000,
+            port_max: 65_535,
+        }
+    }
+}
+
+impl Nat {
+    /// A NAT translating `internal` prefixes to `external_ip` with ports `port_min..=port_max`.
+    pub fn new(external_ip: IpAddr, internal: Vec<Cidr>, port_min: u16, port_max: u16) -> Result<Nat, String> {
+        if !external_ip.is_ipv4() {
+            return Err(format!("external_ip {external_ip}: only IPv4 translation is supported"));
+        }
+        if port_min == 0 || port_min > port_max {
+            return Err(format!("port range {port_min}-{port_max} is empty or starts at 0"));
+        }
+        Ok(Nat { external_ip, internal, port_min, port_max })
+    }
+
+    /// Chain-file constructor: `external_ip`, `internal_nets`, `port_min`, `port_max`.
+    pub fn from_params(p: &Params) -> Result<Arc<dyn NetworkFunction>, String> {
+        p.allow_only(&["external_ip", "internal_nets", "port_min", "port_max"])?;
+        let d = Nat::default();
+        let ext = p.string("external_ip", "203.0.113.1")?;
+        let external_ip: IpAddr =
+            ext.parse().map_err(|_| format!("parameter `external_ip`: `{ext}` is not an IP address"))?;
+        let nets = p.strings("internal_nets", &["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"])?;
+        let internal = nets
+            .iter()
+            .map(|s| Cidr::parse(s).map_err(|e| format!("parameter `internal_nets`: {e}")))
+            .collect::<Result<Vec<_>, _>>()?;
+        let port = |k: &str, dflt: u16| -> Result<u16, String> {
+            let v = p.u64(k, u64::from(dflt))?;
+            u16::try_from(v).map_err(|_| format!("parameter `{k}` must be 1..=65535, found {v}"))
+        };
+        let nat = Nat::new(external_ip, internal, port("port_min", d.port_min)?, port("port_max", d.port_max)?)
+            .map_err(|e| format!("parameter error: {e}"))?;
+        Ok(Arc::new(nat))
+    }
+
+    fn is_internal(&self, ip: IpAddr) -> bool {
+        self.internal.iter().any(|c| c.contains(ip))
+    }
+
+    fn count(&self, ctx: &mut dyn NfContext, what: &str) -> Result<(), NfError> {
+        ctx.incr_nb(COUNTERS, what.as_bytes(), 1)
+    }
+
+    /// Takes a port from the pool, or None when it is exhausted.
+    fn allocate(&self, ctx: &mut dyn NfContext) -> Result<Option<u16>, NfError> {
+        if let Some(Value::Bytes(b)) = ctx.state(FREE_PORTS, b"", Op::Pop { back: false })? {
+            if let [hi, lo] = b[..] {
+                return Ok(Some(u16::from_be_bytes([hi, lo])));
+            }
+        }
+        let n = ctx.incr(NEXT_PORT, b"", 1)?;
+        let size = i64::from(self.port_max) - i64::from(self.port_min) + 1;
+        if n < 1 || n > size {
+            return Ok(None);
+        }
+        Ok(u16::try_from(i64::from(self.port_min) + n - 1).ok())
+    }
+
+    fn outbound(&self, pkt: &mut Packet, ctx: &mut dyn NfContext, proto_name: &str) -> Result<(), NfError> {
+        let (Some(ip), Some((sport, dport))) = (pkt.hdr.ip, pkt.hdr.transport.ports()) else {
+            return Ok(());
+        };
+        let conn = conn_key(ip.proto, ip.src, sport, ip.dst, dport);
+        let ext_port = match ctx.get(CONN, &conn)? {
+            Some(Value::Int(p)) => u16::try_from(p).map_err(|_| NfError::State(format!("bad stored port {p}")))?,
+            _ => {
+                let Some(port) = self.allocate(ctx)? else {
+                    self.count(ctx, "port_exhausted")?;
+                    ctx.alert(
+                        Alert::new("nat_port_exhausted")
+                            .with("src_ip", ip.src.to_string())
+                            .with("src_port", sport)
+                            .with("dst_ip", ip.dst.to_string())
+                            .with("dst_port", dport),
+                    );
+                    return Ok(());
+                };
+                ctx.set(CONN, &conn, Value::Int(i64::from(port)))?;
+                let mut internal = ip_key(ip.src);
+                internal.extend_from_slice(&sport.to_be_bytes());
+                ctx.set(REVERSE, &reverse_key(ip.proto, port, ip.dst, dport), Value::Bytes(internal))?;
+                self.count(ctx, "connections")?;
+                port
+            }
+        };
+        rewrite(pkt, Side::Src, self.external_ip, ext_port);
+        self.count(ctx, proto_name)?;
+        ctx.forward(0);
+        Ok(())
+    }
+
+    fn inbound(&self, pkt: &mut Packet, ctx: &mut dyn NfContext, proto_name: &str) -> Result<(), NfError> {
+        let (Some(ip), Some((sport, dport))) = (pkt.hdr.ip, pkt.hdr.transport.ports()) else {
+            return Ok(());
+        };
+        match ctx.get(REVERSE, &reverse_key(ip.proto, dport, ip.src, sport))? {
+            Some(Value::Bytes(b)) => {
+                let addr_len = b.len().saturating_sub(2);
+                let (Some(addr), Some(port)) = (
+                    ip_from_key(&b[..addr_len]),
+                    b.get(addr_len..).and_then(|p| <[u8; 2]>::try_from(p).ok()).map(u16::from_be_bytes),
+                ) else {
+                    return Err(NfError::State("corrupt reverse mapping".into()));
+                };
+                rewrite(pkt, Side::Dst, addr, port);
+                self.count(ctx, proto_name)?;
+                ctx.forward(0);
+            }
+            _ => self.count(ctx, "unsolicited_inbound")?,
+        }
+        Ok(())
+    }
+}
+
+fn conn_key(proto: u8, src: IpAddr, sport: u16, dst: IpAddr, dport: u16) -> Vec<u8> {
+    let mut k = vec![proto];
+    k.extend_from_slice(&ip_key(src));
+    k.extend_from_slice(&sport.to_be_bytes());
+    k.extend_from_slice(&ip_key(dst));
+    k.extend_from_slice(&dport.to_be_bytes());
+    k
+}
+
+fn reverse_key(proto: u8, ext_port: u16, remote: IpAddr, remote_port: u16) -> Vec<u8> {
+    let mut k = vec![proto];
+    k.extend_from_slice(&ext_port.to_be_bytes());
+    k.extend_from_slice(&ip_key(remote));
+    k.extend_from_slice(&remote_port.to_be_bytes());
+    k
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Src,
+    Dst,
+}
+
+/// Rewrites the IPv4 source (or destination) address and port, fixing the IPv4 header
+/// checksum and the TCP/UDP checksum incrementally, then re-parses the headers.
+fn rewrite(pkt: &mut Packet, side: Side, addr: IpAddr, port: u16) {
+    let (IpAddr::V4(new_ip), Some(ip)) = (addr, pkt.hdr.ip) else { return };
+    let l3 = usize::from(pkt.hdr.l3_offset);
+    let l4 = usize::from(pkt.hdr.l4_offset);
+    let (ip_at, port_at) = match side {
+        Side::Src => (l3 + 12, l4),
+        Side::Dst => (l3 + 16, l4 + 2),
+    };
+    let ck_at = match pkt.hdr.transport {
+        Transport::Tcp { .. } => Some(l4 + 16),
+        Transport::Udp { .. } => Some(l4 + 6),
+        _ => None,
+    };
+    let d = &mut pkt.data;
+    let (Some(old_ip), Some(old_port)) = (
+        d.get(ip_at..ip_at + 4).map(|b| [b[0], b[1], b[2], b[3]]),
+        d.get(port_at..port_at + 2).map(|b| u16::from_be_bytes([b[0], b[1]])),
+    ) else {
+        return;
+    };
+    let new = new_ip.octets();
+    // IPv4 header checksum.
+    if let Some(b) = d.get(l3 + 10..l3 + 12) {
+        let ck = update_bytes(u16::from_be_bytes([b[0], b[1]]), &old_ip, &new);
+        d[l3 + 10..l3 + 12].copy_from_slice(&ck.to_be_bytes());
+    }
+    // Transport checksum covers the pseudo-header address and the port.
+    if let Some(at) = ck_at {
+        if let Some(b) = d.get(at..at + 2) {
+            let old_ck = u16::from_be_bytes([b[0], b[1]]);
+            let is_udp = matches!(pkt.hdr.transport, Transport::Udp { .. });
+            if !(is_udp && old_ck == 0) {
+                let mut ck = update_bytes(old_ck, &old_ip, &new);
+                ck = update16(ck, old_port, port);
+                if is_udp && ck == 0 {
+                    ck = 0xffff;
+                }
+                d[at..at + 2].copy_from_slice(&ck.to_be_bytes());
+            }
+        }
+    }
+    d[ip_at..ip_at + 4].copy_from_slice(&new);
+    d[port_at..port_at + 2].copy_from_slice(&port.to_be_bytes());
+    let _ = ip;
+    pkt.reparse();
+}
+
+impl NetworkFunction for Nat {
+    fn spec(&self) -> NfSpec {
+        NfSpec {
+            inputs: vec![PortSpec::packets("in")],
+            outputs: vec![PortSpec::packets("out")],
+            state: vec![
+                StateObjectSpec::per_flow("conn", Flowspace(vec![Field::Connection])),
+                StateObjectSpec::shared("reverse"),
+                StateObjectSpec::shared("free_ports"),
+                StateObjectSpec::shared("next_port"),
+                StateObjectSpec::shared("counters"),
+            ],
+            connection_terminating: false,
+        }
+    }
+
+    fn on_packet(&self, _port: usize, pkt: &mut Packet, ctx: &mut dyn NfContext) -> Result<(), NfError> {
+        let Some(ip) = pkt.hdr.ip else {
+            self.count(ctx, "non_ip")?;
+            ctx.forward(0);
+            return Ok(());
+        };
+        let proto_name = match pkt.hdr.transport {
+            Transport::Tcp { .. } => "tcp",
+            Transport::Udp { .. } => "udp",
+            _ => "other",
+        };
+        let translatable = proto_name != "other" && ip.version == 4;
+        if self.is_internal(ip.src) && !self.is_internal(ip.dst) {
+            if translatable {
+                return self.outbound(pkt, ctx, proto_name);
+            }
+            return self.count(ctx, "untranslatable_outbound");
+        }
+        if ip.dst == self.external_ip {
+            if translatable {
+                return self.inbound(pkt, ctx, proto_name);
+            }
+            return self.count(ctx, "unsolicited_inbound");
+        }
+        self.count(ctx, "transit")?;
+        ctx.forward(0);
+        Ok(())
+    }
+}

@@ -1,0 +1,498 @@
+//! The engine: root splitter plus one task per vertex, processing each input packet
+//! through the whole chain before the next (the reference semantics of §2: one instance
+//! per NF, unbounded links).
+//!
+//! Root: assigns the logical clock (1, 2, 3 …), applies the malformed policy, applies
+//! the input edges' filters. Tasks: call the NF with a [`TaskContext`], then route what it
+//! emitted along the edges of its output ports (filters applied there). Sinks: write.
+//! Timers due in trace time fire before the packet that passes them, each with a fresh
+//! logical clock. The engine never keeps NF state: only counters and the message queue.
+
+use crate::alerts::{AlertRecord, AlertSink};
+use crate::context::{Emit, TaskContext};
+use crate::sink::{SinkRecord, SinkSet};
+use crate::stats::{ChainStats, Latency, TaskStats};
+use std::collections::{BTreeMap, VecDeque};
+use std::io;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+use streamnf_dag::{Alert, ContextMsg, Endpoint, LogicalDag, NfError, StateScope};
+use streamnf_packet::{LinkType, MalformedPolicy, Packet};
+use streamnf_store::{StateStore, Value};
+
+/// Where NF state lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StateMode {
+    /// In the state store with clock-tagged updates (streamnf's model).
+    Externalized,
+    /// In a plain in-process map without clock tags: the "traditional NF" baseline, for
+    /// benchmarks only (no failover, no scaling guarantees).
+    Local,
+}
+
+/// Engine options.
+pub struct EngineConfig {
+    /// Directory for sink captures; none = count only.
+    pub out_dir: Option<PathBuf>,
+    /// Write `.pcapng` instead of `.pcap`.
+    pub pcapng: bool,
+    /// Alert output (JSON lines).
+    pub alerts_out: Option<Box<dyn io::Write + Send>>,
+    /// Keep sink packets and alerts in memory (for comparisons and tests).
+    pub keep: bool,
+    /// Link type for empty captures.
+    pub default_link: LinkType,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig { out_dir: None, pcapng: false, alerts_out: None, keep: false, default_link: LinkType::Ethernet }
+    }
+}
+
+enum Payload {
+    Packet(Packet),
+    Context(ContextMsg),
+}
+
+struct Message {
+    vertex: usize,
+    port: usize,
+    payload: Payload,
+}
+
+/// Target of an edge, resolved for routing.
+#[derive(Clone)]
+enum Route {
+    Vertex { vertex: usize, port: usize },
+    Sink(String),
+}
+
+struct RouteEdge {
+    filter: Option<streamnf_filter::Filter>,
+    route: Route,
+}
+
+/// Everything a finished run produced.
+pub struct EngineReport {
+    /// Chain-wide counters.
+    pub chain: ChainStats,
+    /// Per vertex name, per task counters.
+    pub tasks: BTreeMap<String, Vec<TaskStats>>,
+    /// Alerts per kind.
+    pub alerts: BTreeMap<String, u64>,
+    /// Alerts kept (when `keep`).
+    pub alert_records: Vec<AlertRecord>,
+    /// Sink packets kept (when `keep`).
+    pub sink_records: BTreeMap<String, Vec<SinkRecord>>,
+    /// Output captures written.
+    pub output_files: Vec<PathBuf>,
+    /// Per-packet latency.
+    pub latency: Latency,
+    /// Time spent processing (excludes reading the trace).
+    pub busy: std::time::Duration,
+}
+
+/// Runs one chain over a sequence of packets.
+pub struct Engine {
+    dag: Arc<LogicalDag>,
+    store: Arc<dyn StateStore>,
+    next_clock: u64,
+    input_routes: Vec<RouteEdge>,
+    out_routes: Vec<Vec<Vec<RouteEdge>>>,
+    per_flow: Vec<Vec<bool>>,
+    queue: VecDeque<Message>,
+    emits: Vec<Emit>,
+    alerts_buf: Vec<Alert>,
+    timers_buf: Vec<(u64, Vec<u8>)>,
+    pending_timers: u64,
+    chain: ChainStats,
+    tasks: Vec<TaskStats>,
+    sinks: SinkSet,
+    alerts: AlertSink,
+    latency: Latency,
+    busy: std::time::Duration,
+    sink_writes: u64,
+    cur_ts: u64,
+}
+
+fn route_of(ep: &Endpoint) -> Option<Route> {
+    match ep {
+        Endpoint::Port { vertex, port } => Some(Route::Vertex { vertex: *vertex, port: *port }),
+        Endpoint::Sink(n) => Some(Route::Sink(n.clone())),
+        Endpoint::Input => None,
+    }
+}
+
+impl Engine {
+    /// Prepares a run of `dag` on `store`; registers the NFs' custom store operations.
+    pub fn new(dag: Arc<LogicalDag>, store: Arc<dyn StateStore>, cfg: EngineConfig) -> Result<Engine, String> {
+        for v in &dag.vertices {
+            for (name, f) in v.nf.custom_ops() {
+                store
+                    .register_custom_op(&name, f)
+                    .map_err(|e| format!("vertex \"{}\": cannot register custom op `{name}`: {e}", v.name))?;
+            }
+        }
+        let collect = |from: &Endpoint| -> Vec<RouteEdge> {
+            dag.edges_from(from)
+                .filter_map(|e| route_of(&e.to).map(|route| RouteEdge { filter: e.filter.clone(), route }))
+                .collect()
+        };
+        let input_routes = collect(&Endpoint::Input);
+        let out_routes = dag
+            .vertices
+            .iter()
+            .enumerate()
+            .map(|(vid, v)| {
+                (0..v.spec.outputs.len()).map(|port| collect(&Endpoint::Port { vertex: vid, port })).collect()
+            })
+            .collect();
+        let per_flow = dag
+            .vertices
+            .iter()
+            .map(|v| v.spec.state.iter().map(|s| matches!(s.scope, StateScope::PerFlow(_))).collect())
+            .collect();
+        let sinks = SinkSet::new(&dag.sinks(), cfg.out_dir.as_deref(), cfg.pcapng, cfg.keep, cfg.default_link);
+        let mut chain = ChainStats::default();
+        for s in dag.sinks() {
+            chain.packets_out.insert(s, 0);
+        }
+        Ok(Engine {
+            tasks: vec![TaskStats::default(); dag.vertices.len()],
+            dag,
+            store,
+            next_clock: 1,
+            input_routes,
+            out_routes,
+            per_flow,
+            queue: VecDeque::new(),
+            emits: Vec::new(),
+            alerts_buf: Vec::new(),
+            timers_buf: Vec::new(),
+            pending_timers: 0,
+            chain,
+            sinks,
+            alerts: AlertSink::new(cfg.alerts_out, cfg.keep),
+            latency: Latency::default(),
+            busy: std::time::Duration::ZERO,
+            sink_writes: 0,
+            cur_ts: 0,
+        })
+    }
+
+    /// The store this engine runs on.
+    pub fn store(&self) -> &Arc<dyn StateStore> {
+        &self.store
+    }
+
+    /// The chain.
+    pub fn dag(&self) -> &LogicalDag {
+        &self.dag
+    }
+
+    /// Pushes one input packet through the whole chain.
+    pub fn process(&mut self, mut pkt: Packet) -> io::Result<()> {
+        let start = Instant::now();
+        if self.pending_timers > 0 {
+            self.fire_timers(pkt.ts_ns)?;
+        }
+        self.cur_ts = pkt.ts_ns;
+        self.chain.packets_in += 1;
+        self.chain.bytes_in += pkt.data.len() as u64;
+        pkt.meta.clock = self.next_clock;
+        pkt.meta.ingress_index = self.chain.packets_in - 1;
+        self.next_clock += 1;
+        if let Some(m) = pkt.malformed {
+            *self.chain.malformed.entry(m.as_str().to_string()).or_insert(0) += 1;
+            if self.dag.malformed == MalformedPolicy::Drop {
+                self.chain.dropped += 1;
+                self.chain.dropped_malformed += 1;
+                return Ok(());
+            }
+        }
+        self.sink_writes = 0;
+        let mut admitted = false;
+        let routes = std::mem::take(&mut self.input_routes);
+        let result = self.route_packet(&routes, pkt, &mut admitted);
+        self.input_routes = routes;
+        result?;
+        if !admitted {
+            self.chain.unmatched_input += 1;
+        }
+        self.drain()?;
+        if self.sink_writes == 0 {
+            self.chain.dropped += 1;
+        }
+        let elapsed = start.elapsed();
+        self.busy += elapsed;
+        self.latency.record(elapsed.as_nanos() as u64);
+        Ok(())
+    }
+
+    /// Sends `pkt` along every route whose filter admits it (the last one gets the
+    /// packet itself, earlier ones copies).
+    fn route_packet(&mut self, routes: &[RouteEdge], pkt: Packet, admitted: &mut bool) -> io::Result<()> {
+        let mut last: Option<&Route> = None;
+        for r in routes {
+            if r.filter.as_ref().is_none_or(|f| f.matches(&pkt)) {
+                if let Some(prev) = last.replace(&r.route) {
+                    self.deliver(prev, Payload::Packet(pkt.clone()))?;
+                }
+            }
+        }
+        if let Some(r) = last {
+            *admitted = true;
+            self.deliver(r, Payload::Packet(pkt))?;
+        }
+        Ok(())
+    }
+
+    fn deliver(&mut self, route: &Route, payload: Payload) -> io::Result<()> {
+        match route {
+            Route::Vertex { vertex, port } => {
+                self.queue.push_back(Message { vertex: *vertex, port: *port, payload });
+            }
+            Route::Sink(name) => {
+                if let Payload::Packet(p) = payload {
+                    self.sinks.write(name, &p)?;
+                    self.sink_writes += 1;
+                    if let Some(c) = self.chain.packets_out.get_mut(name) {
+                        *c += 1;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn drain(&mut self) -> io::Result<()> {
+        while let Some(msg) = self.queue.pop_front() {
+            self.run_task(msg)?;
+        }
+        Ok(())
+    }
+
+    fn run_task(&mut self, msg: Message) -> io::Result<()> {
+        let vid = msg.vertex;
+        let (clock, now_ns) = match &msg.payload {
+            Payload::Packet(p) => (p.meta.clock, p.ts_ns),
+            Payload::Context(_) => (self.current_clock(), self.current_ts()),
+        };
+        self.run_nf(vid, 0, clock, now_ns, msg.port, msg.payload)
+    }
+
+    fn current_clock(&self) -> u64 {
+        self.next_clock.saturating_sub(1)
+    }
+
+    fn current_ts(&self) -> u64 {
+        self.cur_ts
+    }
+
+    /// Calls the NF of `vid` on one input and routes what it emitted.
+    fn run_nf(&mut self, vid: usize, task: u32, clock: u64, now_ns: u64, port: usize, mut payload: Payload) -> io::Result<()> {
+        let t0 = Instant::now();
+        self.emits.clear();
+        self.alerts_buf.clear();
+        self.timers_buf.clear();
+        let dag = Arc::clone(&self.dag);
+        let vertex = &dag.vertices[vid];
+        let mut ctx = TaskContext {
+            store: &*self.store,
+            dag_id: dag.id,
+            vertex: vid as u32,
+            task,
+            per_flow: &self.per_flow[vid],
+            clock,
+            now_ns,
+            seq: 0,
+            emits: &mut self.emits,
+            alerts: &mut self.alerts_buf,
+            timers: &mut self.timers_buf,
+            state_ops: 0,
+        };
+        let stats = &mut self.tasks[vid];
+        let outcome: std::thread::Result<Result<(), NfError>> = match &mut payload {
+            Payload::Packet(p) => {
+                stats.packets_in += 1;
+                stats.bytes_in += p.data.len() as u64;
+                catch_unwind(AssertUnwindSafe(|| vertex.nf.on_packet(port, p, &mut ctx)))
+            }
+            Payload::Context(m) => {
+                stats.contexts_in += 1;
+                catch_unwind(AssertUnwindSafe(|| vertex.nf.on_context(port, m, &mut ctx)))
+            }
+        };
+        stats.state_ops += ctx.state_ops;
+        match outcome {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => {
+                stats.nf_errors += 1;
+                self.emits.clear();
+            }
+            Err(_) => {
+                stats.nf_panics += 1;
+                self.emits.clear();
+            }
+        }
+        stats.busy_ns += t0.elapsed().as_nanos() as u64;
+        self.after_nf(&dag, vid, task, clock, now_ns, payload)
+    }
+
+    fn after_nf(&mut self, dag: &LogicalDag, vid: usize, task: u32, clock: u64, now_ns: u64, payload: Payload) -> io::Result<()> {
+        let vertex = &dag.vertices[vid];
+        for a in self.alerts_buf.drain(..) {
+            self.tasks[vid].alerts += 1;
+            self.alerts.push(AlertRecord {
+                kind: a.kind,
+                vertex: vertex.name.clone(),
+                task,
+                clock,
+                ts_ns: now_ns,
+                fields: a.fields,
+            })?;
+        }
+        for (at, p) in self.timers_buf.drain(..) {
+            self.store.schedule_timer(at, dag.id, vid as u32, Some(task), p);
+            self.pending_timers += 1;
+        }
+        let emits = std::mem::take(&mut self.emits);
+        let mut pkt = match payload {
+            Payload::Packet(p) => Some(p),
+            Payload::Context(_) => None,
+        };
+        let is_packet = pkt.is_some();
+        let packet_ports: Vec<usize> =
+            emits.iter().filter_map(|e| if let Emit::Packet(p) = e { Some(*p) } else { None }).collect();
+        if is_packet && packet_ports.is_empty() {
+            self.tasks[vid].dropped += 1;
+        }
+        let last_packet_emit = packet_ports.len();
+        let mut packet_emits_seen = 0;
+        for e in emits.iter() {
+            match e {
+                Emit::Context(port, msg) => {
+                    self.tasks[vid].contexts_out += 1;
+                    let routes = self.take_routes(vid, *port);
+                    let mut result = Ok(());
+                    for r in &routes {
+                        result = self.deliver(&r.route, Payload::Context(msg.clone()));
+                        if result.is_err() {
+                            break;
+                        }
+                    }
+                    self.put_routes(vid, *port, routes);
+                    result?;
+                }
+                Emit::Packet(port) => {
+                    packet_emits_seen += 1;
+                    let Some(p) = pkt.as_ref() else { continue };
+                    self.tasks[vid].packets_out += 1;
+                    let out = if packet_emits_seen == last_packet_emit {
+                        match pkt.take() {
+                            Some(p) => p,
+                            None => continue,
+                        }
+                    } else {
+                        p.clone()
+                    };
+                    let routes = self.take_routes(vid, *port);
+                    let mut admitted = false;
+                    let r = self.route_packet(&routes, out, &mut admitted);
+                    self.put_routes(vid, *port, routes);
+                    r?;
+                }
+            }
+        }
+        self.emits = emits;
+        Ok(())
+    }
+
+    fn take_routes(&mut self, vid: usize, port: usize) -> Vec<RouteEdge> {
+        self.out_routes.get_mut(vid).and_then(|v| v.get_mut(port)).map(std::mem::take).unwrap_or_default()
+    }
+
+    fn put_routes(&mut self, vid: usize, port: usize, routes: Vec<RouteEdge>) {
+        if let Some(slot) = self.out_routes.get_mut(vid).and_then(|v| v.get_mut(port)) {
+            *slot = routes;
+        }
+    }
+
+    /// Fires timers due at or before `now_ns`, each as its own input with a fresh clock.
+    fn fire_timers(&mut self, now_ns: u64) -> io::Result<()> {
+        let due = self.store.due_timers(now_ns);
+        for t in due {
+            self.pending_timers = self.pending_timers.saturating_sub(1);
+            let vid = t.vertex as usize;
+            if t.dag != self.dag.id || vid >= self.dag.vertices.len() {
+                continue;
+            }
+            let clock = self.next_clock;
+            self.next_clock += 1;
+            self.cur_ts = t.at_ns;
+            let task = t.task.unwrap_or(0);
+            self.emits.clear();
+            self.alerts_buf.clear();
+            self.timers_buf.clear();
+            let dag = Arc::clone(&self.dag);
+            let mut ctx = TaskContext {
+                store: &*self.store,
+                dag_id: dag.id,
+                vertex: t.vertex,
+                task,
+                per_flow: &self.per_flow[vid],
+                clock,
+                now_ns: t.at_ns,
+                seq: 0,
+                emits: &mut self.emits,
+                alerts: &mut self.alerts_buf,
+                timers: &mut self.timers_buf,
+                state_ops: 0,
+            };
+            let nf = &dag.vertices[vid].nf;
+            let outcome = catch_unwind(AssertUnwindSafe(|| nf.on_timer(&t.payload, &mut ctx)));
+            let stats = &mut self.tasks[vid];
+            stats.timers += 1;
+            stats.state_ops += ctx.state_ops;
+            match outcome {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => stats.nf_errors += 1,
+                Err(_) => stats.nf_panics += 1,
+            }
+            // A timer has no packet: only its context messages, alerts and timers count.
+            self.emits.retain(|e| matches!(e, Emit::Context(..)));
+            self.after_nf(&dag, vid, task, clock, t.at_ns, Payload::Context(ContextMsg::Null))?;
+            self.drain()?;
+        }
+        Ok(())
+    }
+
+    /// Final state of this chain in the store, keys rendered as stable strings.
+    pub fn final_state(&self) -> BTreeMap<String, Value> {
+        self.store.snapshot(self.dag.id)
+    }
+
+    /// Flushes sinks and alerts and returns what the run produced.
+    pub fn finish(mut self) -> io::Result<EngineReport> {
+        self.alerts.flush()?;
+        let output_files = self.sinks.finish()?;
+        let _ = self.store.flush();
+        let mut tasks = BTreeMap::new();
+        for (v, s) in self.dag.vertices.iter().zip(self.tasks.iter()) {
+            tasks.insert(v.name.clone(), vec![s.clone()]);
+        }
+        Ok(EngineReport {
+            chain: self.chain,
+            tasks,
+            alerts: self.alerts.per_kind().clone(),
+            alert_records: self.alerts.kept().to_vec(),
+            sink_records: self.sinks.kept(),
+            output_files,
+            latency: self.latency,
+            busy: self.busy,
+        })
+    }
+}

@@ -1,0 +1,121 @@
+//! `run_trace`: read a trace into memory, replay it through an [`Engine`] at the chosen
+//! pace with a progress bar, and summarise. A damaged trace still has its packets before
+//! the damage processed; the error is returned beside the summary.
+
+use crate::engine::{Engine, EngineConfig, EngineReport};
+use crate::pace::{Pace, Pacer};
+use crate::summary::Summary;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use streamnf_dag::LogicalDag;
+use streamnf_packet::trace::{read_all, TraceError};
+use streamnf_packet::LinkType;
+use streamnf_store::StateStore;
+
+/// Options of one run.
+pub struct RunOptions {
+    /// Input trace (pcap or pcapng).
+    pub trace: PathBuf,
+    /// Directory for one capture per sink port.
+    pub out_dir: Option<PathBuf>,
+    /// Write pcapng instead of pcap.
+    pub pcapng: bool,
+    /// Alerts file (JSON lines).
+    pub alerts: Option<PathBuf>,
+    /// Replay pace.
+    pub pace: Pace,
+    /// Show a progress bar on a terminal for runs longer than a second.
+    pub progress: bool,
+    /// Keep outputs and alerts in memory (comparisons, tests).
+    pub keep: bool,
+}
+
+impl RunOptions {
+    /// Defaults: no outputs, max pace, no progress bar.
+    pub fn new(trace: &Path) -> RunOptions {
+        RunOptions { trace: trace.to_path_buf(), out_dir: None, pcapng: false, alerts: None, pace: Pace::Max, progress: false, keep: false }
+    }
+}
+
+/// Errors that stop a run before or while it processes packets.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The trace cannot be opened or is not a capture.
+    #[error("{0}")]
+    Trace(#[from] TraceError),
+    /// An output cannot be written.
+    #[error("{what}: {err}")]
+    Io {
+        /// What was being written.
+        what: String,
+        /// The I/O error.
+        err: std::io::Error,
+    },
+    /// The chain cannot run on this store.
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// What a run produced.
+pub struct RunOutcome {
+    /// Summary (also for a run ended by a damaged trace).
+    pub summary: Summary,
+    /// Everything the engine recorded.
+    pub report: EngineReport,
+    /// The damage that ended the trace early, if any.
+    pub trace_error: Option<TraceError>,
+    /// Final state of the chain in the store.
+    pub final_state: std::collections::BTreeMap<String, streamnf_store::Value>,
+}
+
+/// Runs `dag` over the trace in `opts` on `store`.
+pub fn run_trace(dag: Arc<LogicalDag>, store: Arc<dyn StateStore>, opts: &RunOptions) -> Result<RunOutcome, RunError> {
+    let (records, trace_error) = read_all(&opts.trace)?;
+    if let Some(dir) = &opts.out_dir {
+        std::fs::create_dir_all(dir)
+            .map_err(|err| RunError::Io { what: format!("cannot create output directory {}", dir.display()), err })?;
+    }
+    let alerts_out: Option<Box<dyn std::io::Write + Send>> = match &opts.alerts {
+        Some(p) => Some(Box::new(
+            std::fs::File::create(p)
+                .map_err(|err| RunError::Io { what: format!("cannot create alerts file {}", p.display()), err })?,
+        )),
+        None => None,
+    };
+    let default_link = records.first().map(|r| r.link).unwrap_or(LinkType::Ethernet);
+    let cfg = EngineConfig { out_dir: opts.out_dir.clone(), pcapng: opts.pcapng, alerts_out, keep: opts.keep, default_link };
+    let backend = store.backend_name().to_string();
+    let mut engine = Engine::new(Arc::clone(&dag), store, cfg).map_err(RunError::Setup)?;
+
+    let total = records.len() as u64;
+    let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::hidden());
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} packets ({per_sec}, eta {eta})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let show_bar = opts.progress && std::io::stderr().is_terminal();
+    let started = Instant::now();
+    let mut bar_visible = false;
+    let mut pacer = Pacer::new(opts.pace);
+    let io_err = |err| RunError::Io { what: "writing outputs".into(), err };
+    for (i, rec) in records.into_iter().enumerate() {
+        pacer.wait(i as u64, rec.ts_ns);
+        engine.process(rec.into_packet()).map_err(io_err)?;
+        if i % 4096 == 0 {
+            if show_bar && !bar_visible && started.elapsed() > Duration::from_secs(1) {
+                bar.set_draw_target(ProgressDrawTarget::stderr());
+                bar_visible = true;
+            }
+            bar.set_position(i as u64);
+        }
+    }
+    bar.finish_and_clear();
+    let final_state = engine.final_state();
+    let report = engine.finish().map_err(io_err)?;
+    let mut summary = Summary::from_report(&dag, &opts.trace.display().to_string(), &backend, &report);
+    summary.trace_error = trace_error.as_ref().map(|e| e.to_string());
+    Ok(RunOutcome { summary, report, trace_error, final_state })
+}

@@ -1,0 +1,126 @@
+//! Run counters: per vertex, per task, chain-wide, and the per-packet latency histogram.
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// Counters of one task (an instance of a vertex).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct TaskStats {
+    /// Packets received.
+    pub packets_in: u64,
+    /// Bytes of packets received.
+    pub bytes_in: u64,
+    /// Context messages received.
+    pub contexts_in: u64,
+    /// Packets sent on output ports (copies count once per port).
+    pub packets_out: u64,
+    /// Context messages sent.
+    pub contexts_out: u64,
+    /// Packets the NF did not forward on any port.
+    pub dropped: u64,
+    /// Alerts raised.
+    pub alerts: u64,
+    /// State operations issued.
+    pub state_ops: u64,
+    /// Timers fired.
+    pub timers: u64,
+    /// Inputs the NF rejected with an error.
+    pub nf_errors: u64,
+    /// Inputs during which the NF panicked (caught and isolated).
+    pub nf_panics: u64,
+    /// Time spent inside the NF, ns.
+    pub busy_ns: u64,
+}
+
+impl TaskStats {
+    /// Adds `o` into `self`.
+    pub fn add(&mut self, o: &TaskStats) {
+        self.packets_in += o.packets_in;
+        self.bytes_in += o.bytes_in;
+        self.contexts_in += o.contexts_in;
+        self.packets_out += o.packets_out;
+        self.contexts_out += o.contexts_out;
+        self.dropped += o.dropped;
+        self.alerts += o.alerts;
+        self.state_ops += o.state_ops;
+        self.timers += o.timers;
+        self.nf_errors += o.nf_errors;
+        self.nf_panics += o.nf_panics;
+        self.busy_ns += o.busy_ns;
+    }
+}
+
+/// Chain-wide counters.
+#[derive(Clone, Debug, Default)]
+pub struct ChainStats {
+    /// Packets read from the input.
+    pub packets_in: u64,
+    /// Bytes read from the input.
+    pub bytes_in: u64,
+    /// Malformed packets by reason.
+    pub malformed: BTreeMap<String, u64>,
+    /// Input packets none of whose descendants reached a sink.
+    pub dropped: u64,
+    /// Input packets the malformed policy dropped (included in `dropped`).
+    pub dropped_malformed: u64,
+    /// Packets written per sink port.
+    pub packets_out: BTreeMap<String, u64>,
+    /// Input packets no input edge's filter admitted (included in `dropped`).
+    pub unmatched_input: u64,
+}
+
+/// Per-packet latency in nanoseconds, 1 ns to 60 s at 3 significant digits.
+pub struct Latency {
+    hist: Option<Histogram<u64>>,
+}
+
+impl Default for Latency {
+    fn default() -> Self {
+        Latency { hist: Histogram::new_with_bounds(1, 60_000_000_000, 3).ok() }
+    }
+}
+
+impl Latency {
+    /// Records one latency.
+    pub fn record(&mut self, ns: u64) {
+        if let Some(h) = &mut self.hist {
+            let _ = h.record(ns.clamp(1, 60_000_000_000));
+        }
+    }
+
+    /// Percentiles p50, p90, p99, p99.9, max and mean, in ns.
+    pub fn percentiles(&self) -> LatencySummary {
+        match &self.hist {
+            Some(h) if !h.is_empty() => LatencySummary {
+                samples: h.len(),
+                p50_ns: h.value_at_quantile(0.5),
+                p90_ns: h.value_at_quantile(0.9),
+                p99_ns: h.value_at_quantile(0.99),
+                p999_ns: h.value_at_quantile(0.999),
+                max_ns: h.max(),
+                mean_ns: h.mean(),
+            },
+            _ => LatencySummary::default(),
+        }
+    }
+}
+
+/// Latency percentiles as reported in summaries.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct LatencySummary {
+    /// Number of packets measured.
+    pub samples: u64,
+    /// Median.
+    pub p50_ns: u64,
+    /// 90th percentile.
+    pub p90_ns: u64,
+    /// 99th percentile.
+    pub p99_ns: u64,
+    /// 99.9th percentile.
+    pub p999_ns: u64,
+    /// Maximum.
+    pub max_ns: u64,
+    /// Mean.
+    pub mean_ns: f64,
+}
