@@ -45,6 +45,9 @@ pub struct ChainBuilder {
     edges: Vec<EdgeDecl>,
     malformed: MalformedPolicy,
     errors: Vec<DagError>,
+    /// Vertices that could not be built (unknown NF, bad parameters): edges naming them
+    /// are skipped instead of reported again.
+    failed: Vec<String>,
 }
 
 impl ChainBuilder {
@@ -56,6 +59,7 @@ impl ChainBuilder {
             edges: Vec::new(),
             malformed: MalformedPolicy::Drop,
             errors: Vec::new(),
+            failed: Vec::new(),
         }
     }
 
@@ -153,6 +157,12 @@ impl ChainBuilder {
         self.errors.push(e);
     }
 
+    /// Records a vertex that failed to build, with its error.
+    pub(crate) fn push_failed_vertex(&mut self, name: &str, e: DagError) {
+        self.failed.push(name.to_string());
+        self.errors.push(e);
+    }
+
     /// Validates and returns the chain, or every problem found.
     pub fn build(self) -> Result<LogicalDag, DagErrors> {
         let mut errors = self.errors;
@@ -183,7 +193,17 @@ impl ChainBuilder {
         }
 
         let mut edges: Vec<Edge> = Vec::new();
+        let names_failed = |ep: &str| {
+            let v = ep.split_once('.').map(|x| x.0).unwrap_or(ep);
+            self.failed.iter().any(|f| f == v)
+        };
+        let declared_input = self.edges.iter().any(|d| d.from.trim() == INPUT);
+        let mut edge_errors = false;
         for d in &self.edges {
+            if names_failed(&d.from) || names_failed(&d.to) {
+                edge_errors = true;
+                continue;
+            }
             let label = format!("{} -> {}", d.from, d.to);
             let subject = format!("edge \"{label}\"");
             let err = |kind, msg: String| DagError { kind, location: d.location.clone(), subject: subject.clone(), message: msg };
@@ -195,6 +215,7 @@ impl ChainBuilder {
                     for e in [f.err(), t.err()].into_iter().flatten() {
                         errors.push(err(DagErrorKind::BadEndpoint, e));
                     }
+                    edge_errors = true;
                     continue;
                 }
             };
@@ -234,7 +255,8 @@ impl ChainBuilder {
             edges,
             malformed: self.malformed,
         };
-        validate::finish(dag, &vertex_locs, errors)
+        let checks = validate::Checks { input_declared: declared_input, graph_complete: !edge_errors && errors.is_empty() };
+        validate::finish(dag, &vertex_locs, errors, checks)
     }
 }
 
@@ -276,8 +298,16 @@ fn resolve(vertices: &[Vertex], text: &str, outgoing: bool) -> Result<Endpoint, 
             Some(port) => Ok(Endpoint::Port { vertex: vid, port }),
             None => Err(format!("vertex `{vname}` ({}) has no {dir} port `{p}` ({dir} ports: {})", v.nf_name, names())),
         },
-        None if ports.len() == 1 => Ok(Endpoint::Port { vertex: vid, port: 0 }),
-        None => Err(format!("vertex `{vname}` has {} {dir} ports; name one: {}", ports.len(), names())),
+        None => {
+            // A bare vertex name means its only port, or else its only packet port.
+            let packet_ports: Vec<usize> =
+                ports.iter().enumerate().filter(|(_, p)| p.class == PortClass::Packets).map(|(i, _)| i).collect();
+            match (ports.len(), packet_ports.as_slice()) {
+                (1, _) => Ok(Endpoint::Port { vertex: vid, port: 0 }),
+                (_, [only]) => Ok(Endpoint::Port { vertex: vid, port: *only }),
+                _ => Err(format!("vertex `{vname}` has {} {dir} ports; name one: {}", ports.len(), names())),
+            }
+        }
     }
 }
 

@@ -116,7 +116,7 @@ pub fn parse_chain(src: &str, file: &str, registry: &NfRegistry) -> Result<Logic
         let nf = match registry.build(&v.nf, &params) {
             None => {
                 let known: Vec<&str> = registry.list().into_iter().map(|(n, _)| n).collect();
-                b.push_error(DagError {
+                b.push_failed_vertex(&name, DagError {
                     kind: DagErrorKind::UnknownNf,
                     location: loc,
                     subject,
@@ -125,7 +125,7 @@ pub fn parse_chain(src: &str, file: &str, registry: &NfRegistry) -> Result<Logic
                 continue;
             }
             Some(Err(msg)) => {
-                b.push_error(DagError { kind: DagErrorKind::BadParameter, location: loc, subject, message: msg });
+                b.push_failed_vertex(&name, DagError { kind: DagErrorKind::BadParameter, location: loc, subject, message: msg });
                 continue;
             }
             Some(Ok(nf)) => nf,

@@ -4,18 +4,28 @@
 use crate::error::{DagError, DagErrorKind, DagErrors};
 use crate::graph::{Endpoint, LogicalDag};
 
+/// What the whole-chain checks may assume.
+pub(crate) struct Checks {
+    /// Some declared edge leaves `input` (even if it failed to resolve).
+    pub input_declared: bool,
+    /// Every vertex and edge was built: connectivity errors are real, not echoes of
+    /// earlier errors.
+    pub graph_complete: bool,
+}
+
 /// Runs the whole-chain checks, appends their errors to `errors`, and returns the DAG
 /// with vertices in topological order when there are no errors at all.
 pub(crate) fn finish(
     mut dag: LogicalDag,
     vertex_locs: &[Option<String>],
     mut errors: Vec<DagError>,
+    checks: Checks,
 ) -> Result<LogicalDag, DagErrors> {
     let n = dag.vertices.len();
     let loc = |v: usize| vertex_locs.get(v).cloned().flatten();
 
     // Unconnected required ports.
-    for (vid, v) in dag.vertices.iter().enumerate() {
+    for (vid, v) in dag.vertices.iter().enumerate().filter(|_| checks.graph_complete) {
         for (pid, p) in v.spec.inputs.iter().enumerate() {
             let ep = Endpoint::Port { vertex: vid, port: pid };
             if p.required && !dag.edges.iter().any(|e| e.to == ep) {
@@ -55,7 +65,7 @@ pub(crate) fn finish(
             }
         }
     }
-    if n > 0 && from_input.is_empty() && !dag.edges.iter().any(|e| e.from == Endpoint::Input) {
+    if n > 0 && !checks.input_declared {
         errors.push(DagError::new(
             DagErrorKind::Unreachable,
             "",
@@ -90,7 +100,7 @@ pub(crate) fn finish(
             subject: String::new(),
             message: format!("the chain has a cycle: {} -> {}", names.join(" -> "), names.first().unwrap_or(&"?")),
         });
-    } else {
+    } else if checks.graph_complete {
         // Reachability from the input.
         let mut seen = vec![false; n];
         let mut stack = from_input.clone();

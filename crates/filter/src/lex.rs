@@ -118,15 +118,13 @@ fn keyword(w: &str) -> Option<Kw> {
         "gateway" | "protochain" | "byte" | "inbound" | "outbound" | "ifindex" | "mpls"
         | "pppoed" | "pppoes" | "geneve" | "vxlan" | "atalk" | "aarp" | "decnet" | "lat"
         | "sca" | "moprc" | "mopdl" | "iso" | "esis" | "es-is" | "isis" | "is-is" | "clnp"
-        | "stp" | "ipx" | "netbeui" | "radio" | "llc" | "batadv" | "type" | "subtype"
-        | "dir" | "ra" | "ta" | "addr1" | "addr2" | "addr3" | "addr4" | "on" | "ifname"
-        | "rnr" | "rulenum" | "srnr" | "subrulenum" | "reason" | "action" | "rset"
-        | "ruleset" | "lane" | "metac" | "bcc" | "sc" | "ilmic" | "oamf4ec" | "oamf4sc"
-        | "oam" | "oamf4" | "connectmsg" | "metaconnect" | "vpi" | "vci" | "fisu" | "lssu"
-        | "msu" | "hfisu" | "hlssu" | "hmsu" | "sio" | "opc" | "dpc" | "sls" | "hsio"
-        | "hopc" | "hdpc" | "hsls" | "l1" | "l2" | "iih" | "lsp" | "snp" | "csnp" | "psnp" => {
-            Kw::Unsupported
-        }
+        | "stp" | "ipx" | "netbeui" | "radio" | "llc" | "batadv" | "type" | "subtype" | "dir"
+        | "ra" | "ta" | "addr1" | "addr2" | "addr3" | "addr4" | "on" | "ifname" | "rnr"
+        | "rulenum" | "srnr" | "subrulenum" | "reason" | "action" | "rset" | "ruleset" | "lane"
+        | "metac" | "bcc" | "sc" | "ilmic" | "oamf4ec" | "oamf4sc" | "oam" | "oamf4"
+        | "connectmsg" | "metaconnect" | "vpi" | "vci" | "fisu" | "lssu" | "msu" | "hfisu"
+        | "hlssu" | "hmsu" | "sio" | "opc" | "dpc" | "sls" | "hsio" | "hopc" | "hdpc" | "hsls"
+        | "l1" | "l2" | "iih" | "lsp" | "snp" | "csnp" | "psnp" => Kw::Unsupported,
         _ => return None,
     })
 }
@@ -138,7 +136,10 @@ pub(crate) enum Tok {
     /// A number (decimal, `0x` hex, leading-zero octal, or a named constant).
     Num(u32),
     /// A dotted IPv4 address or prefix (`10.1` has 16 significant bits).
-    Hid { addr: u32, bits: u8 },
+    Hid {
+        addr: u32,
+        bits: u8,
+    },
     /// An IPv6 address.
     Hid6(Ipv6Addr),
     /// A MAC address.
@@ -244,7 +245,10 @@ fn dotted(w: &str) -> Option<Result<(u32, u8), String>> {
     if parts.len() < 2 || parts.len() > 4 {
         return None;
     }
-    if !parts.iter().all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit())) {
+    if !parts
+        .iter()
+        .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
+    {
         return None;
     }
     let mut v: u32 = 0;
@@ -283,7 +287,11 @@ pub(crate) fn tokenize(expr: &str) -> Result<Vec<Token>, FilterError> {
             _ => None,
         };
         if let Some(t) = punct2 {
-            out.push(Token { tok: t, col, text: two });
+            out.push(Token {
+                tok: t,
+                col,
+                text: two,
+            });
             i += 2;
             continue;
         }
@@ -309,26 +317,41 @@ pub(crate) fn tokenize(expr: &str) -> Result<Vec<Token>, FilterError> {
         // A colon starts a word only as the beginning of an IPv6 address ("::1").
         let colon_word = c == ':' && chars.get(i + 1) == Some(&':');
         if let Some(t) = punct1 {
-            out.push(Token { tok: t, col, text: c.to_string() });
+            out.push(Token {
+                tok: t,
+                col,
+                text: c.to_string(),
+            });
             i += 1;
             continue;
         }
         if c == '\\' {
             let start = i + 1;
             let mut j = start;
-            while j < chars.len() && !chars[j].is_whitespace() && !matches!(chars[j], '!' | '(' | ')') {
+            while j < chars.len()
+                && !chars[j].is_whitespace()
+                && !matches!(chars[j], '!' | '(' | ')')
+            {
                 j += 1;
             }
             if j == start {
                 return Err(err(col, "expected a name after '\\'".into()));
             }
             let w: String = chars[start..j].iter().collect();
-            out.push(Token { tok: Tok::Id(w.clone()), col, text: format!("\\{w}") });
+            out.push(Token {
+                tok: Tok::Id(w.clone()),
+                col,
+                text: format!("\\{w}"),
+            });
             i = j;
             continue;
         }
         if c == ':' && !colon_word {
-            out.push(Token { tok: Tok::Colon, col, text: ":".into() });
+            out.push(Token {
+                tok: Tok::Colon,
+                col,
+                text: ":".into(),
+            });
             i += 1;
             continue;
         }
@@ -343,12 +366,20 @@ pub(crate) fn tokenize(expr: &str) -> Result<Vec<Token>, FilterError> {
         let mut word = full.clone();
         if full.contains(':') {
             if let Ok(a) = full.parse::<Ipv6Addr>() {
-                out.push(Token { tok: Tok::Hid6(a), col, text: full });
+                out.push(Token {
+                    tok: Tok::Hid6(a),
+                    col,
+                    text: full,
+                });
                 i = j;
                 continue;
             }
             if let Some(m) = mac(&full) {
-                out.push(Token { tok: Tok::Eid(m), col, text: full });
+                out.push(Token {
+                    tok: Tok::Eid(m),
+                    col,
+                    text: full,
+                });
                 i = j;
                 continue;
             }
@@ -380,8 +411,106 @@ pub(crate) fn tokenize(expr: &str) -> Result<Vec<Token>, FilterError> {
                 },
             }
         };
-        out.push(Token { tok, col, text: word });
+        out.push(Token {
+            tok,
+            col,
+            text: word,
+        });
     }
-    out.push(Token { tok: Tok::Eof, col: chars.len() + 1, text: String::new() });
+    out.push(Token {
+        tok: Tok::Eof,
+        col: chars.len() + 1,
+        text: String::new(),
+    });
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn toks(s: &str) -> Vec<Tok> {
+        tokenize(s)
+            .unwrap()
+            .into_iter()
+            .map(|t| t.tok)
+            .filter(|t| *t != Tok::Eof)
+            .collect()
+    }
+
+    #[test]
+    fn words_split_like_libpcap() {
+        assert_eq!(toks("1000-2000"), vec![Tok::Id("1000-2000".into())]);
+        assert_eq!(
+            toks("tcp[13:1]"),
+            vec![
+                Tok::Kw(Kw::P(Pq::Tcp)),
+                Tok::LBracket,
+                Tok::Num(13),
+                Tok::Colon,
+                Tok::Num(1),
+                Tok::RBracket
+            ]
+        );
+        assert_eq!(
+            toks("tcp-syn|tcp-ack"),
+            vec![Tok::Num(2), Tok::Pipe, Tok::Num(16)]
+        );
+        assert_eq!(toks("\\tcp"), vec![Tok::Id("tcp".into())]);
+        assert_eq!(
+            toks("0x1F 017 9"),
+            vec![Tok::Num(31), Tok::Num(15), Tok::Num(9)]
+        );
+        assert_eq!(
+            toks("10.1"),
+            vec![Tok::Hid {
+                addr: 0x0a01,
+                bits: 16
+            }]
+        );
+        assert_eq!(toks("::1"), vec![Tok::Hid6(Ipv6Addr::LOCALHOST)]);
+        let mac = [0, 0x11, 0x22, 0x33, 0x44, 0x55];
+        for m in [
+            "00:11:22:33:44:55",
+            "0:11:22:33:44:55",
+            "00-11-22-33-44-55",
+            "0011.2233.4455",
+            "001122334455",
+        ] {
+            assert_eq!(toks(m), vec![Tok::Eid(mac)], "{m}");
+        }
+        assert_eq!(
+            toks("a&&b||!c"),
+            vec![
+                Tok::Id("a".into()),
+                Tok::Kw(Kw::And),
+                Tok::Id("b".into()),
+                Tok::Kw(Kw::Or),
+                Tok::Kw(Kw::Not),
+                Tok::Id("c".into())
+            ]
+        );
+        assert_eq!(
+            toks("<= >= != == < > = << >>"),
+            vec![
+                Tok::Le,
+                Tok::Ge,
+                Tok::Ne,
+                Tok::Eq,
+                Tok::Lt,
+                Tok::Gt,
+                Tok::Eq,
+                Tok::Shl,
+                Tok::Shr
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_numbers_are_errors() {
+        assert!(tokenize("08").is_err());
+        assert!(tokenize("4294967296").is_err());
+        assert!(tokenize("1.2.3.300").is_err());
+        assert!(tokenize("$").is_err());
+    }
 }

@@ -55,17 +55,23 @@ impl Filter {
     /// let f = Filter::compile("tcp port 80 or 443").unwrap();
     /// assert_eq!(f.expr(), "tcp port 80 or 443");
     /// let e = Filter::compile("port 80 and host example.com").unwrap_err();
-    /// assert_eq!(e.column, 19);
+    /// assert_eq!(e.column, 18);
     /// ```
     pub fn compile(expr: &str) -> Result<Filter, FilterError> {
         let toks = lex::tokenize(expr)?;
         let root = parse::Parser::new(expr, toks).program()?;
-        Ok(Filter { expr: expr.to_string(), root })
+        Ok(Filter {
+            expr: expr.to_string(),
+            root,
+        })
     }
 
     /// A filter that matches every packet (the empty expression).
     pub fn match_all() -> Filter {
-        Filter { expr: String::new(), root: prog::Node::True }
+        Filter {
+            expr: String::new(),
+            root: prog::Node::True,
+        }
     }
 
     /// True when `pkt` satisfies the expression. Never panics, never allocates.

@@ -70,7 +70,11 @@ pub(crate) enum Arith {
     Const(u32),
     /// The on-wire packet length (`len`).
     Len,
-    Load { base: Base, idx: Box<Arith>, size: u8 },
+    Load {
+        base: Base,
+        idx: Box<Arith>,
+        size: u8,
+    },
     Bin(BinOp, Box<Arith>, Box<Arith>),
     Neg(Box<Arith>),
 }
@@ -84,14 +88,37 @@ pub(crate) enum Prim {
     Ip4Proto(u8),
     /// IPv6 next header equals, directly or behind one fragment header.
     Ip6Proto(u8),
+    /// `Ip4Proto(p) or Ip6Proto(p)` in one step (`tcp`, `udp`, `proto N`).
+    IpProto(u8),
     /// IPv4 address under mask, in IPv4 and/or ARP/RARP packets.
-    Host4 { dir: Dir, addr: u32, mask: u32, ip: bool, arp: bool, rarp: bool },
+    Host4 {
+        dir: Dir,
+        addr: u32,
+        mask: u32,
+        ip: bool,
+        arp: bool,
+        rarp: bool,
+    },
     /// IPv6 address under mask.
-    Host6 { dir: Dir, addr: u128, mask: u128 },
+    Host6 {
+        dir: Dir,
+        addr: u128,
+        mask: u128,
+    },
     /// Ethernet address.
-    EtherAddr { dir: Dir, mac: [u8; 6] },
+    EtherAddr {
+        dir: Dir,
+        mac: [u8; 6],
+    },
     /// TCP/UDP/SCTP port in `lo..=hi` over IPv4 (first fragments) and IPv6.
-    Port { dir: Dir, lo: u16, hi: u16, tcp: bool, udp: bool, sctp: bool },
+    Port {
+        dir: Dir,
+        lo: u16,
+        hi: u16,
+        tcp: bool,
+        udp: bool,
+        sctp: bool,
+    },
     /// An 802.1Q/802.1ad tag at this depth, optionally with this VLAN ID.
     Vlan(Option<u16>),
     EtherBroadcast,
@@ -100,7 +127,11 @@ pub(crate) enum Prim {
     Ip4Multicast,
     Ip6Multicast,
     /// `arith relop arith`.
-    Rel { op: RelOp, lhs: Arith, rhs: Arith },
+    Rel {
+        op: RelOp,
+        lhs: Arith,
+        rhs: Arith,
+    },
 }
 
 /// A boolean tree of primitives.
@@ -298,7 +329,22 @@ impl Prim {
                 let nxt = c.u8(l3 + 6)?;
                 nxt == p || (nxt == 44 && c.u8(l3 + 40)? == p)
             }
-            Prim::Host4 { dir, addr, mask, ip, arp, rarp } => {
+            Prim::IpProto(p) => match c.net(d)? {
+                (ETH_IP, l3) => c.u8(l3 + 9)? == p,
+                (ETH_IP6, l3) => {
+                    let nxt = c.u8(l3 + 6)?;
+                    nxt == p || (nxt == 44 && c.u8(l3 + 40)? == p)
+                }
+                _ => false,
+            },
+            Prim::Host4 {
+                dir,
+                addr,
+                mask,
+                ip,
+                arp,
+                rarp,
+            } => {
                 let (t, l3) = c.net(d)?;
                 let (s, t_off) = if ip && t == ETH_IP {
                     (l3 + 12, l3 + 16)
@@ -322,7 +368,14 @@ impl Prim {
                 let m = |off: usize| c.bytes::<6>(off).map(|a| a == mac);
                 dir.combine(|| m(6), || m(0))?
             }
-            Prim::Port { dir, lo, hi, tcp, udp, sctp } => {
+            Prim::Port {
+                dir,
+                lo,
+                hi,
+                tcp,
+                udp,
+                sctp,
+            } => {
                 let (t, l3) = c.net(d)?;
                 let ok = |p: u8| (tcp && p == 6) || (udp && p == 17) || (sctp && p == 132);
                 let l4 = if t == ETH_IP {
@@ -362,7 +415,11 @@ impl Prim {
             }
             Prim::Ip4Multicast => c.u8(c.l3_if(d, ETH_IP)? + 16)? >= 224,
             Prim::Ip6Multicast => c.u8(c.l3_if(d, ETH_IP6)? + 24)? == 0xff,
-            Prim::Rel { op, ref lhs, ref rhs } => {
+            Prim::Rel {
+                op,
+                ref lhs,
+                ref rhs,
+            } => {
                 let a = lhs.eval(c, d)?;
                 let b = rhs.eval(c, d)?;
                 match op {

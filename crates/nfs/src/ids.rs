@@ -9,7 +9,7 @@
 //! State: `syn_count` (per-flow `[src_ip]`, one counter per source and window),
 //! `flagged` (per-flow `[src_ip]`), `packets` (shared counter, non-blocking).
 
-use crate::net::ip_key;
+use crate::net::KeyBuf;
 use serde_json::json;
 use std::sync::Arc;
 use streamnf_dag::{
@@ -82,16 +82,18 @@ impl NetworkFunction for LightIds {
             ctx.forward(OUT);
             return Ok(());
         };
-        let src = ip_key(ip.src);
-        let mut flagged = matches!(ctx.get(FLAGGED, &src)?, Some(Value::Int(1)));
+        let mut src = KeyBuf::new();
+        src.ip(ip.src);
+        let src = src.as_bytes();
+        let mut flagged = matches!(ctx.get(FLAGGED, src)?, Some(Value::Int(1)));
         let syn_only = pkt.hdr.tcp_flags().is_some_and(|f| f.has(TcpFlags::SYN) && !f.has(TcpFlags::ACK));
         if syn_only && !flagged {
-            let mut key = src.clone();
-            key.extend_from_slice(&(pkt.ts_ns / self.window_ns).to_be_bytes());
-            let n = ctx.incr(SYN_COUNT, &key, 1)?;
+            let mut key = KeyBuf::new();
+            key.push(src).push(&(pkt.ts_ns / self.window_ns).to_be_bytes());
+            let n = ctx.incr(SYN_COUNT, key.as_bytes(), 1)?;
             if n > self.syn_threshold {
                 flagged = true;
-                ctx.set(FLAGGED, &src, Value::Int(1))?;
+                ctx.set(FLAGGED, src, Value::Int(1))?;
                 ctx.emit_context(VERDICT, json!({"src_ip": ip.src.to_string(), "suspicious": true}));
                 ctx.alert(
                     Alert::new("suspicious_source")

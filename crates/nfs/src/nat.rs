@@ -17,7 +17,7 @@
 //!   logical clocks in the reference run).
 //! - `counters` (shared): per-protocol and per-outcome counters.
 
-use crate::net::{ip_from_key, ip_key, Cidr};
+use crate::net::{ip_from_key, ip_key, Cidr, KeyBuf};
 use std::net::IpAddr;
 use std::sync::Arc;
 use streamnf_dag::{Alert, NetworkFunction, NfContext, NfError, NfSpec, Params, PortSpec, StateExt, StateObjectSpec};
@@ -115,7 +115,7 @@ impl Nat {
             return Ok(());
         };
         let conn = conn_key(ip.proto, ip.src, sport, ip.dst, dport);
-        let ext_port = match ctx.get(CONN, &conn)? {
+        let ext_port = match ctx.get(CONN, conn.as_bytes())? {
             Some(Value::Int(p)) => u16::try_from(p).map_err(|_| NfError::State(format!("bad stored port {p}")))?,
             _ => {
                 let Some(port) = self.allocate(ctx)? else {
@@ -129,10 +129,10 @@ impl Nat {
                     );
                     return Ok(());
                 };
-                ctx.set(CONN, &conn, Value::Int(i64::from(port)))?;
+                ctx.set(CONN, conn.as_bytes(), Value::Int(i64::from(port)))?;
                 let mut internal = ip_key(ip.src);
                 internal.extend_from_slice(&sport.to_be_bytes());
-                ctx.set(REVERSE, &reverse_key(ip.proto, port, ip.dst, dport), Value::Bytes(internal))?;
+                ctx.set(REVERSE, reverse_key(ip.proto, port, ip.dst, dport).as_bytes(), Value::Bytes(internal))?;
                 self.count(ctx, "connections")?;
                 port
             }
@@ -147,7 +147,7 @@ impl Nat {
         let (Some(ip), Some((sport, dport))) = (pkt.hdr.ip, pkt.hdr.transport.ports()) else {
             return Ok(());
         };
-        match ctx.get(REVERSE, &reverse_key(ip.proto, dport, ip.src, sport))? {
+        match ctx.get(REVERSE, reverse_key(ip.proto, dport, ip.src, sport).as_bytes())? {
             Some(Value::Bytes(b)) => {
                 let addr_len = b.len().saturating_sub(2);
                 let (Some(addr), Some(port)) = (
@@ -166,20 +166,15 @@ impl Nat {
     }
 }
 
-fn conn_key(proto: u8, src: IpAddr, sport: u16, dst: IpAddr, dport: u16) -> Vec<u8> {
-    let mut k = vec![proto];
-    k.extend_from_slice(&ip_key(src));
-    k.extend_from_slice(&sport.to_be_bytes());
-    k.extend_from_slice(&ip_key(dst));
-    k.extend_from_slice(&dport.to_be_bytes());
+fn conn_key(proto: u8, src: IpAddr, sport: u16, dst: IpAddr, dport: u16) -> KeyBuf {
+    let mut k = KeyBuf::new();
+    k.push(&[proto]).ip(src).u16(sport).ip(dst).u16(dport);
     k
 }
 
-fn reverse_key(proto: u8, ext_port: u16, remote: IpAddr, remote_port: u16) -> Vec<u8> {
-    let mut k = vec![proto];
-    k.extend_from_slice(&ext_port.to_be_bytes());
-    k.extend_from_slice(&ip_key(remote));
-    k.extend_from_slice(&remote_port.to_be_bytes());
+fn reverse_key(proto: u8, ext_port: u16, remote: IpAddr, remote_port: u16) -> KeyBuf {
+    let mut k = KeyBuf::new();
+    k.push(&[proto]).u16(ext_port).ip(remote).u16(remote_port);
     k
 }
 

@@ -41,6 +41,54 @@ impl Cidr {
     }
 }
 
+/// A stack-allocated key under construction (at most 48 bytes), so NFs build store keys
+/// without allocating per packet.
+#[derive(Clone, Copy, Debug)]
+pub struct KeyBuf {
+    len: u8,
+    buf: [u8; 48],
+}
+
+impl Default for KeyBuf {
+    fn default() -> Self {
+        KeyBuf { len: 0, buf: [0; 48] }
+    }
+}
+
+impl KeyBuf {
+    /// An empty key.
+    pub fn new() -> KeyBuf {
+        KeyBuf::default()
+    }
+
+    /// Appends bytes (silently capped at 48 bytes; the NFs' keys are at most 39).
+    pub fn push(&mut self, b: &[u8]) -> &mut KeyBuf {
+        let start = usize::from(self.len);
+        let end = (start + b.len()).min(self.buf.len());
+        self.buf[start..end].copy_from_slice(&b[..end - start]);
+        self.len = end as u8;
+        self
+    }
+
+    /// Appends an address as family tag + octets (the [`ip_key`] encoding).
+    pub fn ip(&mut self, ip: IpAddr) -> &mut KeyBuf {
+        match ip {
+            IpAddr::V4(a) => self.push(&[4]).push(&a.octets()),
+            IpAddr::V6(a) => self.push(&[6]).push(&a.octets()),
+        }
+    }
+
+    /// Appends a big-endian u16.
+    pub fn u16(&mut self, v: u16) -> &mut KeyBuf {
+        self.push(&v.to_be_bytes())
+    }
+
+    /// The key bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf[..usize::from(self.len)]
+    }
+}
+
 /// Key bytes of an address: family tag + octets.
 pub fn ip_key(ip: IpAddr) -> Vec<u8> {
     match ip {
@@ -89,6 +137,16 @@ mod tests {
         assert!(Cidr::parse("ten").is_err());
         let v6 = Cidr::parse("fd00::/8").expect("v6");
         assert!(v6.contains("fd12::1".parse().expect("ip")));
+    }
+
+    #[test]
+    fn keybuf_matches_ip_key() {
+        let ip: IpAddr = "2001:db8::7".parse().expect("ip");
+        let mut k = KeyBuf::new();
+        k.ip(ip).u16(80);
+        let mut want = ip_key(ip);
+        want.extend_from_slice(&80u16.to_be_bytes());
+        assert_eq!(k.as_bytes(), &want[..]);
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //! State: `flagged` (per-flow `[src_ip]`), `bucket` (per-flow `[src_ip]`),
 //! `counters` (shared: `passed`, `throttled`).
 
-use crate::net::ip_key;
+use crate::net::{ip_key, KeyBuf};
 use std::sync::Arc;
 use streamnf_dag::{
     ContextMsg, NetworkFunction, NfContext, NfError, NfSpec, Params, PortSpec, StateExt, StateObjectSpec,
@@ -137,13 +137,15 @@ impl NetworkFunction for RateLimiter {
             ctx.forward(0);
             return Ok(());
         };
-        let src = ip_key(ip.src);
-        let limited = self.limit_all || matches!(ctx.get(FLAGGED, &src)?, Some(Value::Int(1)));
+        let mut src = KeyBuf::new();
+        src.ip(ip.src);
+        let src = src.as_bytes();
+        let limited = self.limit_all || matches!(ctx.get(FLAGGED, src)?, Some(Value::Int(1)));
         if limited {
             let op = ctx
                 .custom_op(TOKEN_BUCKET_OP)
                 .ok_or_else(|| NfError::State("token bucket operation not registered".into()))?;
-            let r = ctx.state(BUCKET, &src, Op::Custom { op, arg: bucket_arg(pkt.ts_ns, self.rate_pps, self.burst) })?;
+            let r = ctx.state(BUCKET, src, Op::Custom { op, arg: bucket_arg(pkt.ts_ns, self.rate_pps, self.burst) })?;
             if !matches!(r, Some(Value::Int(1))) {
                 return ctx.incr_nb(COUNTERS, b"throttled", 1);
             }

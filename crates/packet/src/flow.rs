@@ -213,3 +213,79 @@ impl fmt::Debug for FlowKey {
         write!(f, ")")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::headers::LinkType;
+    use etherparse::PacketBuilder;
+    use proptest::prelude::*;
+
+    fn tcp(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16) -> Packet {
+        let mut v = Vec::new();
+        PacketBuilder::ethernet2([1; 6], [2; 6])
+            .ipv4(src, dst, 64)
+            .tcp(sport, dport, 1, 1000)
+            .write(&mut v, b"")
+            .expect("build");
+        Packet::new(LinkType::Ethernet, v, 0)
+    }
+
+    #[test]
+    fn five_tuple_distinguishes_flows() {
+        let fs = Flowspace::five_tuple();
+        let a = tcp([10, 0, 0, 1], 1000, [10, 0, 0, 2], 80);
+        let b = tcp([10, 0, 0, 1], 1001, [10, 0, 0, 2], 80);
+        assert_ne!(fs.key(&a), fs.key(&b));
+        assert_eq!(fs.key(&a), fs.key(&a.clone()));
+        assert_eq!(fs.key(&a).as_bytes().len(), 1 + 4 + 1 + 4 + 1 + 2 + 2);
+    }
+
+    #[test]
+    fn connection_key_is_direction_free() {
+        let fs = Flowspace(vec![Field::Connection]);
+        let a = tcp([10, 0, 0, 1], 1000, [10, 0, 0, 2], 80);
+        let b = tcp([10, 0, 0, 2], 80, [10, 0, 0, 1], 1000);
+        assert_eq!(fs.key(&a), fs.key(&b));
+        let c = tcp([10, 0, 0, 2], 81, [10, 0, 0, 1], 1000);
+        assert_ne!(fs.key(&a), fs.key(&c));
+    }
+
+    #[test]
+    fn coarse_flowspace_groups_flows() {
+        let fs = Flowspace(vec![Field::SrcIp]);
+        let a = tcp([10, 0, 0, 1], 1000, [10, 0, 0, 2], 80);
+        let b = tcp([10, 0, 0, 1], 2000, [10, 9, 9, 9], 443);
+        assert_eq!(fs.key(&a), fs.key(&b));
+        assert_eq!(Flowspace::from_names(&["src_ip", "dst_port"]), Ok(Flowspace(vec![Field::SrcIp, Field::DstPort])));
+        assert_eq!(Flowspace::from_names(&["src_ip", "nope"]), Err("nope".to_string()));
+        assert_eq!(Flowspace(vec![Field::SrcIp, Field::DstIp]).to_string(), "[src_ip, dst_ip]");
+    }
+
+    #[test]
+    fn non_ip_packets_have_keys() {
+        let p = Packet::new(LinkType::Ethernet, vec![0u8; 60], 0);
+        let k = Flowspace::five_tuple().key(&p);
+        assert_eq!(k, Flowspace::five_tuple().key(&p));
+    }
+
+    proptest! {
+        #[test]
+        fn keys_equal_iff_fields_equal(s1: [u8; 4], s2: [u8; 4], p1: u16, p2: u16) {
+            let fs = Flowspace::five_tuple();
+            let a = tcp(s1, p1, [192, 0, 2, 1], 80);
+            let b = tcp(s2, p2, [192, 0, 2, 1], 80);
+            prop_assert_eq!(fs.key(&a) == fs.key(&b), s1 == s2 && p1 == p2);
+            prop_assert_eq!(fs.key(&a).stable_hash() == fs.key(&b).stable_hash() || fs.key(&a) != fs.key(&b), true);
+        }
+
+        #[test]
+        fn long_keys_fold_but_stay_distinct(a in proptest::collection::vec(any::<u8>(), 48..100), flip in 40usize..48) {
+            let mut b = a.clone();
+            let i = flip.min(b.len() - 1);
+            b[i] ^= 0xff;
+            prop_assert_ne!(FlowKey::from_bytes(&a), FlowKey::from_bytes(&b));
+            prop_assert_eq!(FlowKey::from_bytes(&a).as_bytes().len(), FlowKey::CAPACITY);
+        }
+    }
+}

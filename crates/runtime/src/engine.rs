@@ -22,6 +22,9 @@ use streamnf_dag::{Alert, ContextMsg, Endpoint, LogicalDag, NfError, StateScope}
 use streamnf_packet::{LinkType, MalformedPolicy, Packet};
 use streamnf_store::{StateStore, Value};
 
+/// Inputs between two garbage collections of the store's clock logs.
+const GC_EVERY: u64 = 1024;
+
 /// Where NF state lives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StateMode {
@@ -226,6 +229,11 @@ impl Engine {
         if self.sink_writes == 0 {
             self.chain.dropped += 1;
         }
+        // Every clock below the next one is fully processed: nothing can replay it in a
+        // single-instance run, so the store may forget its clock logs.
+        if self.chain.packets_in % GC_EVERY == 0 {
+            self.store.gc_below(self.next_clock);
+        }
         let elapsed = start.elapsed();
         self.busy += elapsed;
         self.latency.record(elapsed.as_nanos() as u64);
@@ -364,13 +372,10 @@ impl Engine {
             Payload::Packet(p) => Some(p),
             Payload::Context(_) => None,
         };
-        let is_packet = pkt.is_some();
-        let packet_ports: Vec<usize> =
-            emits.iter().filter_map(|e| if let Emit::Packet(p) = e { Some(*p) } else { None }).collect();
-        if is_packet && packet_ports.is_empty() {
+        let last_packet_emit = emits.iter().filter(|e| matches!(e, Emit::Packet(_))).count();
+        if pkt.is_some() && last_packet_emit == 0 {
             self.tasks[vid].dropped += 1;
         }
-        let last_packet_emit = packet_ports.len();
         let mut packet_emits_seen = 0;
         for e in emits.iter() {
             match e {
@@ -468,6 +473,11 @@ impl Engine {
             self.drain()?;
         }
         Ok(())
+    }
+
+    /// Removes and returns the sink packets kept so far (with `keep`), per sink port.
+    pub fn take_outputs(&mut self) -> BTreeMap<String, Vec<SinkRecord>> {
+        self.sinks.take_kept()
     }
 
     /// Final state of this chain in the store, keys rendered as stable strings.

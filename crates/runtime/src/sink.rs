@@ -79,6 +79,11 @@ impl SinkSet {
         self.ports.iter().map(|(k, v)| (k.clone(), v.kept.clone())).collect()
     }
 
+    /// Removes and returns the packets kept so far, per sink port.
+    pub fn take_kept(&mut self) -> BTreeMap<String, Vec<SinkRecord>> {
+        self.ports.iter_mut().map(|(k, v)| (k.clone(), std::mem::take(&mut v.kept))).collect()
+    }
+
     /// Closes every capture (creating empty ones for ports that got nothing); returns the paths.
     pub fn finish(&mut self) -> io::Result<Vec<PathBuf>> {
         let mut paths = Vec::new();

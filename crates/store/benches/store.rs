@@ -6,7 +6,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use streamnf_store::bench::{incr_throughput, populate, GC_EVERY};
+use streamnf_store::bench::{gc_interval, incr_throughput, populate};
 use streamnf_store::{EmbeddedStore, LocalStore, Op, StateStore, Update, UpdateTag, Value};
 
 const KEYS: u32 = 10_000;
@@ -29,13 +29,14 @@ fn single_thread(c: &mut Criterion) {
         let name = store.backend_name();
         let mut clock = 0u64;
         let mut rng = 0x1234_5678u64;
+        let every = gc_interval(KEYS);
         g.bench_function(BenchmarkId::new("incr", name), |b| {
             b.iter(|| {
                 clock += 1;
                 let k = keys[xorshift(&mut rng)];
                 let u = Update::new(k, Op::Incr(1), UpdateTag::new(clock, 0), 0);
                 black_box(store.execute(&u)).ok();
-                if clock % GC_EVERY == 0 {
+                if clock % every == 0 {
                     store.gc_below(clock);
                 }
             })
@@ -53,7 +54,7 @@ fn single_thread(c: &mut Criterion) {
                 let op = Op::Set(Value::Int(clock as i64));
                 let u = Update::new(k, op, UpdateTag::new(clock, 0), 0);
                 black_box(store.execute(&u)).ok();
-                if clock % GC_EVERY == 0 {
+                if clock % every == 0 {
                     store.gc_below(clock);
                 }
             })
@@ -69,7 +70,7 @@ fn single_thread(c: &mut Criterion) {
                 };
                 let u = Update::new(k, op, UpdateTag::new(clock, 0), 0);
                 black_box(store.execute(&u)).ok();
-                if clock % GC_EVERY == 0 {
+                if clock % every == 0 {
                     store.gc_below(clock);
                 }
             })

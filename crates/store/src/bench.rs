@@ -7,7 +7,7 @@
 //! rate in operations per second (wall time from a common start barrier to the last thread's
 //! end). Each thread is its own issuer (task id = thread index) and uses fresh tags
 //! `(clock = 1, 2, ..., seq = thread index)`, so no update is emulated. To bound memory the
-//! way the runtime would, every thread calls `gc_below(its clock)` every [`GC_EVERY`]
+//! way the runtime would, every thread calls `gc_below(its clock)` every [`gc_interval`]
 //! operations; that cost is included.
 
 use std::sync::Barrier;
@@ -18,14 +18,27 @@ use crate::StateStore;
 
 /// DAG id used for benchmark keys.
 pub const BENCH_DAG: u32 = 0xbe;
-/// Each thread calls `gc_below` every this many operations.
-pub const GC_EVERY: u64 = 1 << 16;
+/// Minimum interval, in operations per thread, between `gc_below` calls.
+pub const GC_EVERY: u64 = 1 << 12;
 
-/// The `n` benchmark keys (shared, DAG [`BENCH_DAG`]).
+/// GC interval used for `keys` keys: `max(GC_EVERY, 2 * keys)` operations per thread, so
+/// the GC walk (linear in the key count) costs a small constant per operation and each
+/// key holds about two log entries per thread between collections, like a runtime whose
+/// watermark trails the packets in flight.
+pub fn gc_interval(keys: u32) -> u64 {
+    GC_EVERY.max(2 * u64::from(keys))
+}
+
+/// Benchmark key number `i` (shared, DAG [`BENCH_DAG`], sub-key = `i` as 8 bytes). Built on
+/// the fly by the measuring loops, so no key array competes with the store for cache.
+#[inline]
+pub fn bench_key(i: u32) -> StateKey {
+    StateKey::shared(BENCH_DAG, 0, 0, KeyBytes::from_u64(u64::from(i)))
+}
+
+/// The `n` benchmark keys.
 pub fn bench_keys(n: u32) -> Vec<StateKey> {
-    (0..n.max(1))
-        .map(|i| StateKey::shared(BENCH_DAG, 0, 0, KeyBytes::from_u64(u64::from(i))))
-        .collect()
+    (0..n.max(1)).map(bench_key).collect()
 }
 
 /// Clears all clock logs (`gc_below(u64::MAX)`, so tags of earlier runs are not emulated),
@@ -88,8 +101,8 @@ where
 }
 
 #[inline]
-fn maybe_gc(store: &dyn StateStore, clock: u64) {
-    if clock % GC_EVERY == 0 {
+fn maybe_gc(store: &dyn StateStore, clock: u64, every: u64) {
+    if clock % every == 0 {
         store.gc_below(clock);
     }
 }
@@ -101,13 +114,14 @@ pub fn incr_throughput(
     ops_per_thread: u64,
     keys: u32,
 ) -> f64 {
+    let every = gc_interval(keys);
     run(store, threads, ops_per_thread, keys, |t, keys| {
         let mut rng = Rng::new(t as u64 + 1);
         for clock in 1..=ops_per_thread {
-            let k = keys[rng.below(keys.len())];
+            let k = bench_key(rng.below(keys.len()) as u32);
             let u = Update::new(k, Op::Incr(1), UpdateTag::new(clock, t as u32), t as u32);
             let _ = std::hint::black_box(store.execute(&u));
-            maybe_gc(store, clock);
+            maybe_gc(store, clock, every);
         }
     })
 }
@@ -117,7 +131,7 @@ pub fn get_throughput(store: &dyn StateStore, threads: usize, ops_per_thread: u6
     run(store, threads, ops_per_thread, keys, |t, keys| {
         let mut rng = Rng::new(t as u64 + 1);
         for _ in 0..ops_per_thread {
-            let k = &keys[rng.below(keys.len())];
+            let k = &bench_key(rng.below(keys.len()) as u32);
             let _ = std::hint::black_box(store.get(k));
         }
     })
@@ -125,14 +139,15 @@ pub fn get_throughput(store: &dyn StateStore, threads: usize, ops_per_thread: u6
 
 /// Throughput of `Set(Int(_))` on random existing shared keys, fresh tags.
 pub fn set_throughput(store: &dyn StateStore, threads: usize, ops_per_thread: u64, keys: u32) -> f64 {
+    let every = gc_interval(keys);
     run(store, threads, ops_per_thread, keys, |t, keys| {
         let mut rng = Rng::new(t as u64 + 1);
         for clock in 1..=ops_per_thread {
-            let k = keys[rng.below(keys.len())];
+            let k = bench_key(rng.below(keys.len()) as u32);
             let op = Op::Set(Value::Int(clock as i64));
             let u = Update::new(k, op, UpdateTag::new(clock, t as u32), t as u32);
             let _ = std::hint::black_box(store.execute(&u));
-            maybe_gc(store, clock);
+            maybe_gc(store, clock, every);
         }
     })
 }
@@ -143,6 +158,7 @@ pub fn set_throughput(store: &dyn StateStore, threads: usize, ops_per_thread: u6
 pub fn cas_throughput(store: &dyn StateStore, threads: usize, ops_per_thread: u64, keys: u32) -> f64 {
     let threads = threads.max(1);
     let keys = keys.max(threads as u32);
+    let every = gc_interval(keys);
     run(store, threads, ops_per_thread, keys, |t, keys| {
         let mine: Vec<StateKey> = keys.iter().skip(t).step_by(threads).copied().collect();
         let mut vals = vec![0i64; mine.len()];
@@ -157,7 +173,7 @@ pub fn cas_throughput(store: &dyn StateStore, threads: usize, ops_per_thread: u6
             if let Ok(Some(Value::Int(1))) = store.execute(&u) {
                 vals[i] += 1;
             }
-            maybe_gc(store, clock);
+            maybe_gc(store, clock, every);
         }
     })
 }

@@ -5,12 +5,12 @@
 //!   two), each a `parking_lot::Mutex` around a hash map keyed by the pre-hashed key (the
 //!   map's hasher passes the stored hash through, so nothing is hashed twice). There is no
 //!   global lock; one key's operations are serialised by its shard lock.
-//! - Each key's entry holds its value and its clock log: a `Vec` of `(UpdateTag, result)`
-//!   sorted by tag. Tags normally arrive in increasing order, so the emulation check is one
-//!   comparison with the last entry and logging is a `push` into a reused buffer (no
-//!   allocation once the buffer has grown; integer and empty results are stored inline,
-//!   other results boxed). Out-of-order tags (other tasks on a shared key, replays) use a
-//!   binary search.
+//! - Each key's entry holds its value and its clock log: per issuing task, a `Vec` of
+//!   `(UpdateTag, result)` sorted by tag (the first issuer's run is stored inline). A task's
+//!   tags arrive in increasing order, so the emulation check is one comparison with the
+//!   last entry of each run and logging is a `push` into a reused buffer (no allocation
+//!   once the buffer has grown; integer and empty results are stored inline, other results
+//!   boxed). Tags at or below a run's last tag (replays, clones) use a binary search.
 //! - Non-blocking updates are applied synchronously by [`StateStore::execute_nonblocking`]:
 //!   a shard-locked in-memory apply costs about as much as queueing would, and it trivially
 //!   satisfies the contract (applied before any later read). Its errors are returned.
@@ -119,8 +119,9 @@ pub(crate) fn shard_count(n: usize) -> usize {
 }
 
 /// Logged result of one update; integers and "no result" are stored inline.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 enum LogResult {
+    #[default]
     Nil,
     Int(i64),
     Boxed(Box<Value>),
@@ -146,53 +147,206 @@ impl LogResult {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct LogEntry {
     tag: UpdateTag,
     res: LogResult,
 }
 
-/// One key's state: value (`None` = missing but log still held) and clock log sorted by tag.
+/// Entries kept inside the key's entry before spilling to a heap buffer. In steady state
+/// the runtime's GC watermark trails the packets in flight, so a key holds only a few
+/// entries and its log shares cache lines with its value.
+const INLINE_LOG: usize = 2;
+
+/// A vector of log entries with inline storage for the first [`INLINE_LOG`] entries.
+/// Invariant: when `spill` is non-empty it holds all entries and `inline` is unused.
+#[derive(Debug, Default)]
+struct SmallLog {
+    len: u8,
+    inline: [LogEntry; INLINE_LOG],
+    spill: Vec<LogEntry>,
+}
+
+impl SmallLog {
+    #[inline]
+    fn as_slice(&self) -> &[LogEntry] {
+        if self.spill.is_empty() {
+            &self.inline[..self.len as usize]
+        } else {
+            &self.spill
+        }
+    }
+
+    #[inline]
+    fn len(&self) -> usize {
+        if self.spill.is_empty() {
+            self.len as usize
+        } else {
+            self.spill.len()
+        }
+    }
+
+    #[inline]
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    #[inline]
+    fn insert(&mut self, pos: usize, e: LogEntry) {
+        if self.spill.is_empty() {
+            let n = self.len as usize;
+            if n < INLINE_LOG {
+                self.inline[n] = e;
+                self.inline[pos..=n].rotate_right(1);
+                self.len += 1;
+                return;
+            }
+            // Spill (the buffer keeps its capacity across GCs, so this rarely allocates).
+            self.spill.reserve(2 * INLINE_LOG);
+            for slot in &mut self.inline[..n] {
+                self.spill.push(std::mem::take(slot));
+            }
+            self.len = 0;
+        }
+        self.spill.insert(pos, e);
+    }
+
+    /// Removes the first `n` entries.
+    fn drain_front(&mut self, n: usize) {
+        if n == 0 {
+            return;
+        }
+        if self.spill.is_empty() {
+            let len = self.len as usize;
+            self.inline[..len].rotate_left(n);
+            for slot in &mut self.inline[len - n..len] {
+                *slot = LogEntry::default();
+            }
+            self.len = (len - n) as u8;
+            return;
+        }
+        self.spill.drain(..n);
+        if self.spill.len() <= INLINE_LOG {
+            let mut k = 0;
+            for (slot, e) in self.inline.iter_mut().zip(self.spill.drain(..)) {
+                *slot = e;
+                k += 1;
+            }
+            self.len = k as u8;
+        }
+        if self.spill.capacity() > 256 && self.spill.len() * 8 < self.spill.capacity() {
+            self.spill.shrink_to(self.spill.len() * 2);
+        }
+    }
+}
+
+/// Clock log entries of one issuer for one key, sorted by tag. A task issues its updates in
+/// clock order, so appending is the normal case; out-of-order tags are inserted in place.
+/// `last` mirrors the last entry's tag so the fast path never reads the entries.
+#[derive(Debug, Default)]
+struct Run {
+    issuer: TaskId,
+    last: UpdateTag,
+    log: SmallLog,
+}
+
+impl Run {
+    #[inline]
+    fn find(&self, tag: UpdateTag) -> Option<&LogEntry> {
+        if self.log.is_empty() || tag > self.last {
+            return None;
+        }
+        let log = self.log.as_slice();
+        log.binary_search_by(|e| e.tag.cmp(&tag))
+            .ok()
+            .map(|i| &log[i])
+    }
+
+    #[inline]
+    fn insert(&mut self, tag: UpdateTag, res: LogResult) {
+        if self.log.is_empty() || tag > self.last {
+            self.last = tag;
+            let n = self.log.len();
+            self.log.insert(n, LogEntry { tag, res });
+        } else {
+            let pos = self.log.as_slice().partition_point(|e| e.tag < tag);
+            self.log.insert(pos, LogEntry { tag, res });
+        }
+    }
+
+    fn gc(&mut self, watermark: Clock) {
+        let n = self
+            .log
+            .as_slice()
+            .partition_point(|e| e.tag.clock < watermark);
+        self.log.drain_front(n);
+    }
+}
+
+/// One key's state: value (`None` = missing but log still held) and clock log.
+///
+/// The log is split into per-issuer runs (the first one inline): each task's tags arrive
+/// in increasing order, so with several tasks updating one shared key, each run still only
+/// appends, instead of a single sorted log needing mid-vector inserts whenever tasks'
+/// clocks interleave. Emulation looks a tag up in every run (it is keyed by tag only: a
+/// clone or a replacement task repeating another task's tag is emulated too).
 #[derive(Debug, Default)]
 struct Entry {
     value: Option<Value>,
-    log: Vec<LogEntry>,
+    first: Run,
+    rest: Vec<Run>,
 }
 
 impl Entry {
     #[inline]
     fn logged(&self, tag: UpdateTag) -> Option<&LogEntry> {
-        match self.log.last() {
-            Some(last) if tag <= last.tag => self
-                .log
-                .binary_search_by(|e| e.tag.cmp(&tag))
-                .ok()
-                .map(|i| &self.log[i]),
-            _ => None,
+        if let Some(e) = self.first.find(tag) {
+            return Some(e);
         }
+        self.rest.iter().find_map(|r| r.find(tag))
     }
 
     #[inline]
-    fn log(&mut self, tag: UpdateTag, res: LogResult) {
-        match self.log.last() {
-            Some(last) if last.tag > tag => {
-                let pos = self.log.partition_point(|e| e.tag < tag);
-                self.log.insert(pos, LogEntry { tag, res });
-            }
-            _ => self.log.push(LogEntry { tag, res }),
+    fn log(&mut self, issuer: TaskId, tag: UpdateTag, res: LogResult) {
+        if self.first.issuer == issuer || (self.first.log.is_empty() && self.rest.is_empty()) {
+            self.first.issuer = issuer;
+            self.first.insert(tag, res);
+            return;
         }
+        match self.rest.iter().position(|r| r.issuer == issuer) {
+            Some(i) => self.rest[i].insert(tag, res),
+            None => {
+                let mut run = Run {
+                    issuer,
+                    ..Run::default()
+                };
+                run.insert(tag, res);
+                self.rest.push(run);
+            }
+        }
+    }
+
+    fn log_len(&self) -> usize {
+        self.first.log.len() + self.rest.iter().map(|r| r.log.len()).sum::<usize>()
+    }
+
+    fn log_is_empty(&self) -> bool {
+        self.first.log.is_empty() && self.rest.is_empty()
     }
 
     /// Drops log entries below `watermark`; true when the entry can be removed.
     fn gc(&mut self, watermark: Clock) -> bool {
-        let n = self.log.partition_point(|e| e.tag.clock < watermark);
-        if n > 0 {
-            self.log.drain(..n);
-            if self.log.capacity() > 256 && self.log.len() * 8 < self.log.capacity() {
-                self.log.shrink_to(self.log.len() * 2);
+        self.first.gc(watermark);
+        for r in &mut self.rest {
+            r.gc(watermark);
+        }
+        self.rest.retain(|r| !r.log.is_empty());
+        if self.first.log.is_empty() {
+            if let Some(r) = self.rest.pop() {
+                self.first = r;
             }
         }
-        self.value.is_none() && self.log.is_empty()
+        self.value.is_none() && self.log_is_empty()
     }
 }
 
@@ -298,13 +452,13 @@ impl StateStore for EmbeddedStore {
         let (res, changed) = match ops::apply(&mut entry.value, &u.op, &u.key, custom.as_ref()) {
             Ok(r) => r,
             Err(e) => {
-                if entry.value.is_none() && entry.log.is_empty() {
+                if entry.value.is_none() && entry.log_is_empty() {
                     shard.remove(&hk);
                 }
                 return Err(e);
             }
         };
-        entry.log(u.tag, LogResult::of(&res));
+        entry.log(u.issuer, u.tag, LogResult::of(&res));
         if changed && self.subs.active() {
             self.subs.notify(&u.key, &entry.value, u.tag);
         }
@@ -366,7 +520,7 @@ impl StateStore for EmbeddedStore {
     fn clock_log_len(&self) -> usize {
         self.shards
             .iter()
-            .map(|s| s.0.lock().values().map(|e| e.log.len()).sum::<usize>())
+            .map(|s| s.0.lock().values().map(Entry::log_len).sum::<usize>())
             .sum()
     }
 

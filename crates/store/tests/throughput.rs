@@ -45,3 +45,21 @@ fn report_throughput() {
         }
     }
 }
+
+#[test]
+#[ignore = "measurement; run in release with --ignored --nocapture"]
+fn report_incr_only() {
+    let n = 10_000_000;
+    for keys in [100, 10_000] {
+        for threads in [1, 2] {
+            let e = incr_throughput(&EmbeddedStore::new(), threads, n / threads as u64, keys);
+            let l = incr_throughput(&LocalStore::new(), threads, n / threads as u64, keys);
+            println!(
+                "incr keys={keys} threads={threads}: embedded {:.1}M/s ({:.0} ns/op/thread), local {:.1}M/s",
+                e / 1e6,
+                1e9 * threads as f64 / e,
+                l / 1e6
+            );
+        }
+    }
+}
