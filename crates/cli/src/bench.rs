@@ -51,7 +51,11 @@ pub fn bench(a: BenchArgs) -> Result<(), String> {
         BenchName::List => {
             for v in BenchName::value_variants() {
                 if let Some(p) = v.to_possible_value() {
-                    println!("{:<10} {}", p.get_name(), p.get_help().map(|h| h.to_string()).unwrap_or_default());
+                    println!(
+                        "{:<10} {}",
+                        p.get_name(),
+                        p.get_help().map(|h| h.to_string()).unwrap_or_default()
+                    );
                 }
             }
             Ok(())
@@ -83,17 +87,32 @@ fn trace(packets: u64, scan: bool) -> Result<Vec<Packet>, String> {
         .map_err(|e| e.to_string())?
         .map(|g| Packet::new(LinkType::Ethernet, g.data, g.ts_ns))
         .collect();
-    eprintln!("generated {} packets in {:.2} s", pkts.len(), t.elapsed().as_secs_f64());
+    eprintln!(
+        "generated {} packets in {:.2} s",
+        pkts.len(),
+        t.elapsed().as_secs_f64()
+    );
     Ok(pkts)
 }
 
 fn single(nf: Arc<dyn NetworkFunction>) -> Result<LogicalDag, String> {
-    ChainBuilder::new("bench").vertex("nf", nf).edge("input", "nf.in").edge("nf.out", "output.out").build().map_err(|e| e.to_string())
+    ChainBuilder::new("bench")
+        .vertex("nf", nf)
+        .edge("input", "nf.in")
+        .edge("nf.out", "output.out")
+        .build()
+        .map_err(|e| e.to_string())
 }
 
 fn figure1() -> Result<LogicalDag, String> {
     use streamnf_nfs::{dpi::Dpi, ids::LightIds, rate_limiter::RateLimiter};
-    let dpi = Dpi::new(streamnf_nfs::dpi::DEFAULT_SIGNATURES.iter().map(|s| s.to_string()).collect(), true)?;
+    let dpi = Dpi::new(
+        streamnf_nfs::dpi::DEFAULT_SIGNATURES
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+        true,
+    )?;
     ChainBuilder::new("figure1")
         .vertex("ids", Arc::new(LightIds::default()))
         .vertex("limiter", Arc::new(RateLimiter::default()))
@@ -113,7 +132,11 @@ struct RoundResult {
     p99: u64,
 }
 
-fn one_round(dag: &Arc<LogicalDag>, store: Arc<dyn StateStore>, pkts: &[Packet]) -> Result<RoundResult, String> {
+fn one_round(
+    dag: &Arc<LogicalDag>,
+    store: Arc<dyn StateStore>,
+    pkts: &[Packet],
+) -> Result<RoundResult, String> {
     let mut engine = Engine::new(Arc::clone(dag), store, EngineConfig::default())?;
     let input: Vec<Packet> = pkts.to_vec();
     for p in input {
@@ -121,15 +144,26 @@ fn one_round(dag: &Arc<LogicalDag>, store: Arc<dyn StateStore>, pkts: &[Packet])
     }
     let r = engine.finish().map_err(|e| e.to_string())?;
     let l = r.latency.percentiles();
-    Ok(RoundResult { pps: r.chain.packets_in as f64 / r.busy.as_secs_f64().max(1e-9), p50: l.p50_ns, p99: l.p99_ns })
+    Ok(RoundResult {
+        pps: r.chain.packets_in as f64 / r.busy.as_secs_f64().max(1e-9),
+        p50: l.p50_ns,
+        p99: l.p99_ns,
+    })
 }
 
 fn best(rs: &[RoundResult]) -> &RoundResult {
-    rs.iter().max_by(|a, b| a.pps.total_cmp(&b.pps)).unwrap_or(&rs[0])
+    rs.iter()
+        .max_by(|a, b| a.pps.total_cmp(&b.pps))
+        .unwrap_or(&rs[0])
 }
 
 /// Runs a chain externalized (embedded store) and local-state, alternating rounds.
-fn bench_chain(name: &str, pkts: &[Packet], rounds: u32, make: &dyn Fn() -> Result<LogicalDag, String>) -> Result<(), String> {
+fn bench_chain(
+    name: &str,
+    pkts: &[Packet],
+    rounds: u32,
+    make: &dyn Fn() -> Result<LogicalDag, String>,
+) -> Result<(), String> {
     let dag = Arc::new(make()?);
     let (mut ext, mut local) = (Vec::new(), Vec::new());
     for _ in 0..rounds.max(1) {
@@ -137,31 +171,69 @@ fn bench_chain(name: &str, pkts: &[Packet], rounds: u32, make: &dyn Fn() -> Resu
         local.push(one_round(&dag, Arc::new(LocalStore::new()), pkts)?);
     }
     let (e, l) = (best(&ext), best(&local));
-    println!("bench {name}: {} packets, {} rounds each, best round, one core", pkts.len(), rounds.max(1));
-    println!("  externalized (embedded store): {:>6.2} Mpps   latency p50 {} ns  p99 {} ns", e.pps / 1e6, e.p50, e.p99);
-    println!("  local state (baseline):        {:>6.2} Mpps   latency p50 {} ns  p99 {} ns", l.pps / 1e6, l.p50, l.p99);
-    println!("  externalized / local throughput ratio: {:.2}", e.pps / l.pps);
+    println!(
+        "bench {name}: {} packets, {} rounds each, best round, one core",
+        pkts.len(),
+        rounds.max(1)
+    );
+    println!(
+        "  externalized (embedded store): {:>6.2} Mpps   latency p50 {} ns  p99 {} ns",
+        e.pps / 1e6,
+        e.p50,
+        e.p99
+    );
+    println!(
+        "  local state (baseline):        {:>6.2} Mpps   latency p50 {} ns  p99 {} ns",
+        l.pps / 1e6,
+        l.p50,
+        l.p99
+    );
+    println!(
+        "  externalized / local throughput ratio: {:.2}",
+        e.pps / l.pps
+    );
     Ok(())
 }
 
 fn bench_nfs(packets: u64, rounds: u32) -> Result<(), String> {
-    use streamnf_nfs::{dpi::Dpi, forward::Forward, ids::LightIds, nat::Nat, rate_limiter::RateLimiter};
+    use streamnf_nfs::{
+        dpi::Dpi, forward::Forward, ids::LightIds, nat::Nat, rate_limiter::RateLimiter,
+    };
     let pkts = trace(packets, true)?;
-    let dpi = Dpi::new(streamnf_nfs::dpi::DEFAULT_SIGNATURES.iter().map(|s| s.to_string()).collect(), true)?;
+    let dpi = Dpi::new(
+        streamnf_nfs::dpi::DEFAULT_SIGNATURES
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+        true,
+    )?;
     let nfs: Vec<(&str, Arc<dyn NetworkFunction>)> = vec![
         ("forward", Arc::new(Forward)),
         ("nat", Arc::new(Nat::default())),
         ("light_ids", Arc::new(LightIds::default())),
-        ("rate_limiter(all)", Arc::new(RateLimiter::new(1_000_000, 1000, true))),
+        (
+            "rate_limiter(all)",
+            Arc::new(RateLimiter::new(1_000_000, 1000, true)),
+        ),
         ("dpi", Arc::new(dpi)),
     ];
-    println!("bench nfs: {} packets, best of {} rounds, one core, embedded store", pkts.len(), rounds.max(1));
+    println!(
+        "bench nfs: {} packets, best of {} rounds, one core, embedded store",
+        pkts.len(),
+        rounds.max(1)
+    );
     for (name, nf) in nfs {
         let dag = Arc::new(single(nf)?);
-        let rs: Vec<RoundResult> =
-            (0..rounds.max(1)).map(|_| one_round(&dag, Arc::new(EmbeddedStore::new()), &pkts)).collect::<Result<_, _>>()?;
+        let rs: Vec<RoundResult> = (0..rounds.max(1))
+            .map(|_| one_round(&dag, Arc::new(EmbeddedStore::new()), &pkts))
+            .collect::<Result<_, _>>()?;
         let b = best(&rs);
-        println!("  {name:<18} {:>6.2} Mpps   latency p50 {} ns  p99 {} ns", b.pps / 1e6, b.p50, b.p99);
+        println!(
+            "  {name:<18} {:>6.2} Mpps   latency p50 {} ns  p99 {} ns",
+            b.pps / 1e6,
+            b.p50,
+            b.p99
+        );
     }
     Ok(())
 }
@@ -169,9 +241,16 @@ fn bench_nfs(packets: u64, rounds: u32) -> Result<(), String> {
 fn bench_store(ops: u64, rounds: u32) -> Result<(), String> {
     use streamnf_store::bench::{cas_throughput, get_throughput, incr_throughput, set_throughput};
     type OpBench = fn(&dyn StateStore, usize, u64, u32) -> f64;
-    let benches: [(&str, OpBench); 4] =
-        [("increment", incr_throughput), ("get", get_throughput), ("set", set_throughput), ("compare-and-set", cas_throughput)];
-    println!("bench store: {ops} ops per thread on 10000 keys, best of {} rounds", rounds.max(1));
+    let benches: [(&str, OpBench); 4] = [
+        ("increment", incr_throughput),
+        ("get", get_throughput),
+        ("set", set_throughput),
+        ("compare-and-set", cas_throughput),
+    ];
+    println!(
+        "bench store: {ops} ops per thread on 10000 keys, best of {} rounds",
+        rounds.max(1)
+    );
     for (name, f) in benches {
         let mut res = [0f64; 3];
         for _ in 0..rounds.max(1) {

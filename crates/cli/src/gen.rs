@@ -83,14 +83,21 @@ pub fn gen(a: GenArgs) -> Result<(), String> {
     }
     if a.trojan || a.trojan_hosts.is_some() || a.trojan_decoys.is_some() {
         let d = TrojanConfig::default();
-        cfg.trojan = Some(TrojanConfig { hosts: a.trojan_hosts.unwrap_or(d.hosts), decoys: a.trojan_decoys.unwrap_or(d.decoys) });
+        cfg.trojan = Some(TrojanConfig {
+            hosts: a.trojan_hosts.unwrap_or(d.hosts),
+            decoys: a.trojan_decoys.unwrap_or(d.decoys),
+        });
     }
     let mut generator = Generator::new(cfg).map_err(|e| e.to_string())?;
-    let mut w = create_writer(&a.output, LinkType::Ethernet).map_err(|e| format!("{}: {e}", a.output.display()))?;
+    let mut w = create_writer(&a.output, LinkType::Ethernet)
+        .map_err(|e| format!("{}: {e}", a.output.display()))?;
     for p in generator.by_ref() {
-        w.write(p.ts_ns, p.data.len() as u32, &p.data).map_err(|e| format!("{}: {e}", a.output.display()))?;
+        w.write(p.ts_ns, p.data.len() as u32, &p.data)
+            .map_err(|e| format!("{}: {e}", a.output.display()))?;
     }
-    let n = w.finish().map_err(|e| format!("{}: {e}", a.output.display()))?;
+    let n = w
+        .finish()
+        .map_err(|e| format!("{}: {e}", a.output.display()))?;
     let s = generator.stats();
     eprintln!(
         "wrote {} packets to {} ({} flows: {} tcp, {} udp; {} http requests, {} distinct urls; {} scan probes; {} trojan connections)",

@@ -69,10 +69,16 @@ pub fn run(a: RunArgs) -> Result<(), String> {
     let registry = streamnf_nfs::builtin_registry();
     let dag = load_chain(&a.chain, &registry).map_err(|e| e.to_string())?;
     for spec in &a.instances {
-        let (v, n) = spec.split_once('=').ok_or_else(|| format!("--instances {spec}: expected VERTEX=N"))?;
+        let (v, n) = spec
+            .split_once('=')
+            .ok_or_else(|| format!("--instances {spec}: expected VERTEX=N"))?;
         if dag.vertex_id(v).is_none() {
             let names: Vec<&str> = dag.vertices.iter().map(|x| x.name.as_str()).collect();
-            return Err(format!("--instances {spec}: no vertex `{v}` in {} (vertices: {})", a.chain.display(), names.join(", ")));
+            return Err(format!(
+                "--instances {spec}: no vertex `{v}` in {} (vertices: {})",
+                a.chain.display(),
+                names.join(", ")
+            ));
         }
         match n.parse::<u32>() {
             Ok(1) => {}
@@ -86,7 +92,10 @@ pub fn run(a: RunArgs) -> Result<(), String> {
         }
     }
     if !a.events.is_empty() || a.events_file.is_some() {
-        return Err("--event/--events: scale, fail and straggle events are not supported by this build yet".into());
+        return Err(
+            "--event/--events: scale, fail and straggle events are not supported by this build yet"
+                .into(),
+        );
     }
     if a.metrics.is_some() {
         return Err("--metrics: the Prometheus exporter is not in this build yet".into());
@@ -94,7 +103,12 @@ pub fn run(a: RunArgs) -> Result<(), String> {
     let store: Arc<dyn StateStore> = match (store_url, a.local_state) {
         (StoreUrl::Embedded, false) => Arc::new(EmbeddedStore::new()),
         (StoreUrl::Embedded, true) => Arc::new(LocalStore::new()),
-        (_, _) => return Err(format!("--store {}: the Redis backend is not in this build yet; use --store embedded", a.store)),
+        (_, _) => {
+            return Err(format!(
+                "--store {}: the Redis backend is not in this build yet; use --store embedded",
+                a.store
+            ))
+        }
     };
     let opts = RunOptions {
         trace: a.trace.clone(),
@@ -110,11 +124,15 @@ pub fn run(a: RunArgs) -> Result<(), String> {
         eprint!("{}", outcome.summary.human());
     }
     if let Some(p) = &a.summary_json {
-        let json = serde_json::to_string_pretty(&outcome.summary).map_err(|e| format!("summary: {e}"))?;
+        let json =
+            serde_json::to_string_pretty(&outcome.summary).map_err(|e| format!("summary: {e}"))?;
         std::fs::write(p, json + "\n").map_err(|e| format!("{}: {e}", p.display()))?;
     }
     match outcome.trace_error {
-        Some(e) => Err(format!("{e} (the {} packets before it were processed)", outcome.summary.packets_in)),
+        Some(e) => Err(format!(
+            "{e} (the {} packets before it were processed)",
+            outcome.summary.packets_in
+        )),
         None => Ok(()),
     }
 }

@@ -40,9 +40,11 @@ impl StoreUrl {
         if url == "embedded" {
             return Ok(StoreUrl::Embedded);
         }
-        let (scheme, rest) = url
-            .split_once("://")
-            .ok_or_else(|| format!("--store {url}: expected embedded, redis://HOST:PORT or redis+cluster://H:P,H:P"))?;
+        let (scheme, rest) = url.split_once("://").ok_or_else(|| {
+            format!(
+                "--store {url}: expected embedded, redis://HOST:PORT or redis+cluster://H:P,H:P"
+            )
+        })?;
         let rest = rest.rsplit_once('@').map(|(_, r)| r).unwrap_or(rest);
         let rest = rest.split_once('/').map(|(r, _)| r).unwrap_or(rest);
         match scheme {
@@ -68,13 +70,24 @@ mod tests {
         assert_eq!(StoreUrl::parse("embedded"), Ok(StoreUrl::Embedded));
         assert_eq!(
             StoreUrl::parse("redis://u:p@127.0.0.1:6380/0"),
-            Ok(StoreUrl::Redis { host: "127.0.0.1".into(), port: 6380, tls: false })
+            Ok(StoreUrl::Redis {
+                host: "127.0.0.1".into(),
+                port: 6380,
+                tls: false
+            })
         );
         assert_eq!(
             StoreUrl::parse("redis+cluster://a:1,b:2"),
             Ok(StoreUrl::Cluster(vec![("a".into(), 1), ("b".into(), 2)]))
         );
-        for bad in ["redis://host", "redis://:1", "redis://h:0", "redis://h:99999", "mysql://h:1", "localhost:6379"] {
+        for bad in [
+            "redis://host",
+            "redis://:1",
+            "redis://h:0",
+            "redis://h:99999",
+            "mysql://h:1",
+            "localhost:6379",
+        ] {
             let e = StoreUrl::parse(bad).expect_err(bad);
             assert!(e.contains(bad), "error names the URL: {e}");
         }

@@ -149,7 +149,13 @@ impl ChainBuilder {
         partition: Partition,
         location: Option<String>,
     ) -> ChainBuilder {
-        self.edges.push(EdgeDecl { from: from.to_string(), to: to.to_string(), filter, partition, location });
+        self.edges.push(EdgeDecl {
+            from: from.to_string(),
+            to: to.to_string(),
+            filter,
+            partition,
+            location,
+        });
         self
     }
 
@@ -171,14 +177,25 @@ impl ChainBuilder {
         for d in self.vertices {
             let subject = format!("vertex \"{}\"", d.vertex.name);
             let mut bad = |kind, msg: String| {
-                errors.push(DagError { kind, location: d.location.clone(), subject: subject.clone(), message: msg })
+                errors.push(DagError {
+                    kind,
+                    location: d.location.clone(),
+                    subject: subject.clone(),
+                    message: msg,
+                })
             };
             if d.vertex.name == INPUT || d.vertex.name == OUTPUT_PREFIX {
-                bad(DagErrorKind::DuplicateName, format!("`{}` is reserved for the chain's endpoints", d.vertex.name));
+                bad(
+                    DagErrorKind::DuplicateName,
+                    format!("`{}` is reserved for the chain's endpoints", d.vertex.name),
+                );
                 continue;
             }
             if d.vertex.name.is_empty() || d.vertex.name.contains(['.', ' ', '/', '"']) {
-                bad(DagErrorKind::DuplicateName, "a vertex name must be non-empty without '.', '/', '\"' or spaces".into());
+                bad(
+                    DagErrorKind::DuplicateName,
+                    "a vertex name must be non-empty without '.', '/', '\"' or spaces".into(),
+                );
                 continue;
             }
             if vertices.iter().any(|v| v.name == d.vertex.name) {
@@ -186,7 +203,10 @@ impl ChainBuilder {
                 continue;
             }
             if d.vertex.instances == 0 || d.vertex.instances > 4096 {
-                bad(DagErrorKind::BadVertexConfig, format!("instances must be 1..=4096, found {}", d.vertex.instances));
+                bad(
+                    DagErrorKind::BadVertexConfig,
+                    format!("instances must be 1..=4096, found {}", d.vertex.instances),
+                );
             }
             vertices.push(d.vertex);
             vertex_locs.push(d.location);
@@ -206,7 +226,12 @@ impl ChainBuilder {
             }
             let label = format!("{} -> {}", d.from, d.to);
             let subject = format!("edge \"{label}\"");
-            let err = |kind, msg: String| DagError { kind, location: d.location.clone(), subject: subject.clone(), message: msg };
+            let err = |kind, msg: String| DagError {
+                kind,
+                location: d.location.clone(),
+                subject: subject.clone(),
+                message: msg,
+            };
             let from = resolve(&vertices, &d.from, true);
             let to = resolve(&vertices, &d.to, false);
             let (from, to) = match (from, to) {
@@ -224,14 +249,20 @@ impl ChainBuilder {
             if from_class != to_class {
                 errors.push(err(
                     DagErrorKind::PortClassMismatch,
-                    format!("`{}` emits {from_class} but `{}` takes {to_class}", d.from, d.to),
+                    format!(
+                        "`{}` emits {from_class} but `{}` takes {to_class}",
+                        d.from, d.to
+                    ),
                 ));
                 continue;
             }
             let filter = match &d.filter {
                 None => None,
                 Some(_) if from_class != PortClass::Packets => {
-                    errors.push(err(DagErrorKind::BadFilter, "filters apply to packet edges only".into()));
+                    errors.push(err(
+                        DagErrorKind::BadFilter,
+                        "filters apply to packet edges only".into(),
+                    ));
                     continue;
                 }
                 Some(expr) => match Filter::compile(expr) {
@@ -239,13 +270,22 @@ impl ChainBuilder {
                     Err(fe) => {
                         errors.push(err(
                             DagErrorKind::BadFilter,
-                            format!("filter \"{expr}\" does not compile: column {}: {}", fe.column, fe.message),
+                            format!(
+                                "filter \"{expr}\" does not compile: column {}: {}",
+                                fe.column, fe.message
+                            ),
                         ));
                         continue;
                     }
                 },
             };
-            edges.push(Edge { from, to, filter, partition: d.partition.clone(), label });
+            edges.push(Edge {
+                from,
+                to,
+                filter,
+                partition: d.partition.clone(),
+                label,
+            });
         }
 
         let dag = LogicalDag {
@@ -255,7 +295,10 @@ impl ChainBuilder {
             edges,
             malformed: self.malformed,
         };
-        let checks = validate::Checks { input_declared: declared_input, graph_complete: !edge_errors && errors.is_empty() };
+        let checks = validate::Checks {
+            input_declared: declared_input,
+            graph_complete: !edge_errors && errors.is_empty(),
+        };
         validate::finish(dag, &vertex_locs, errors, checks)
     }
 }
@@ -270,14 +313,25 @@ fn short_type_name(nf: &dyn NetworkFunction) -> String {
 fn resolve(vertices: &[Vertex], text: &str, outgoing: bool) -> Result<Endpoint, String> {
     let text = text.trim();
     if text == INPUT {
-        return if outgoing { Ok(Endpoint::Input) } else { Err("`input` can only be the source of an edge".into()) };
+        return if outgoing {
+            Ok(Endpoint::Input)
+        } else {
+            Err("`input` can only be the source of an edge".into())
+        };
     }
-    if let Some(rest) = text.strip_prefix(OUTPUT_PREFIX).and_then(|r| r.strip_prefix('.')) {
+    if let Some(rest) = text
+        .strip_prefix(OUTPUT_PREFIX)
+        .and_then(|r| r.strip_prefix('.'))
+    {
         if outgoing {
-            return Err(format!("`{text}` is a sink and can only be the destination of an edge"));
+            return Err(format!(
+                "`{text}` is a sink and can only be the destination of an edge"
+            ));
         }
         if rest.is_empty() || rest.contains(['/', '.', ' ']) {
-            return Err(format!("bad sink name in `{text}` (use output.NAME with NAME free of '.', '/', spaces)"));
+            return Err(format!(
+                "bad sink name in `{text}` (use output.NAME with NAME free of '.', '/', spaces)"
+            ));
         }
         return Ok(Endpoint::Sink(rest.to_string()));
     }
@@ -287,25 +341,56 @@ fn resolve(vertices: &[Vertex], text: &str, outgoing: bool) -> Result<Endpoint, 
     };
     let Some(vid) = vertices.iter().position(|v| v.name == vname) else {
         let known: Vec<&str> = vertices.iter().map(|v| v.name.as_str()).collect();
-        return Err(format!("unknown vertex `{vname}` (vertices: {}; endpoints: input, output.NAME)", known.join(", ")));
+        return Err(format!(
+            "unknown vertex `{vname}` (vertices: {}; endpoints: input, output.NAME)",
+            known.join(", ")
+        ));
     };
     let v = &vertices[vid];
-    let ports = if outgoing { &v.spec.outputs } else { &v.spec.inputs };
+    let ports = if outgoing {
+        &v.spec.outputs
+    } else {
+        &v.spec.inputs
+    };
     let dir = if outgoing { "output" } else { "input" };
-    let names = || ports.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ");
+    let names = || {
+        ports
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     match pname {
         Some(p) => match ports.iter().position(|x| x.name == p) {
             Some(port) => Ok(Endpoint::Port { vertex: vid, port }),
-            None => Err(format!("vertex `{vname}` ({}) has no {dir} port `{p}` ({dir} ports: {})", v.nf_name, names())),
+            None => Err(format!(
+                "vertex `{vname}` ({}) has no {dir} port `{p}` ({dir} ports: {})",
+                v.nf_name,
+                names()
+            )),
         },
         None => {
             // A bare vertex name means its only port, or else its only packet port.
-            let packet_ports: Vec<usize> =
-                ports.iter().enumerate().filter(|(_, p)| p.class == PortClass::Packets).map(|(i, _)| i).collect();
+            let packet_ports: Vec<usize> = ports
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| p.class == PortClass::Packets)
+                .map(|(i, _)| i)
+                .collect();
             match (ports.len(), packet_ports.as_slice()) {
-                (1, _) => Ok(Endpoint::Port { vertex: vid, port: 0 }),
-                (_, [only]) => Ok(Endpoint::Port { vertex: vid, port: *only }),
-                _ => Err(format!("vertex `{vname}` has {} {dir} ports; name one: {}", ports.len(), names())),
+                (1, _) => Ok(Endpoint::Port {
+                    vertex: vid,
+                    port: 0,
+                }),
+                (_, [only]) => Ok(Endpoint::Port {
+                    vertex: vid,
+                    port: *only,
+                }),
+                _ => Err(format!(
+                    "vertex `{vname}` has {} {dir} ports; name one: {}",
+                    ports.len(),
+                    names()
+                )),
             }
         }
     }
@@ -316,8 +401,15 @@ fn endpoint_class(vertices: &[Vertex], ep: &Endpoint, outgoing: bool) -> PortCla
         Endpoint::Input | Endpoint::Sink(_) => PortClass::Packets,
         Endpoint::Port { vertex, port } => {
             let v = &vertices[*vertex];
-            let ports = if outgoing { &v.spec.outputs } else { &v.spec.inputs };
-            ports.get(*port).map(|p| p.class.clone()).unwrap_or(PortClass::Packets)
+            let ports = if outgoing {
+                &v.spec.outputs
+            } else {
+                &v.spec.inputs
+            };
+            ports
+                .get(*port)
+                .map(|p| p.class.clone())
+                .unwrap_or(PortClass::Packets)
         }
     }
 }

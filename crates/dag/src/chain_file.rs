@@ -73,7 +73,11 @@ struct EdgeToml {
 /// Reads and validates the chain file at `path`.
 pub fn load_chain(path: &Path, registry: &NfRegistry) -> Result<LogicalDag, DagErrors> {
     let src = std::fs::read_to_string(path).map_err(|e| {
-        DagErrors::from(DagError::new(DagErrorKind::Syntax, "", format!("{}: cannot read chain file: {e}", path.display())))
+        DagErrors::from(DagError::new(
+            DagErrorKind::Syntax,
+            "",
+            format!("{}: cannot read chain file: {e}", path.display()),
+        ))
     })?;
     parse_chain(&src, &path.display().to_string(), registry)
 }
@@ -116,16 +120,31 @@ pub fn parse_chain(src: &str, file: &str, registry: &NfRegistry) -> Result<Logic
         let nf = match registry.build(&v.nf, &params) {
             None => {
                 let known: Vec<&str> = registry.list().into_iter().map(|(n, _)| n).collect();
-                b.push_failed_vertex(&name, DagError {
-                    kind: DagErrorKind::UnknownNf,
-                    location: loc,
-                    subject,
-                    message: format!("unknown NF \"{}\" (built-in NFs: {})", v.nf, known.join(", ")),
-                });
+                b.push_failed_vertex(
+                    &name,
+                    DagError {
+                        kind: DagErrorKind::UnknownNf,
+                        location: loc,
+                        subject,
+                        message: format!(
+                            "unknown NF \"{}\" (built-in NFs: {})",
+                            v.nf,
+                            known.join(", ")
+                        ),
+                    },
+                );
                 continue;
             }
             Some(Err(msg)) => {
-                b.push_failed_vertex(&name, DagError { kind: DagErrorKind::BadParameter, location: loc, subject, message: msg });
+                b.push_failed_vertex(
+                    &name,
+                    DagError {
+                        kind: DagErrorKind::BadParameter,
+                        location: loc,
+                        subject,
+                        message: msg,
+                    },
+                );
                 continue;
             }
             Some(Ok(nf)) => nf,
@@ -156,7 +175,9 @@ pub fn parse_chain(src: &str, file: &str, registry: &NfRegistry) -> Result<Logic
         let partition = match e.partition.as_deref() {
             None | Some("scope") => Partition::Scope,
             Some("broadcast") => Partition::Broadcast,
-            Some(p) if p.starts_with("custom:") => Partition::Custom(p["custom:".len()..].to_string()),
+            Some(p) if p.starts_with("custom:") => {
+                Partition::Custom(p["custom:".len()..].to_string())
+            }
             Some(p) => {
                 let names: Vec<&str> = p.split(',').map(str::trim).collect();
                 match Flowspace::from_names(&names) {
@@ -182,5 +203,10 @@ pub fn parse_chain(src: &str, file: &str, registry: &NfRegistry) -> Result<Logic
 
 /// 1-based line number of byte `offset` in `src`.
 fn line_of(src: &str, offset: usize) -> usize {
-    src.as_bytes().iter().take(offset).filter(|&&c| c == b'\n').count() + 1
+    src.as_bytes()
+        .iter()
+        .take(offset)
+        .filter(|&&c| c == b'\n')
+        .count()
+        + 1
 }

@@ -9,14 +9,22 @@
 
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use std::sync::Arc;
-use streamnf_dag::{Alert, NetworkFunction, NfContext, NfError, NfSpec, Params, PortSpec, StateExt, StateObjectSpec};
+use streamnf_dag::{
+    Alert, NetworkFunction, NfContext, NfError, NfSpec, Params, PortSpec, StateExt, StateObjectSpec,
+};
 use streamnf_packet::Packet;
 
 const MATCHES: usize = 0;
 const PACKETS: usize = 1;
 
 /// Default signatures.
-pub const DEFAULT_SIGNATURES: &[&str] = &["<script", "cmd.exe", "/etc/passwd", "union select", "../../"];
+pub const DEFAULT_SIGNATURES: &[&str] = &[
+    "<script",
+    "cmd.exe",
+    "/etc/passwd",
+    "union select",
+    "../../",
+];
 
 /// Multi-signature payload matcher.
 #[derive(Debug, Clone)]
@@ -36,14 +44,18 @@ impl Dpi {
             .match_kind(MatchKind::Standard)
             .build(&signatures)
             .map_err(|e| format!("cannot build the signature matcher: {e}"))?;
-        Ok(Dpi { signatures, matcher })
+        Ok(Dpi {
+            signatures,
+            matcher,
+        })
     }
 
     /// Chain-file constructor: `signatures` (list), `case_insensitive` (default true).
     pub fn from_params(p: &Params) -> Result<Arc<dyn NetworkFunction>, String> {
         p.allow_only(&["signatures", "case_insensitive"])?;
         let sigs = p.strings("signatures", DEFAULT_SIGNATURES)?;
-        let dpi = Dpi::new(sigs, p.bool("case_insensitive", true)?).map_err(|e| format!("parameter `signatures`: {e}"))?;
+        let dpi = Dpi::new(sigs, p.bool("case_insensitive", true)?)
+            .map_err(|e| format!("parameter `signatures`: {e}"))?;
         Ok(Arc::new(dpi))
     }
 }
@@ -53,12 +65,20 @@ impl NetworkFunction for Dpi {
         NfSpec {
             inputs: vec![PortSpec::packets("in")],
             outputs: vec![PortSpec::optional_packets("out")],
-            state: vec![StateObjectSpec::shared("matches"), StateObjectSpec::shared("packets")],
+            state: vec![
+                StateObjectSpec::shared("matches"),
+                StateObjectSpec::shared("packets"),
+            ],
             connection_terminating: false,
         }
     }
 
-    fn on_packet(&self, _port: usize, pkt: &mut Packet, ctx: &mut dyn NfContext) -> Result<(), NfError> {
+    fn on_packet(
+        &self,
+        _port: usize,
+        pkt: &mut Packet,
+        ctx: &mut dyn NfContext,
+    ) -> Result<(), NfError> {
         ctx.incr_nb(PACKETS, b"", 1)?;
         let payload = pkt.payload();
         if !payload.is_empty() {
@@ -66,9 +86,13 @@ impl NetworkFunction for Dpi {
                 let idx = m.pattern().as_usize();
                 let sig = self.signatures.get(idx).map(String::as_str).unwrap_or("");
                 ctx.incr_nb(MATCHES, sig.as_bytes(), 1)?;
-                let mut a = Alert::new("dpi_match").with("signature", sig).with("offset", m.start());
+                let mut a = Alert::new("dpi_match")
+                    .with("signature", sig)
+                    .with("offset", m.start());
                 if let Some(ip) = pkt.hdr.ip {
-                    a = a.with("src_ip", ip.src.to_string()).with("dst_ip", ip.dst.to_string());
+                    a = a
+                        .with("src_ip", ip.src.to_string())
+                        .with("dst_ip", ip.dst.to_string());
                 }
                 if let Some((s, d)) = pkt.hdr.transport.ports() {
                     a = a.with("src_port", s).with("dst_port", d);

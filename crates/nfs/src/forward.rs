@@ -2,7 +2,9 @@
 //! shared counter (non-blocking), as a template for NF authors.
 
 use std::sync::Arc;
-use streamnf_dag::{NetworkFunction, NfContext, NfError, NfSpec, Params, PortSpec, StateExt, StateObjectSpec};
+use streamnf_dag::{
+    NetworkFunction, NfContext, NfError, NfSpec, Params, PortSpec, StateExt, StateObjectSpec,
+};
 use streamnf_packet::Packet;
 
 /// Pass-through NF.
@@ -29,7 +31,12 @@ impl NetworkFunction for Forward {
         }
     }
 
-    fn on_packet(&self, _port: usize, _pkt: &mut Packet, ctx: &mut dyn NfContext) -> Result<(), NfError> {
+    fn on_packet(
+        &self,
+        _port: usize,
+        _pkt: &mut Packet,
+        ctx: &mut dyn NfContext,
+    ) -> Result<(), NfError> {
         ctx.incr_nb(PACKETS, b"", 1)?;
         ctx.forward(0);
         Ok(())

@@ -21,10 +21,35 @@ use streamnf_dag::NfRegistry;
 /// The registry of built-in NFs by chain-file name.
 pub fn builtin_registry() -> NfRegistry {
     let mut r = NfRegistry::new();
-    r.register("nat", "source NAT with a shared port pool; translates replies back", nat::Nat::from_params);
-    r.register("light_ids", "flags sources sending too many SYN-only packets per window", ids::LightIds::from_params);
-    r.register("rate_limiter", "per-source token buckets for flagged (or all) traffic", rate_limiter::RateLimiter::from_params);
-    r.register("dpi", "multi-signature payload matching (off-path; alerts and counts)", dpi::Dpi::from_params);
-    r.register("forward", "passes every packet through unchanged, counting them", forward::Forward::from_params);
+    r.register(
+        "nat",
+        "source NAT with a shared port pool; translates replies back",
+        nat::Nat::from_params,
+    );
+    r.register(
+        "light_ids",
+        "flags sources sending too many SYN-only packets per window",
+        ids::LightIds::from_params,
+    );
+    r.register(
+        "rate_limiter",
+        "per-source token buckets for flagged (or all) traffic",
+        rate_limiter::RateLimiter::from_params,
+    );
+    r.register(
+        "dpi",
+        "multi-signature payload matching (off-path; alerts and counts)",
+        dpi::Dpi::from_params,
+    );
+    r.register(
+        "forward",
+        "passes every packet through unchanged, counting them",
+        forward::Forward::from_params,
+    );
     r
 }
+
+/// The README's Rust examples, compiled and run as doctests so they never go stale.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;

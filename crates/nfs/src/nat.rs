@@ -20,7 +20,9 @@
 use crate::net::{ip_from_key, ip_key, Cidr, KeyBuf};
 use std::net::IpAddr;
 use std::sync::Arc;
-use streamnf_dag::{Alert, NetworkFunction, NfContext, NfError, NfSpec, Params, PortSpec, StateExt, StateObjectSpec};
+use streamnf_dag::{
+    Alert, NetworkFunction, NfContext, NfError, NfSpec, Params, PortSpec, StateExt, StateObjectSpec,
+};
 use streamnf_packet::checksum::{update16, update_bytes};
 use streamnf_packet::{Field, Flowspace, Packet, Transport};
 use streamnf_store::{Op, Value};
@@ -56,14 +58,28 @@ impl Default for Nat {
 
 impl Nat {
     /// A NAT translating `internal` prefixes to `external_ip` with ports `port_min..=port_max`.
-    pub fn new(external_ip: IpAddr, internal: Vec<Cidr>, port_min: u16, port_max: u16) -> Result<Nat, String> {
+    pub fn new(
+        external_ip: IpAddr,
+        internal: Vec<Cidr>,
+        port_min: u16,
+        port_max: u16,
+    ) -> Result<Nat, String> {
         if !external_ip.is_ipv4() {
-            return Err(format!("external_ip {external_ip}: only IPv4 translation is supported"));
+            return Err(format!(
+                "external_ip {external_ip}: only IPv4 translation is supported"
+            ));
         }
         if port_min == 0 || port_min > port_max {
-            return Err(format!("port range {port_min}-{port_max} is empty or starts at 0"));
+            return Err(format!(
+                "port range {port_min}-{port_max} is empty or starts at 0"
+            ));
         }
-        Ok(Nat { external_ip, internal, port_min, port_max })
+        Ok(Nat {
+            external_ip,
+            internal,
+            port_min,
+            port_max,
+        })
     }
 
     /// Chain-file constructor: `external_ip`, `internal_nets`, `port_min`, `port_max`.
@@ -71,9 +87,13 @@ impl Nat {
         p.allow_only(&["external_ip", "internal_nets", "port_min", "port_max"])?;
         let d = Nat::default();
         let ext = p.string("external_ip", "203.0.113.1")?;
-        let external_ip: IpAddr =
-            ext.parse().map_err(|_| format!("parameter `external_ip`: `{ext}` is not an IP address"))?;
-        let nets = p.strings("internal_nets", &["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"])?;
+        let external_ip: IpAddr = ext
+            .parse()
+            .map_err(|_| format!("parameter `external_ip`: `{ext}` is not an IP address"))?;
+        let nets = p.strings(
+            "internal_nets",
+            &["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"],
+        )?;
         let internal = nets
             .iter()
             .map(|s| Cidr::parse(s).map_err(|e| format!("parameter `internal_nets`: {e}")))
@@ -82,8 +102,13 @@ impl Nat {
             let v = p.u64(k, u64::from(dflt))?;
             u16::try_from(v).map_err(|_| format!("parameter `{k}` must be 1..=65535, found {v}"))
         };
-        let nat = Nat::new(external_ip, internal, port("port_min", d.port_min)?, port("port_max", d.port_max)?)
-            .map_err(|e| format!("parameter error: {e}"))?;
+        let nat = Nat::new(
+            external_ip,
+            internal,
+            port("port_min", d.port_min)?,
+            port("port_max", d.port_max)?,
+        )
+        .map_err(|e| format!("parameter error: {e}"))?;
         Ok(Arc::new(nat))
     }
 
@@ -110,13 +135,20 @@ impl Nat {
         Ok(u16::try_from(i64::from(self.port_min) + n - 1).ok())
     }
 
-    fn outbound(&self, pkt: &mut Packet, ctx: &mut dyn NfContext, proto_name: &str) -> Result<(), NfError> {
+    fn outbound(
+        &self,
+        pkt: &mut Packet,
+        ctx: &mut dyn NfContext,
+        proto_name: &str,
+    ) -> Result<(), NfError> {
         let (Some(ip), Some((sport, dport))) = (pkt.hdr.ip, pkt.hdr.transport.ports()) else {
             return Ok(());
         };
         let conn = conn_key(ip.proto, ip.src, sport, ip.dst, dport);
         let ext_port = match ctx.get(CONN, conn.as_bytes())? {
-            Some(Value::Int(p)) => u16::try_from(p).map_err(|_| NfError::State(format!("bad stored port {p}")))?,
+            Some(Value::Int(p)) => {
+                u16::try_from(p).map_err(|_| NfError::State(format!("bad stored port {p}")))?
+            }
             _ => {
                 let Some(port) = self.allocate(ctx)? else {
                     self.count(ctx, "port_exhausted")?;
@@ -132,7 +164,11 @@ impl Nat {
                 ctx.set(CONN, conn.as_bytes(), Value::Int(i64::from(port)))?;
                 let mut internal = ip_key(ip.src);
                 internal.extend_from_slice(&sport.to_be_bytes());
-                ctx.set(REVERSE, reverse_key(ip.proto, port, ip.dst, dport).as_bytes(), Value::Bytes(internal))?;
+                ctx.set(
+                    REVERSE,
+                    reverse_key(ip.proto, port, ip.dst, dport).as_bytes(),
+                    Value::Bytes(internal),
+                )?;
                 self.count(ctx, "connections")?;
                 port
             }
@@ -143,16 +179,26 @@ impl Nat {
         Ok(())
     }
 
-    fn inbound(&self, pkt: &mut Packet, ctx: &mut dyn NfContext, proto_name: &str) -> Result<(), NfError> {
+    fn inbound(
+        &self,
+        pkt: &mut Packet,
+        ctx: &mut dyn NfContext,
+        proto_name: &str,
+    ) -> Result<(), NfError> {
         let (Some(ip), Some((sport, dport))) = (pkt.hdr.ip, pkt.hdr.transport.ports()) else {
             return Ok(());
         };
-        match ctx.get(REVERSE, reverse_key(ip.proto, dport, ip.src, sport).as_bytes())? {
+        match ctx.get(
+            REVERSE,
+            reverse_key(ip.proto, dport, ip.src, sport).as_bytes(),
+        )? {
             Some(Value::Bytes(b)) => {
                 let addr_len = b.len().saturating_sub(2);
                 let (Some(addr), Some(port)) = (
                     ip_from_key(&b[..addr_len]),
-                    b.get(addr_len..).and_then(|p| <[u8; 2]>::try_from(p).ok()).map(u16::from_be_bytes),
+                    b.get(addr_len..)
+                        .and_then(|p| <[u8; 2]>::try_from(p).ok())
+                        .map(u16::from_be_bytes),
                 ) else {
                     return Err(NfError::State("corrupt reverse mapping".into()));
                 };
@@ -187,7 +233,9 @@ enum Side {
 /// Rewrites the IPv4 source (or destination) address and port, fixing the IPv4 header
 /// checksum and the TCP/UDP checksum incrementally, then re-parses the headers.
 fn rewrite(pkt: &mut Packet, side: Side, addr: IpAddr, port: u16) {
-    let (IpAddr::V4(new_ip), Some(ip)) = (addr, pkt.hdr.ip) else { return };
+    let (IpAddr::V4(new_ip), Some(ip)) = (addr, pkt.hdr.ip) else {
+        return;
+    };
     let l3 = usize::from(pkt.hdr.l3_offset);
     let l4 = usize::from(pkt.hdr.l4_offset);
     let (ip_at, port_at) = match side {
@@ -202,7 +250,8 @@ fn rewrite(pkt: &mut Packet, side: Side, addr: IpAddr, port: u16) {
     let d = &mut pkt.data;
     let (Some(old_ip), Some(old_port)) = (
         d.get(ip_at..ip_at + 4).map(|b| [b[0], b[1], b[2], b[3]]),
-        d.get(port_at..port_at + 2).map(|b| u16::from_be_bytes([b[0], b[1]])),
+        d.get(port_at..port_at + 2)
+            .map(|b| u16::from_be_bytes([b[0], b[1]])),
     ) else {
         return;
     };
@@ -249,7 +298,12 @@ impl NetworkFunction for Nat {
         }
     }
 
-    fn on_packet(&self, _port: usize, pkt: &mut Packet, ctx: &mut dyn NfContext) -> Result<(), NfError> {
+    fn on_packet(
+        &self,
+        _port: usize,
+        pkt: &mut Packet,
+        ctx: &mut dyn NfContext,
+    ) -> Result<(), NfError> {
         let Some(ip) = pkt.hdr.ip else {
             self.count(ctx, "non_ip")?;
             ctx.forward(0);

@@ -9,6 +9,7 @@
 //! schedules work and never panics on input: every malformed packet becomes a
 //! [`Malformed`] reason that the caller counts and handles by [`MalformedPolicy`].
 
+pub mod checksum;
 pub mod flow;
 pub mod headers;
 pub mod malformed;
@@ -16,10 +17,9 @@ pub mod meta;
 pub mod packet;
 pub mod parse;
 pub mod trace;
-pub mod checksum;
 
 pub use flow::{Field, FlowKey, Flowspace};
-pub use headers::{EthernetInfo, Headers, IpInfo, LinkType, Transport, TcpFlags};
+pub use headers::{EthernetInfo, Headers, IpInfo, LinkType, TcpFlags, Transport};
 pub use malformed::{Malformed, MalformedPolicy};
 pub use meta::{Marks, Meta, TaskId};
 pub use packet::Packet;

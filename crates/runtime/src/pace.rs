@@ -38,7 +38,11 @@ pub struct Pacer {
 impl Pacer {
     /// A pacer starting now.
     pub fn new(pace: Pace) -> Pacer {
-        Pacer { pace, start: Instant::now(), first_ts: None }
+        Pacer {
+            pace,
+            start: Instant::now(),
+            first_ts: None,
+        }
     }
 
     /// Waits until packet number `index` (0-based) with timestamp `ts_ns` is due.

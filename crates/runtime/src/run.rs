@@ -36,7 +36,15 @@ pub struct RunOptions {
 impl RunOptions {
     /// Defaults: no outputs, max pace, no progress bar.
     pub fn new(trace: &Path) -> RunOptions {
-        RunOptions { trace: trace.to_path_buf(), out_dir: None, pcapng: false, alerts: None, pace: Pace::Max, progress: false, keep: false }
+        RunOptions {
+            trace: trace.to_path_buf(),
+            out_dir: None,
+            pcapng: false,
+            alerts: None,
+            pace: Pace::Max,
+            progress: false,
+            keep: false,
+        }
     }
 }
 
@@ -72,35 +80,57 @@ pub struct RunOutcome {
 }
 
 /// Runs `dag` over the trace in `opts` on `store`.
-pub fn run_trace(dag: Arc<LogicalDag>, store: Arc<dyn StateStore>, opts: &RunOptions) -> Result<RunOutcome, RunError> {
+pub fn run_trace(
+    dag: Arc<LogicalDag>,
+    store: Arc<dyn StateStore>,
+    opts: &RunOptions,
+) -> Result<RunOutcome, RunError> {
     let (records, trace_error) = read_all(&opts.trace)?;
     if let Some(dir) = &opts.out_dir {
-        std::fs::create_dir_all(dir)
-            .map_err(|err| RunError::Io { what: format!("cannot create output directory {}", dir.display()), err })?;
+        std::fs::create_dir_all(dir).map_err(|err| RunError::Io {
+            what: format!("cannot create output directory {}", dir.display()),
+            err,
+        })?;
     }
     let alerts_out: Option<Box<dyn std::io::Write + Send>> = match &opts.alerts {
-        Some(p) => Some(Box::new(
-            std::fs::File::create(p)
-                .map_err(|err| RunError::Io { what: format!("cannot create alerts file {}", p.display()), err })?,
-        )),
+        Some(p) => Some(Box::new(std::fs::File::create(p).map_err(|err| {
+            RunError::Io {
+                what: format!("cannot create alerts file {}", p.display()),
+                err,
+            }
+        })?)),
         None => None,
     };
-    let default_link = records.first().map(|r| r.link).unwrap_or(LinkType::Ethernet);
-    let cfg = EngineConfig { out_dir: opts.out_dir.clone(), pcapng: opts.pcapng, alerts_out, keep: opts.keep, default_link };
+    let default_link = records
+        .first()
+        .map(|r| r.link)
+        .unwrap_or(LinkType::Ethernet);
+    let cfg = EngineConfig {
+        out_dir: opts.out_dir.clone(),
+        pcapng: opts.pcapng,
+        alerts_out,
+        keep: opts.keep,
+        default_link,
+    };
     let backend = store.backend_name().to_string();
     let mut engine = Engine::new(Arc::clone(&dag), store, cfg).map_err(RunError::Setup)?;
 
     let total = records.len() as u64;
     let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::hidden());
     bar.set_style(
-        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} packets ({per_sec}, eta {eta})")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} packets ({per_sec}, eta {eta})",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let show_bar = opts.progress && std::io::stderr().is_terminal();
     let started = Instant::now();
     let mut bar_visible = false;
     let mut pacer = Pacer::new(opts.pace);
-    let io_err = |err| RunError::Io { what: "writing outputs".into(), err };
+    let io_err = |err| RunError::Io {
+        what: "writing outputs".into(),
+        err,
+    };
     for (i, rec) in records.into_iter().enumerate() {
         pacer.wait(i as u64, rec.ts_ns);
         engine.process(rec.into_packet()).map_err(io_err)?;
@@ -115,7 +145,13 @@ pub fn run_trace(dag: Arc<LogicalDag>, store: Arc<dyn StateStore>, opts: &RunOpt
     bar.finish_and_clear();
     let final_state = engine.final_state();
     let report = engine.finish().map_err(io_err)?;
-    let mut summary = Summary::from_report(&dag, &opts.trace.display().to_string(), &backend, &report);
+    let mut summary =
+        Summary::from_report(&dag, &opts.trace.display().to_string(), &backend, &report);
     summary.trace_error = trace_error.as_ref().map(|e| e.to_string());
-    Ok(RunOutcome { summary, report, trace_error, final_state })
+    Ok(RunOutcome {
+        summary,
+        report,
+        trace_error,
+        final_state,
+    })
 }

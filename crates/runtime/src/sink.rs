@@ -38,15 +38,36 @@ pub struct SinkSet {
 impl SinkSet {
     /// Sinks for `names`, writing `DIR/NAME.pcap` (or `.pcapng`) when `dir` is given, and
     /// keeping packets in memory when `keep`.
-    pub fn new(names: &[String], dir: Option<&Path>, pcapng: bool, keep: bool, default_link: LinkType) -> SinkSet {
+    pub fn new(
+        names: &[String],
+        dir: Option<&Path>,
+        pcapng: bool,
+        keep: bool,
+        default_link: LinkType,
+    ) -> SinkSet {
         let ports = names
             .iter()
             .map(|n| {
-                let path = dir.map(|d| d.join(format!("{n}.{}", if pcapng { "pcapng" } else { "pcap" })));
-                (n.clone(), SinkPort { writer: None, path, count: 0, kept: Vec::new() })
+                let path =
+                    dir.map(|d| d.join(format!("{n}.{}", if pcapng { "pcapng" } else { "pcap" })));
+                (
+                    n.clone(),
+                    SinkPort {
+                        writer: None,
+                        path,
+                        count: 0,
+                        kept: Vec::new(),
+                    },
+                )
             })
             .collect();
-        SinkSet { dir: dir.map(Path::to_path_buf), ext: if pcapng { "pcapng" } else { "pcap" }, keep, default_link, ports }
+        SinkSet {
+            dir: dir.map(Path::to_path_buf),
+            ext: if pcapng { "pcapng" } else { "pcap" },
+            keep,
+            default_link,
+            ports,
+        }
     }
 
     /// Writes `pkt` to sink `name`.
@@ -56,14 +77,21 @@ impl SinkSet {
         };
         port.count += 1;
         if self.keep {
-            port.kept.push(SinkRecord { clock: pkt.meta.clock, data: pkt.data.clone() });
+            port.kept.push(SinkRecord {
+                clock: pkt.meta.clock,
+                data: pkt.data.clone(),
+            });
         }
         if let Some(path) = &port.path {
             if port.writer.is_none() {
                 port.writer = Some(open(path, pkt.hdr.link)?);
             }
             if let Some(w) = &mut port.writer {
-                w.write(pkt.ts_ns, pkt.orig_len.max(pkt.data.len() as u32), &pkt.data)?;
+                w.write(
+                    pkt.ts_ns,
+                    pkt.orig_len.max(pkt.data.len() as u32),
+                    &pkt.data,
+                )?;
             }
         }
         Ok(())
@@ -71,17 +99,26 @@ impl SinkSet {
 
     /// Packets written per sink port.
     pub fn counts(&self) -> BTreeMap<String, u64> {
-        self.ports.iter().map(|(k, v)| (k.clone(), v.count)).collect()
+        self.ports
+            .iter()
+            .map(|(k, v)| (k.clone(), v.count))
+            .collect()
     }
 
     /// Packets kept per sink port (when created with `keep`).
     pub fn kept(&self) -> BTreeMap<String, Vec<SinkRecord>> {
-        self.ports.iter().map(|(k, v)| (k.clone(), v.kept.clone())).collect()
+        self.ports
+            .iter()
+            .map(|(k, v)| (k.clone(), v.kept.clone()))
+            .collect()
     }
 
     /// Removes and returns the packets kept so far, per sink port.
     pub fn take_kept(&mut self) -> BTreeMap<String, Vec<SinkRecord>> {
-        self.ports.iter_mut().map(|(k, v)| (k.clone(), std::mem::take(&mut v.kept))).collect()
+        self.ports
+            .iter_mut()
+            .map(|(k, v)| (k.clone(), std::mem::take(&mut v.kept)))
+            .collect()
     }
 
     /// Closes every capture (creating empty ones for ports that got nothing); returns the paths.
@@ -103,5 +140,6 @@ impl SinkSet {
 }
 
 fn open(path: &Path, link: LinkType) -> io::Result<Box<dyn CaptureWriter>> {
-    create_writer(path, link).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))
+    create_writer(path, link)
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))
 }

@@ -29,7 +29,7 @@ pub struct TaskStats {
     pub nf_errors: u64,
     /// Inputs during which the NF panicked (caught and isolated).
     pub nf_panics: u64,
-    /// Time spent inside the NF, ns.
+    /// Time spent inside the NF, ns (estimated from one input in 16).
     pub busy_ns: u64,
 }
 
@@ -77,7 +77,9 @@ pub struct Latency {
 
 impl Default for Latency {
     fn default() -> Self {
-        Latency { hist: Histogram::new_with_bounds(1, 60_000_000_000, 3).ok() }
+        Latency {
+            hist: Histogram::new_with_bounds(1, 60_000_000_000, 3).ok(),
+        }
     }
 }
 

@@ -59,7 +59,12 @@ pub struct Summary {
 
 impl Summary {
     /// Builds the summary of a finished run.
-    pub fn from_report(chain: &streamnf_dag::LogicalDag, trace: &str, store: &str, r: &EngineReport) -> Summary {
+    pub fn from_report(
+        chain: &streamnf_dag::LogicalDag,
+        trace: &str,
+        store: &str,
+        r: &EngineReport,
+    ) -> Summary {
         let mut vertices = BTreeMap::new();
         for v in &chain.vertices {
             let tasks = r.tasks.get(&v.name).cloned().unwrap_or_default();
@@ -67,7 +72,14 @@ impl Summary {
             for t in &tasks {
                 totals.add(t);
             }
-            vertices.insert(v.name.clone(), VertexSummary { nf: v.nf_name.clone(), totals, tasks });
+            vertices.insert(
+                v.name.clone(),
+                VertexSummary {
+                    nf: v.nf_name.clone(),
+                    totals,
+                    tasks,
+                },
+            );
         }
         let secs = r.busy.as_secs_f64();
         Summary {
@@ -82,11 +94,19 @@ impl Summary {
             dropped: r.chain.dropped,
             alerts: r.alerts.clone(),
             vertices,
-            throughput_pps: if secs > 0.0 { r.chain.packets_in as f64 / secs } else { 0.0 },
+            throughput_pps: if secs > 0.0 {
+                r.chain.packets_in as f64 / secs
+            } else {
+                0.0
+            },
             processing_s: secs,
             latency: r.latency.percentiles(),
             events: Vec::new(),
-            output_files: r.output_files.iter().map(|p| p.display().to_string()).collect(),
+            output_files: r
+                .output_files
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect(),
             trace_error: None,
         }
     }
@@ -94,7 +114,11 @@ impl Summary {
     /// The human summary printed on stderr.
     pub fn human(&self) -> String {
         let mut s = String::new();
-        let _ = writeln!(s, "chain {} on {} (store: {})", self.chain, self.trace, self.store);
+        let _ = writeln!(
+            s,
+            "chain {} on {} (store: {})",
+            self.chain, self.trace, self.store
+        );
         let malformed: u64 = self.malformed.values().sum();
         let _ = writeln!(
             s,
@@ -113,7 +137,11 @@ impl Summary {
         for (k, v) in &self.alerts {
             let _ = writeln!(s, "  alert {k:<20} {v:>10}");
         }
-        let _ = writeln!(s, "  {:<12} {:>10} {:>10} {:>8} {:>8} {:>10} {:>6}", "vertex", "pkts in", "pkts out", "ctx out", "alerts", "state ops", "errors");
+        let _ = writeln!(
+            s,
+            "  {:<12} {:>10} {:>10} {:>8} {:>8} {:>10} {:>6}",
+            "vertex", "pkts in", "pkts out", "ctx out", "alerts", "state ops", "errors"
+        );
         for (name, v) in &self.vertices {
             let t = &v.totals;
             let _ = writeln!(

@@ -127,7 +127,12 @@ pub fn incr_throughput(
 }
 
 /// Throughput of untagged `get` on random existing keys.
-pub fn get_throughput(store: &dyn StateStore, threads: usize, ops_per_thread: u64, keys: u32) -> f64 {
+pub fn get_throughput(
+    store: &dyn StateStore,
+    threads: usize,
+    ops_per_thread: u64,
+    keys: u32,
+) -> f64 {
     run(store, threads, ops_per_thread, keys, |t, keys| {
         let mut rng = Rng::new(t as u64 + 1);
         for _ in 0..ops_per_thread {
@@ -138,7 +143,12 @@ pub fn get_throughput(store: &dyn StateStore, threads: usize, ops_per_thread: u6
 }
 
 /// Throughput of `Set(Int(_))` on random existing shared keys, fresh tags.
-pub fn set_throughput(store: &dyn StateStore, threads: usize, ops_per_thread: u64, keys: u32) -> f64 {
+pub fn set_throughput(
+    store: &dyn StateStore,
+    threads: usize,
+    ops_per_thread: u64,
+    keys: u32,
+) -> f64 {
     let every = gc_interval(keys);
     run(store, threads, ops_per_thread, keys, |t, keys| {
         let mut rng = Rng::new(t as u64 + 1);
@@ -155,7 +165,12 @@ pub fn set_throughput(store: &dyn StateStore, threads: usize, ops_per_thread: u6
 /// Throughput of successful `CompareAndSet(Int(v) -> Int(v+1))`: thread `t` uses the keys
 /// whose index is `t` modulo `threads` and tracks their values locally, so every CAS
 /// succeeds (needs `keys >= threads`).
-pub fn cas_throughput(store: &dyn StateStore, threads: usize, ops_per_thread: u64, keys: u32) -> f64 {
+pub fn cas_throughput(
+    store: &dyn StateStore,
+    threads: usize,
+    ops_per_thread: u64,
+    keys: u32,
+) -> f64 {
     let threads = threads.max(1);
     let keys = keys.max(threads as u32);
     let every = gc_interval(keys);

@@ -547,4 +547,3 @@ impl StateStore for EmbeddedStore {
         "embedded"
     }
 }
-

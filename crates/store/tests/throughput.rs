@@ -27,7 +27,10 @@ fn report_throughput() {
     let n = 5_000_000;
     for threads in [1, 2] {
         for (name, s) in [
-            ("embedded", Box::new(EmbeddedStore::new()) as Box<dyn StateStore>),
+            (
+                "embedded",
+                Box::new(EmbeddedStore::new()) as Box<dyn StateStore>,
+            ),
             ("local", Box::new(LocalStore::new()) as Box<dyn StateStore>),
         ] {
             let s = s.as_ref();
