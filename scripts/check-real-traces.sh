@@ -17,7 +17,8 @@
 #              (timeout), any other code, or "panicked" on stderr fails.
 #
 # Prints a table and a final line "N passed, M failed"; exits 1 if any check failed.
-# KEEP=1 keeps the work directory (outputs, summaries, stderr) for inspection.
+# KEEP=1 keeps the work directory (outputs, summaries, stderr) for inspection;
+# REAL_TIMEOUT / MALFORMED_TIMEOUT (seconds, default 300 / 60) change the time limits.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -25,14 +26,24 @@ TRACES=${1:-$ROOT/../shared/traces}
 BIN=${2:-$ROOT/target/release/streamnf}
 FIGURE1=$ROOT/examples/figure1.toml
 NAT=$ROOT/examples/nat.toml
+REAL_TIMEOUT=${REAL_TIMEOUT:-300}
+MALFORMED_TIMEOUT=${MALFORMED_TIMEOUT:-60}
 
 die() { echo "check-real-traces: $*" >&2; exit 2; }
 
-for tool in capinfos tshark jq timeout; do
-    command -v "$tool" >/dev/null 2>&1 || die "needs $tool (apt-get install -y tshark jq coreutils; capinfos comes with tshark/wireshark-common)"
+for tool in capinfos tshark timeout; do
+    command -v "$tool" >/dev/null 2>&1 || die "needs $tool (apt-get install -y tshark wireshark-common coreutils)"
 done
+if command -v jq >/dev/null 2>&1; then
+    JSON=${FORCE_JSON:-jq}
+elif command -v python3 >/dev/null 2>&1; then
+    JSON=python3
+else
+    die "needs jq or python3 to read --summary-json (apt-get install -y jq)"
+fi
 [[ -x $BIN ]] || die "no streamnf binary at $BIN (build it: cargo build --release --bin streamnf)"
 [[ -d $TRACES/real && -d $TRACES/malformed ]] || die "$TRACES must hold real/ and malformed/"
+[[ -f $FIGURE1 && -f $NAT ]] || die "example chains missing: $FIGURE1, $NAT"
 BIN=$(cd "$(dirname "$BIN")" && pwd)/$(basename "$BIN")
 TRACES=$(cd "$TRACES" && pwd)
 
@@ -46,7 +57,7 @@ fi
 passed=0
 failed=0
 notes=()
-FMT='%-44s %-8s %8s %8s %-14s %-14s %9s %6s  %s\n'
+FMT='%-52s %-8s %8s %8s %-14s %-14s %9s %6s  %s\n'
 
 # Packets in a capture according to capinfos; empty output when capinfos cannot read it.
 capinfos_count() {
@@ -67,52 +78,103 @@ tshark_count() {
 # row TRACE CHAIN PACKETS CAPINFOS OUT TSHARK MALFORMED ALERTS RESULT
 row() { printf "$FMT" "$@"; }
 
-# Checks the outputs of a run that exited 0. Sets: packets out_desc tshark_desc malformed
-# alerts, and appends failure reasons to `reasons`.
+# The facts the checks need from a --summary-json, one per line:
+#   packets_in N | malformed TOTAL (or "malformed bad") | alerts TOTAL | panics N | port NAME N ...
+# "invalid" when the file is not a JSON object. Uses jq, or python3 when jq is missing.
+SUMMARY_JQ='if type != "object" then "invalid" else
+    "packets_in \(.packets_in // "missing")",
+    (if (.malformed | type) == "object" and all(.malformed[]; type == "number")
+     then "malformed \([.malformed[]] | add // 0)" else "malformed bad" end),
+    "alerts \([.alerts[]?] | add // 0)",
+    "panics \([.vertices[]? | .nf_panics // 0] | add // 0)",
+    (.packets_out // {} | to_entries[] | "port \(.key) \(.value)")
+  end'
+SUMMARY_PY='
+import json, sys
+try:
+    s = json.load(open(sys.argv[1]))
+    assert isinstance(s, dict)
+except Exception:
+    print("invalid"); sys.exit()
+print("packets_in", s.get("packets_in", "missing"))
+m = s.get("malformed")
+if isinstance(m, dict) and all(isinstance(v, int) for v in m.values()):
+    print("malformed", sum(m.values()))
+else:
+    print("malformed bad")
+print("alerts", sum((s.get("alerts") or {}).values()))
+print("panics", sum(v.get("nf_panics", 0) for v in (s.get("vertices") or {}).values()))
+for k, v in (s.get("packets_out") or {}).items():
+    print("port", k, v)
+'
+ALERTS_PY='
+import json, sys
+for line in open(sys.argv[1]):
+    if line.strip():
+        assert isinstance(json.loads(line), dict)
+'
+summary_facts() {
+    if [[ $JSON == jq ]]; then
+        jq -r "$SUMMARY_JQ" "$1" 2>/dev/null || echo invalid
+    else
+        python3 -c "$SUMMARY_PY" "$1"
+    fi
+}
+alerts_are_json_lines() {
+    if [[ $JSON == jq ]]; then
+        jq -e 'type == "object"' "$1" >/dev/null 2>&1
+    else
+        python3 -c "$ALERTS_PY" "$1" 2>/dev/null
+    fi
+}
+
+# Checks the outputs of a run (its summary, alerts file and output captures). Sets:
+# packets out_desc tshark_desc malformed alerts, and appends failure reasons to `reasons`.
 check_outputs() {
-    local dir=$1 summary=$1/summary.json port n file t
+    local dir=$1 key a b file t panics=0 lines
+    local outs=() tsh=() ports=()
     packets=- out_desc=- tshark_desc=- malformed=- alerts=-
-    if ! jq -e 'type == "object"' "$summary" >/dev/null 2>&1; then
-        reasons+=("no valid --summary-json")
+    if [[ ! -f $dir/summary.json ]]; then
+        reasons+=("no --summary-json written")
         return
     fi
-    packets=$(jq -r '.packets_in // "missing"' "$summary")
-    if jq -e '(.malformed | type == "object") and all(.malformed[]; type == "number")' "$summary" >/dev/null; then
-        malformed=$(jq -r '[.malformed[]] | add // 0' "$summary")
-    else
-        reasons+=("summary has no malformed counts")
-    fi
-    alerts=$(jq -r '[.alerts[]?] | add // 0' "$summary")
-    local panics
-    panics=$(jq -r '[.vertices[]? | .nf_panics // 0] | add // 0' "$summary")
+    while read -r key a b; do
+        case $key in
+            invalid) reasons+=("--summary-json is not a JSON object"); return ;;
+            packets_in) packets=$a ;;
+            malformed)
+                if [[ $a == bad ]]; then reasons+=("summary has no malformed counts"); else malformed=$a; fi ;;
+            alerts) alerts=$a ;;
+            panics) panics=$a ;;
+            port) ports+=("$a $b") ;;
+        esac
+    done < <(summary_facts "$dir/summary.json")
     [[ $panics == 0 ]] || reasons+=("$panics NF panics counted")
     if [[ -f $dir/alerts.jsonl ]]; then
-        local lines
         lines=$(grep -c . "$dir/alerts.jsonl" || true)
         [[ $lines == "$alerts" ]] || reasons+=("alerts file has $lines lines, summary $alerts")
-        jq -e -c . "$dir/alerts.jsonl" >/dev/null 2>&1 || [[ $lines == 0 ]] || reasons+=("alerts file is not JSON lines")
+        ((lines == 0)) || alerts_are_json_lines "$dir/alerts.jsonl" || reasons+=("alerts file is not JSON lines")
     else
         reasons+=("no alerts file")
     fi
-    local outs=() tsh=()
-    while read -r port n; do
-        [[ -n $port ]] || continue
-        file=$dir/out/$port.pcap
+    for a in "${ports[@]}"; do
+        read -r key b <<<"$a"
+        file=$dir/out/$key.pcap
         if [[ ! -f $file ]]; then
             t=missing
-            reasons+=("no output capture for port $port")
+            reasons+=("no output capture for port $key")
         else
             t=$(tshark_count "$file")
             if [[ -z $t ]]; then
                 t=unreadable
-                reasons+=("tshark cannot read $port.pcap")
-            elif [[ $t != "$n" ]]; then
-                reasons+=("port $port: tshark $t != summary $n")
+                reasons+=("tshark cannot read $key.pcap")
+            elif [[ $t != "$b" ]]; then
+                reasons+=("port $key: tshark $t != summary $b")
             fi
         fi
-        outs+=("$port=$n")
-        tsh+=("$port=$t")
-    done < <(jq -r '.packets_out // {} | to_entries[] | "\(.key) \(.value)"' "$summary")
+        outs+=("$key=$b")
+        tsh+=("$key=$t")
+    done
     if ((${#outs[@]})); then
         out_desc=$(IFS=,; echo "${outs[*]}")
         tshark_desc=$(IFS=,; echo "${tsh[*]}")
@@ -156,12 +218,12 @@ for trace in "$TRACES"/real/*; do
         dir=$WORK/$i
         reasons=()
         ok_word=ok
-        run_streamnf "$dir" 300 "$chain" "$trace"
+        run_streamnf "$dir" "$REAL_TIMEOUT" "$chain" "$trace"
         packets=- out_desc=- tshark_desc=- malformed=- alerts=-
         if [[ $rc != 0 ]]; then
             case $rc in
                 101) reasons+=("exit 101 (panic)") ;;
-                124) reasons+=("timed out after 300 s") ;;
+                124) reasons+=("timed out after $REAL_TIMEOUT s") ;;
                 *) reasons+=("exit $rc: $(grep -m1 'streamnf: error:' "$dir/stderr" || tail -n1 "$dir/stderr")") ;;
             esac
         else
@@ -188,7 +250,7 @@ for trace in "$TRACES"/malformed/*; do
     dir=$WORK/$i
     reasons=()
     ok_word=ok
-    run_streamnf "$dir" 60 "$FIGURE1" "$trace"
+    run_streamnf "$dir" "$MALFORMED_TIMEOUT" "$FIGURE1" "$trace"
     packets=- out_desc=- tshark_desc=- malformed=- alerts=-
     case $rc in
         0)
@@ -199,6 +261,8 @@ for trace in "$TRACES"/malformed/*; do
             ;;
         2)
             ok_word="ok (exit 2)"
+            # Damage after some records: the summary is still written; it must be consistent.
+            [[ -f $dir/summary.json ]] && check_outputs "$dir"
             mapfile -t errs < <(grep '^streamnf: error:' "$dir/stderr" || true)
             last=$(grep . "$dir/stderr" | tail -n1 || true)
             if ((${#errs[@]} != 1)); then
@@ -212,7 +276,7 @@ for trace in "$TRACES"/malformed/*; do
             fi
             ;;
         101) reasons+=("exit 101 (panic)") ;;
-        124) reasons+=("timed out after 60 s") ;;
+        124) reasons+=("timed out after $MALFORMED_TIMEOUT s") ;;
         *) reasons+=("exit $rc") ;;
     esac
     if grep -q panicked "$dir/stderr"; then

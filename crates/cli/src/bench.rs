@@ -87,11 +87,7 @@ fn trace(packets: u64, scan: bool) -> Result<Vec<Packet>, String> {
         .map_err(|e| e.to_string())?
         .map(|g| Packet::new(LinkType::Ethernet, g.data, g.ts_ns))
         .collect();
-    eprintln!(
-        "generated {} packets in {:.2} s",
-        pkts.len(),
-        t.elapsed().as_secs_f64()
-    );
+    eprintln!("generated {} packets in {:.2} s", pkts.len(), t.elapsed().as_secs_f64());
     Ok(pkts)
 }
 
@@ -106,13 +102,7 @@ fn single(nf: Arc<dyn NetworkFunction>) -> Result<LogicalDag, String> {
 
 fn figure1() -> Result<LogicalDag, String> {
     use streamnf_nfs::{dpi::Dpi, ids::LightIds, rate_limiter::RateLimiter};
-    let dpi = Dpi::new(
-        streamnf_nfs::dpi::DEFAULT_SIGNATURES
-            .iter()
-            .map(|s| s.to_string())
-            .collect(),
-        true,
-    )?;
+    let dpi = Dpi::new(streamnf_nfs::dpi::DEFAULT_SIGNATURES.iter().map(|s| s.to_string()).collect(), true)?;
     ChainBuilder::new("figure1")
         .vertex("ids", Arc::new(LightIds::default()))
         .vertex("limiter", Arc::new(RateLimiter::default()))
@@ -152,9 +142,7 @@ fn one_round(
 }
 
 fn best(rs: &[RoundResult]) -> &RoundResult {
-    rs.iter()
-        .max_by(|a, b| a.pps.total_cmp(&b.pps))
-        .unwrap_or(&rs[0])
+    rs.iter().max_by(|a, b| a.pps.total_cmp(&b.pps)).unwrap_or(&rs[0])
 }
 
 /// Runs a chain externalized (embedded store) and local-state, alternating rounds.
@@ -171,11 +159,7 @@ fn bench_chain(
         local.push(one_round(&dag, Arc::new(LocalStore::new()), pkts)?);
     }
     let (e, l) = (best(&ext), best(&local));
-    println!(
-        "bench {name}: {} packets, {} rounds each, best round, one core",
-        pkts.len(),
-        rounds.max(1)
-    );
+    println!("bench {name}: {} packets, {} rounds each, best round, one core", pkts.len(), rounds.max(1));
     println!(
         "  externalized (embedded store): {:>6.2} Mpps   latency p50 {} ns  p99 {} ns",
         e.pps / 1e6,
@@ -188,52 +172,29 @@ fn bench_chain(
         l.p50,
         l.p99
     );
-    println!(
-        "  externalized / local throughput ratio: {:.2}",
-        e.pps / l.pps
-    );
+    println!("  externalized / local throughput ratio: {:.2}", e.pps / l.pps);
     Ok(())
 }
 
 fn bench_nfs(packets: u64, rounds: u32) -> Result<(), String> {
-    use streamnf_nfs::{
-        dpi::Dpi, forward::Forward, ids::LightIds, nat::Nat, rate_limiter::RateLimiter,
-    };
+    use streamnf_nfs::{dpi::Dpi, forward::Forward, ids::LightIds, nat::Nat, rate_limiter::RateLimiter};
     let pkts = trace(packets, true)?;
-    let dpi = Dpi::new(
-        streamnf_nfs::dpi::DEFAULT_SIGNATURES
-            .iter()
-            .map(|s| s.to_string())
-            .collect(),
-        true,
-    )?;
+    let dpi = Dpi::new(streamnf_nfs::dpi::DEFAULT_SIGNATURES.iter().map(|s| s.to_string()).collect(), true)?;
     let nfs: Vec<(&str, Arc<dyn NetworkFunction>)> = vec![
         ("forward", Arc::new(Forward)),
         ("nat", Arc::new(Nat::default())),
         ("light_ids", Arc::new(LightIds::default())),
-        (
-            "rate_limiter(all)",
-            Arc::new(RateLimiter::new(1_000_000, 1000, true)),
-        ),
+        ("rate_limiter(all)", Arc::new(RateLimiter::new(1_000_000, 1000, true))),
         ("dpi", Arc::new(dpi)),
     ];
-    println!(
-        "bench nfs: {} packets, best of {} rounds, one core, embedded store",
-        pkts.len(),
-        rounds.max(1)
-    );
+    println!("bench nfs: {} packets, best of {} rounds, one core, embedded store", pkts.len(), rounds.max(1));
     for (name, nf) in nfs {
         let dag = Arc::new(single(nf)?);
         let rs: Vec<RoundResult> = (0..rounds.max(1))
             .map(|_| one_round(&dag, Arc::new(EmbeddedStore::new()), &pkts))
             .collect::<Result<_, _>>()?;
         let b = best(&rs);
-        println!(
-            "  {name:<18} {:>6.2} Mpps   latency p50 {} ns  p99 {} ns",
-            b.pps / 1e6,
-            b.p50,
-            b.p99
-        );
+        println!("  {name:<18} {:>6.2} Mpps   latency p50 {} ns  p99 {} ns", b.pps / 1e6, b.p50, b.p99);
     }
     Ok(())
 }
@@ -247,10 +208,7 @@ fn bench_store(ops: u64, rounds: u32) -> Result<(), String> {
         ("set", set_throughput),
         ("compare-and-set", cas_throughput),
     ];
-    println!(
-        "bench store: {ops} ops per thread on 10000 keys, best of {} rounds",
-        rounds.max(1)
-    );
+    println!("bench store: {ops} ops per thread on 10000 keys, best of {} rounds", rounds.max(1));
     for (name, f) in benches {
         let mut res = [0f64; 3];
         for _ in 0..rounds.max(1) {

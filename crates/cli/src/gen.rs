@@ -89,15 +89,12 @@ pub fn gen(a: GenArgs) -> Result<(), String> {
         });
     }
     let mut generator = Generator::new(cfg).map_err(|e| e.to_string())?;
-    let mut w = create_writer(&a.output, LinkType::Ethernet)
-        .map_err(|e| format!("{}: {e}", a.output.display()))?;
+    let mut w =
+        create_writer(&a.output, LinkType::Ethernet).map_err(|e| format!("{}: {e}", a.output.display()))?;
     for p in generator.by_ref() {
-        w.write(p.ts_ns, p.data.len() as u32, &p.data)
-            .map_err(|e| format!("{}: {e}", a.output.display()))?;
+        w.write(p.ts_ns, p.data.len() as u32, &p.data).map_err(|e| format!("{}: {e}", a.output.display()))?;
     }
-    let n = w
-        .finish()
-        .map_err(|e| format!("{}: {e}", a.output.display()))?;
+    let n = w.finish().map_err(|e| format!("{}: {e}", a.output.display()))?;
     let s = generator.stats();
     eprintln!(
         "wrote {} packets to {} ({} flows: {} tcp, {} udp; {} http requests, {} distinct urls; {} scan probes; {} trojan connections)",

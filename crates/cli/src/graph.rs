@@ -20,14 +20,7 @@ pub struct GraphArgs {
 /// Prints the chain as DOT.
 pub fn graph(a: GraphArgs) -> Result<(), String> {
     let dag = load_chain(&a.chain, &streamnf_nfs::builtin_registry()).map_err(|e| e.to_string())?;
-    print!(
-        "{}",
-        if a.physical {
-            physical_dot(&dag)
-        } else {
-            logical_dot(&dag)
-        }
-    );
+    print!("{}", if a.physical { physical_dot(&dag) } else { logical_dot(&dag) });
     Ok(())
 }
 
@@ -41,11 +34,7 @@ fn physical_dot(dag: &LogicalDag) -> String {
     );
     let _ = writeln!(out, "  \"root\" [shape=circle, label=\"root splitter\"];");
     for v in &dag.vertices {
-        let _ = writeln!(
-            out,
-            "  subgraph \"cluster_{}\" {{ label=\"{} ({})\";",
-            v.name, v.name, v.nf_name
-        );
+        let _ = writeln!(out, "  subgraph \"cluster_{}\" {{ label=\"{} ({})\";", v.name, v.name, v.nf_name);
         for t in 0..v.instances {
             let _ = writeln!(out, "    \"{}/{t}\";", v.name);
         }
@@ -60,9 +49,7 @@ fn physical_dot(dag: &LogicalDag) -> String {
             Endpoint::Sink(s) => vec![format!("output.{s}")],
             Endpoint::Port { vertex, .. } => {
                 let v = &dag.vertices[*vertex];
-                (0..v.instances)
-                    .map(|t| format!("{}/{t}", v.name))
-                    .collect()
+                (0..v.instances).map(|t| format!("{}/{t}", v.name)).collect()
             }
         }
     };

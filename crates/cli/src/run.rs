@@ -69,9 +69,7 @@ pub fn run(a: RunArgs) -> Result<(), String> {
     let registry = streamnf_nfs::builtin_registry();
     let dag = load_chain(&a.chain, &registry).map_err(|e| e.to_string())?;
     for spec in &a.instances {
-        let (v, n) = spec
-            .split_once('=')
-            .ok_or_else(|| format!("--instances {spec}: expected VERTEX=N"))?;
+        let (v, n) = spec.split_once('=').ok_or_else(|| format!("--instances {spec}: expected VERTEX=N"))?;
         if dag.vertex_id(v).is_none() {
             let names: Vec<&str> = dag.vertices.iter().map(|x| x.name.as_str()).collect();
             return Err(format!(
@@ -93,8 +91,7 @@ pub fn run(a: RunArgs) -> Result<(), String> {
     }
     if !a.events.is_empty() || a.events_file.is_some() {
         return Err(
-            "--event/--events: scale, fail and straggle events are not supported by this build yet"
-                .into(),
+            "--event/--events: scale, fail and straggle events are not supported by this build yet".into()
         );
     }
     if a.metrics.is_some() {
@@ -124,15 +121,11 @@ pub fn run(a: RunArgs) -> Result<(), String> {
         eprint!("{}", outcome.summary.human());
     }
     if let Some(p) = &a.summary_json {
-        let json =
-            serde_json::to_string_pretty(&outcome.summary).map_err(|e| format!("summary: {e}"))?;
+        let json = serde_json::to_string_pretty(&outcome.summary).map_err(|e| format!("summary: {e}"))?;
         std::fs::write(p, json + "\n").map_err(|e| format!("{}: {e}", p.display()))?;
     }
     match outcome.trace_error {
-        Some(e) => Err(format!(
-            "{e} (the {} packets before it were processed)",
-            outcome.summary.packets_in
-        )),
+        Some(e) => Err(format!("{e} (the {} packets before it were processed)", outcome.summary.packets_in)),
         None => Ok(()),
     }
 }

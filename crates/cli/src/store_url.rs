@@ -20,9 +20,7 @@ pub enum StoreUrl {
 }
 
 fn host_port(s: &str, url: &str) -> Result<(String, u16), String> {
-    let (host, port) = s
-        .rsplit_once(':')
-        .ok_or_else(|| format!("--store {url}: `{s}` needs HOST:PORT"))?;
+    let (host, port) = s.rsplit_once(':').ok_or_else(|| format!("--store {url}: `{s}` needs HOST:PORT"))?;
     if host.is_empty() {
         return Err(format!("--store {url}: empty host in `{s}`"));
     }
@@ -41,9 +39,7 @@ impl StoreUrl {
             return Ok(StoreUrl::Embedded);
         }
         let (scheme, rest) = url.split_once("://").ok_or_else(|| {
-            format!(
-                "--store {url}: expected embedded, redis://HOST:PORT or redis+cluster://H:P,H:P"
-            )
+            format!("--store {url}: expected embedded, redis://HOST:PORT or redis+cluster://H:P,H:P")
         })?;
         let rest = rest.rsplit_once('@').map(|(_, r)| r).unwrap_or(rest);
         let rest = rest.split_once('/').map(|(r, _)| r).unwrap_or(rest);
@@ -53,10 +49,13 @@ impl StoreUrl {
                 Ok(StoreUrl::Redis { host, port, tls: scheme == "rediss" })
             }
             "redis+cluster" | "rediss+cluster" => {
-                let nodes = rest.split(',').map(|n| host_port(n.trim(), url)).collect::<Result<Vec<_>, _>>()?;
+                let nodes =
+                    rest.split(',').map(|n| host_port(n.trim(), url)).collect::<Result<Vec<_>, _>>()?;
                 Ok(StoreUrl::Cluster(nodes))
             }
-            other => Err(format!("--store {url}: unknown scheme `{other}` (use embedded, redis, rediss or redis+cluster)")),
+            other => Err(format!(
+                "--store {url}: unknown scheme `{other}` (use embedded, redis, rediss or redis+cluster)"
+            )),
         }
     }
 }
@@ -70,24 +69,15 @@ mod tests {
         assert_eq!(StoreUrl::parse("embedded"), Ok(StoreUrl::Embedded));
         assert_eq!(
             StoreUrl::parse("redis://u:p@127.0.0.1:6380/0"),
-            Ok(StoreUrl::Redis {
-                host: "127.0.0.1".into(),
-                port: 6380,
-                tls: false
-            })
+            Ok(StoreUrl::Redis { host: "127.0.0.1".into(), port: 6380, tls: false })
         );
         assert_eq!(
             StoreUrl::parse("redis+cluster://a:1,b:2"),
             Ok(StoreUrl::Cluster(vec![("a".into(), 1), ("b".into(), 2)]))
         );
-        for bad in [
-            "redis://host",
-            "redis://:1",
-            "redis://h:0",
-            "redis://h:99999",
-            "mysql://h:1",
-            "localhost:6379",
-        ] {
+        for bad in
+            ["redis://host", "redis://:1", "redis://h:0", "redis://h:99999", "mysql://h:1", "localhost:6379"]
+        {
             let e = StoreUrl::parse(bad).expect_err(bad);
             assert!(e.contains(bad), "error names the URL: {e}");
         }

@@ -44,21 +44,14 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
-    let args: Vec<std::ffi::OsString> = args
-        .into_iter()
-        .map(|a| a.as_ref().to_os_string())
-        .collect();
+    let args: Vec<std::ffi::OsString> = args.into_iter().map(|a| a.as_ref().to_os_string()).collect();
     let out = Command::new(BIN)
         .args(&args)
         .env_remove("RUST_BACKTRACE")
         .output()
         .expect("cannot start the streamnf binary");
     Ran {
-        args: args
-            .iter()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect::<Vec<_>>()
-            .join(" "),
+        args: args.iter().map(|a| a.to_string_lossy().into_owned()).collect::<Vec<_>>().join(" "),
         code: out.status.code(),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
@@ -73,11 +66,7 @@ where
 {
     let r = streamnf(args);
     assert_eq!(r.code, Some(0), "expected success\n{}", r.describe());
-    assert!(
-        !r.stderr.contains("panicked"),
-        "panic on stderr\n{}",
-        r.describe()
-    );
+    assert!(!r.stderr.contains("panicked"), "panic on stderr\n{}", r.describe());
     r
 }
 
@@ -90,11 +79,7 @@ where
 {
     let r = streamnf(args);
     assert_ne!(r.code, Some(101), "the binary panicked\n{}", r.describe());
-    assert!(
-        !r.stderr.contains("panicked"),
-        "panic on stderr\n{}",
-        r.describe()
-    );
+    assert!(!r.stderr.contains("panicked"), "panic on stderr\n{}", r.describe());
     assert_eq!(r.code, Some(2), "expected exit code 2\n{}", r.describe());
     assert_eq!(
         r.stderr.matches("streamnf: error:").count(),
@@ -103,9 +88,7 @@ where
         r.describe()
     );
     let at = r.stderr.find("streamnf: error: ").expect("error prefix");
-    r.stderr[at + "streamnf: error: ".len()..]
-        .trim_end()
-        .to_string()
+    r.stderr[at + "streamnf: error: ".len()..].trim_end().to_string()
 }
 
 fn p(path: &Path) -> &OsStr {
@@ -138,7 +121,12 @@ fn count_records(path: &Path) -> u64 {
 
 /// Packets in a capture as counted by tshark. Fails with an install hint without tshark.
 fn tshark_count(path: &Path) -> u64 {
-    let out = match Command::new("tshark").arg("-r").arg(path).args(["-T", "fields", "-e", "frame.number"]).output() {
+    let out = match Command::new("tshark")
+        .arg("-r")
+        .arg(path)
+        .args(["-T", "fields", "-e", "frame.number"])
+        .output()
+    {
         Ok(o) => o,
         Err(e) => panic!(
             "cannot run tshark ({e}): these tests check output captures with Wireshark's reader; \
@@ -151,37 +139,23 @@ fn tshark_count(path: &Path) -> u64 {
         path.display(),
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .count() as u64
+    String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.trim().is_empty()).count() as u64
 }
 
 fn read_json(path: &Path) -> Value {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_json::from_str(&text)
-        .unwrap_or_else(|e| panic!("{}: not JSON: {e}\n{text}", path.display()))
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: not JSON: {e}\n{text}", path.display()))
 }
 
 fn u64_at(v: &Value, key: &str) -> u64 {
-    v.get(key)
-        .and_then(Value::as_u64)
-        .unwrap_or_else(|| panic!("`{key}` missing or not a count in {v}"))
+    v.get(key).and_then(Value::as_u64).unwrap_or_else(|| panic!("`{key}` missing or not a count in {v}"))
 }
 
 fn counts(v: &Value, key: &str) -> BTreeMap<String, u64> {
-    let obj = v
-        .get(key)
-        .and_then(Value::as_object)
-        .unwrap_or_else(|| panic!("`{key}` missing or not an object"));
+    let obj =
+        v.get(key).and_then(Value::as_object).unwrap_or_else(|| panic!("`{key}` missing or not an object"));
     obj.iter()
-        .map(|(k, n)| {
-            (
-                k.clone(),
-                n.as_u64()
-                    .unwrap_or_else(|| panic!("`{key}.{k}` is not a count: {n}")),
-            )
-        })
+        .map(|(k, n)| (k.clone(), n.as_u64().unwrap_or_else(|| panic!("`{key}.{k}` is not a count: {n}"))))
         .collect()
 }
 
@@ -189,9 +163,7 @@ fn counts(v: &Value, key: &str) -> BTreeMap<String, u64> {
 /// 16-byte record headers).
 fn pcap_record_offsets(bytes: &[u8]) -> Vec<usize> {
     assert!(
-        [0xa1b2_c3d4u32, 0xa1b2_3c4d]
-            .iter()
-            .any(|m| bytes[..4] == m.to_le_bytes()),
+        [0xa1b2_c3d4u32, 0xa1b2_3c4d].iter().any(|m| bytes[..4] == m.to_le_bytes()),
         "expected a little-endian pcap"
     );
     let mut offsets = Vec::new();
@@ -210,11 +182,7 @@ fn pcap_record_offsets(bytes: &[u8]) -> Vec<usize> {
 fn chain_edges(chain: &str) -> Vec<(String, String)> {
     let text = std::fs::read_to_string(chain).unwrap();
     let value = |line: &str, key: &str| -> Option<String> {
-        let rest = line
-            .trim()
-            .strip_prefix(key)?
-            .trim_start()
-            .strip_prefix('=')?;
+        let rest = line.trim().strip_prefix(key)?.trim_start().strip_prefix('=')?;
         Some(rest.trim().trim_matches('"').to_string())
     };
     let mut edges = Vec::new();
@@ -239,13 +207,7 @@ fn chain_vertices(chain: &str) -> Vec<String> {
             in_vertex = l == "[[vertex]]";
         } else if in_vertex {
             if let Some(rest) = l.strip_prefix("name") {
-                names.push(
-                    rest.trim_start()
-                        .trim_start_matches('=')
-                        .trim()
-                        .trim_matches('"')
-                        .to_string(),
-                );
+                names.push(rest.trim_start().trim_start_matches('=').trim().trim_matches('"').to_string());
                 in_vertex = false;
             }
         }
@@ -255,13 +217,7 @@ fn chain_vertices(chain: &str) -> Vec<String> {
 
 /// Runs `chain` on `trace` with every output, checks the `--summary-json` contract, the
 /// output captures (with tshark) and the alerts file. Returns (summary, alerts).
-fn run_and_check(
-    chain: &str,
-    trace: &Path,
-    dir: &Path,
-    packets: u64,
-    pcapng: bool,
-) -> (Value, Vec<Value>) {
+fn run_and_check(chain: &str, trace: &Path, dir: &Path, packets: u64, pcapng: bool) -> (Value, Vec<Value>) {
     let out = dir.join("out");
     let alerts = dir.join("alerts.jsonl");
     let summary_path = dir.join("summary.json");
@@ -282,101 +238,49 @@ fn run_and_check(
         args.push(OsStr::new("--pcapng"));
     }
     let ran = ok(&args);
-    assert!(
-        ran.stderr.contains("packets in"),
-        "human summary on stderr\n{}",
-        ran.describe()
-    );
+    assert!(ran.stderr.contains("packets in"), "human summary on stderr\n{}", ran.describe());
     let s = read_json(&summary_path);
 
     // The --summary-json contract (DESIGN.md "CLI contract").
-    assert_eq!(
-        u64_at(&s, "packets_in"),
-        packets,
-        "packets_in == packets generated"
-    );
+    assert_eq!(u64_at(&s, "packets_in"), packets, "packets_in == packets generated");
     let packets_out = counts(&s, "packets_out");
     assert!(!packets_out.is_empty(), "packets_out names every sink port");
     let malformed = counts(&s, "malformed");
     let dropped = u64_at(&s, "dropped");
     let alert_counts = counts(&s, "alerts");
-    let tp = s
-        .get("throughput_pps")
-        .and_then(Value::as_f64)
-        .expect("throughput_pps");
+    let tp = s.get("throughput_pps").and_then(Value::as_f64).expect("throughput_pps");
     assert!(tp > 0.0, "throughput_pps > 0: {tp}");
-    let latency = s
-        .get("latency")
-        .and_then(Value::as_object)
-        .expect("latency object");
+    let latency = s.get("latency").and_then(Value::as_object).expect("latency object");
     for k in ["p50_ns", "p99_ns", "max_ns"] {
-        assert!(
-            latency.get(k).and_then(Value::as_u64).is_some(),
-            "latency.{k}"
-        );
+        assert!(latency.get(k).and_then(Value::as_u64).is_some(), "latency.{k}");
     }
-    assert!(
-        s.get("events").and_then(Value::as_array).is_some(),
-        "events array"
-    );
-    assert!(
-        malformed.values().all(|&n| n == 0),
-        "generated traces are well formed: {malformed:?}"
-    );
+    assert!(s.get("events").and_then(Value::as_array).is_some(), "events array");
+    assert!(malformed.values().all(|&n| n == 0), "generated traces are well formed: {malformed:?}");
 
     // Each input packet of these chains reaches at most one sink once.
     let total_out: u64 = packets_out.values().sum();
-    assert_eq!(
-        total_out + dropped,
-        packets,
-        "packets_out + dropped == packets_in"
-    );
+    assert_eq!(total_out + dropped, packets, "packets_out + dropped == packets_in");
 
     // Per-vertex and per-task counters, for every vertex of the chain.
-    let vertices = s
-        .get("vertices")
-        .and_then(Value::as_object)
-        .expect("vertices object");
+    let vertices = s.get("vertices").and_then(Value::as_object).expect("vertices object");
     let names = chain_vertices(chain);
     assert!(!names.is_empty());
     for name in &names {
-        let v = vertices
-            .get(name)
-            .unwrap_or_else(|| panic!("vertex `{name}` missing from summary"));
-        assert!(
-            v.get("nf").and_then(Value::as_str).is_some(),
-            "vertices.{name}.nf"
-        );
+        let v = vertices.get(name).unwrap_or_else(|| panic!("vertex `{name}` missing from summary"));
+        assert!(v.get("nf").and_then(Value::as_str).is_some(), "vertices.{name}.nf");
         let pin = u64_at(v, "packets_in");
         u64_at(v, "packets_out");
-        let tasks = v
-            .get("tasks")
-            .and_then(Value::as_array)
-            .unwrap_or_else(|| panic!("vertices.{name}.tasks"));
+        let tasks =
+            v.get("tasks").and_then(Value::as_array).unwrap_or_else(|| panic!("vertices.{name}.tasks"));
         assert!(!tasks.is_empty(), "vertices.{name}.tasks is empty");
         let task_sum: u64 = tasks.iter().map(|t| u64_at(t, "packets_in")).sum();
-        assert_eq!(
-            task_sum, pin,
-            "vertex {name}: task packets_in sum to the vertex's"
-        );
+        assert_eq!(task_sum, pin, "vertex {name}: task packets_in sum to the vertex's");
     }
-    assert_eq!(
-        vertices.len(),
-        names.len(),
-        "one summary entry per vertex: {:?}",
-        vertices.keys()
-    );
+    assert_eq!(vertices.len(), names.len(), "one summary entry per vertex: {:?}", vertices.keys());
     // The vertex reading the chain input saw every packet.
-    let (_, first) = chain_edges(chain)
-        .into_iter()
-        .find(|(f, _)| f == "input")
-        .expect("an input edge");
+    let (_, first) = chain_edges(chain).into_iter().find(|(f, _)| f == "input").expect("an input edge");
     let first = first.split('.').next().unwrap();
-    assert_eq!(
-        u64_at(&vertices[first], "packets_in"),
-        packets,
-        "vertex {first} sees all input"
-    );
+    assert_eq!(u64_at(&vertices[first], "packets_in"), packets, "vertex {first} sees all input");
 
     // One capture per sink port; tshark agrees with the summary.
     let ext = if pcapng { "pcapng" } else { "pcap" };
@@ -385,12 +289,7 @@ fn run_and_check(
         assert!(file.is_file(), "output capture {} missing", file.display());
         let magic = std::fs::read(&file).unwrap();
         if pcapng {
-            assert_eq!(
-                &magic[..4],
-                &[0x0a, 0x0d, 0x0d, 0x0a],
-                "{} is pcapng",
-                file.display()
-            );
+            assert_eq!(&magic[..4], &[0x0a, 0x0d, 0x0d, 0x0a], "{} is pcapng", file.display());
         } else {
             assert!(
                 [0xa1b2_c3d4u32, 0xa1b2_3c4d]
@@ -406,12 +305,7 @@ fn run_and_check(
             "tshark count of {} == summary packets_out[{port}]",
             file.display()
         );
-        assert_eq!(
-            count_records(&file),
-            n,
-            "streamnf's reader agrees on {}",
-            file.display()
-        );
+        assert_eq!(count_records(&file), n, "streamnf's reader agrees on {}", file.display());
     }
 
     // Alerts: JSON lines, one per alert counted in the summary.
@@ -419,35 +313,18 @@ fn run_and_check(
     let mut lines = Vec::new();
     let mut per_kind: BTreeMap<String, u64> = BTreeMap::new();
     for (i, line) in text.lines().enumerate() {
-        let a: Value = serde_json::from_str(line)
-            .unwrap_or_else(|e| panic!("alerts line {}: {e}: {line}", i + 1));
-        let kind = a
-            .get("kind")
-            .and_then(Value::as_str)
-            .unwrap_or_else(|| panic!("alert without kind: {line}"));
-        let vertex = a
-            .get("vertex")
-            .and_then(Value::as_str)
-            .unwrap_or_else(|| panic!("alert without vertex: {line}"));
-        assert!(
-            names.iter().any(|n| n == vertex),
-            "alert from unknown vertex: {line}"
-        );
-        assert!(
-            a.get("clock").and_then(Value::as_u64).is_some(),
-            "alert without clock: {line}"
-        );
-        assert!(
-            a.get("ts").and_then(Value::as_f64).is_some(),
-            "alert without ts: {line}"
-        );
+        let a: Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("alerts line {}: {e}: {line}", i + 1));
+        let kind =
+            a.get("kind").and_then(Value::as_str).unwrap_or_else(|| panic!("alert without kind: {line}"));
+        let vertex =
+            a.get("vertex").and_then(Value::as_str).unwrap_or_else(|| panic!("alert without vertex: {line}"));
+        assert!(names.iter().any(|n| n == vertex), "alert from unknown vertex: {line}");
+        assert!(a.get("clock").and_then(Value::as_u64).is_some(), "alert without clock: {line}");
+        assert!(a.get("ts").and_then(Value::as_f64).is_some(), "alert without ts: {line}");
         if kind == "suspicious_source" {
-            let ip = a
-                .get("src_ip")
-                .and_then(Value::as_str)
-                .unwrap_or_else(|| panic!("no src_ip: {line}"));
-            ip.parse::<IpAddr>()
-                .unwrap_or_else(|e| panic!("src_ip {ip}: {e}"));
+            let ip = a.get("src_ip").and_then(Value::as_str).unwrap_or_else(|| panic!("no src_ip: {line}"));
+            ip.parse::<IpAddr>().unwrap_or_else(|e| panic!("src_ip {ip}: {e}"));
         }
         *per_kind.entry(kind.to_string()).or_default() += 1;
         lines.push(a);
@@ -487,11 +364,7 @@ fn gen_trace_is_deterministic_and_exact() {
     let a = gen_trace(dir.path(), "a.pcap", 1234, 7, &["--scan"]);
     let b = gen_trace(dir.path(), "b.pcap", 1234, 7, &["--scan"]);
     let c = gen_trace(dir.path(), "c.pcap", 1234, 8, &["--scan"]);
-    let (a, b, c) = (
-        std::fs::read(a).unwrap(),
-        std::fs::read(b).unwrap(),
-        std::fs::read(c).unwrap(),
-    );
+    let (a, b, c) = (std::fs::read(a).unwrap(), std::fs::read(b).unwrap(), std::fs::read(c).unwrap());
     assert!(a == b, "same seed and options give identical bytes");
     assert!(a != c, "a different seed gives a different trace");
 
@@ -499,19 +372,11 @@ fn gen_trace_is_deterministic_and_exact() {
         ("one.pcap", 1u64, &[][..]),
         ("plain.pcap", 1234, &[][..]),
         ("scan.pcap", 3001, &["--scan"][..]),
-        (
-            "trojan.pcap",
-            2500,
-            &["--trojan", "--scan", "--xss", "0.1"][..],
-        ),
+        ("trojan.pcap", 2500, &["--trojan", "--scan", "--xss", "0.1"][..]),
         ("ng.pcapng", 777, &["--scan"][..]),
     ] {
         let t = gen_trace(dir.path(), name, packets, 3, extra);
-        assert_eq!(
-            count_records(&t),
-            packets,
-            "{name}: exactly --packets packets"
-        );
+        assert_eq!(count_records(&t), packets, "{name}: exactly --packets packets");
         assert_eq!(tshark_count(&t), packets, "{name}: tshark agrees");
     }
 }
@@ -521,21 +386,13 @@ fn gen_trace_pcapng_by_extension_same_packets() {
     let dir = tempfile::tempdir().unwrap();
     let pcap = gen_trace(dir.path(), "x.pcap", 500, 5, &["--scan"]);
     let ng = gen_trace(dir.path(), "x.pcapng", 500, 5, &["--scan"]);
-    assert_eq!(
-        &std::fs::read(&ng).unwrap()[..4],
-        &[0x0a, 0x0d, 0x0d, 0x0a],
-        "pcapng section header block"
-    );
+    assert_eq!(&std::fs::read(&ng).unwrap()[..4], &[0x0a, 0x0d, 0x0d, 0x0a], "pcapng section header block");
     let (a, _) = read_all(&pcap).unwrap();
     let (b, _) = read_all(&ng).unwrap();
     assert_eq!(a.len(), b.len());
     for (x, y) in a.iter().zip(&b) {
         assert_eq!(x.data, y.data, "same frames in both formats");
-        assert_eq!(
-            x.ts_ns / 1000,
-            y.ts_ns / 1000,
-            "same timestamps (to the microsecond)"
-        );
+        assert_eq!(x.ts_ns / 1000, y.ts_ns / 1000, "same timestamps (to the microsecond)");
     }
 }
 
@@ -547,13 +404,7 @@ fn gen_trace_pcapng_by_extension_same_packets() {
 fn run_figure1_on_generated_trace() {
     let dir = tempfile::tempdir().unwrap();
     let packets = 6000;
-    let trace = gen_trace(
-        dir.path(),
-        "t.pcap",
-        packets,
-        11,
-        &["--scan", "--xss", "0.05"],
-    );
+    let trace = gen_trace(dir.path(), "t.pcap", packets, 11, &["--scan", "--xss", "0.05"]);
     let (s, alerts) = run_and_check(FIGURE1, &trace, dir.path(), packets, false);
 
     let alert_counts = counts(&s, "alerts");
@@ -562,21 +413,10 @@ fn run_figure1_on_generated_trace() {
         "the SYN scanner is flagged: {alert_counts:?}"
     );
     let packets_out = counts(&s, "packets_out");
-    assert_eq!(
-        packets_out.keys().collect::<Vec<_>>(),
-        ["out"],
-        "figure1 has one sink port, out"
-    );
+    assert_eq!(packets_out.keys().collect::<Vec<_>>(), ["out"], "figure1 has one sink port, out");
     let v = &s["vertices"];
-    assert_eq!(
-        u64_at(&v["limiter"], "packets_out"),
-        packets_out["out"],
-        "the limiter feeds output.out"
-    );
-    assert!(
-        u64_at(&v["dpi"], "packets_in") > 0,
-        "flagged traffic is copied to the DPI"
-    );
+    assert_eq!(u64_at(&v["limiter"], "packets_out"), packets_out["out"], "the limiter feeds output.out");
+    assert!(u64_at(&v["dpi"], "packets_in") > 0, "flagged traffic is copied to the DPI");
 
     // The flagged sources are the ones that sent a burst of SYN-only packets, and the
     // heaviest SYN-only sender (the scanner) is among them.
@@ -593,32 +433,17 @@ fn run_figure1_on_generated_trace() {
             syn.get(ip)
         );
     }
-    let (top, _) = syn
-        .iter()
-        .max_by_key(|(_, n)| **n)
-        .expect("the trace has SYNs");
-    assert!(
-        flagged.contains(top),
-        "top SYN-only sender {top} flagged (flagged: {flagged:?})"
-    );
+    let (top, _) = syn.iter().max_by_key(|(_, n)| **n).expect("the trace has SYNs");
+    assert!(flagged.contains(top), "top SYN-only sender {top} flagged (flagged: {flagged:?})");
     // And the limiter throttled something of theirs.
-    assert!(
-        u64_at(&s, "dropped") > 0,
-        "the rate limiter drops flagged traffic"
-    );
+    assert!(u64_at(&s, "dropped") > 0, "the rate limiter drops flagged traffic");
 }
 
 #[test]
 fn run_nat_on_generated_trace() {
     let dir = tempfile::tempdir().unwrap();
     let packets = 4000;
-    let trace = gen_trace(
-        dir.path(),
-        "t.pcap",
-        packets,
-        12,
-        &["--scan", "--xss", "0.05"],
-    );
+    let trace = gen_trace(dir.path(), "t.pcap", packets, 12, &["--scan", "--xss", "0.05"]);
     let (s, _) = run_and_check(NAT, &trace, dir.path(), packets, false);
     let packets_out = counts(&s, "packets_out");
     assert_eq!(packets_out.keys().collect::<Vec<_>>(), ["out"]);
@@ -669,10 +494,7 @@ fn runs_are_deterministic() {
             std::fs::read(d.join("alerts.jsonl")).unwrap(),
         ));
     }
-    assert!(
-        outputs[0] == outputs[1],
-        "same trace and chain give identical output capture and alerts"
-    );
+    assert!(outputs[0] == outputs[1], "same trace and chain give identical output capture and alerts");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -690,10 +512,7 @@ fn pcapng_input_and_output() {
     std::fs::create_dir(&ng_dir).unwrap();
     let (s_ng, _) = run_and_check(FIGURE1, &ng, &ng_dir, packets, true);
     assert!(ng_dir.join("out/out.pcapng").is_file());
-    assert!(
-        !ng_dir.join("out/out.pcap").exists(),
-        "--pcapng writes only pcapng"
-    );
+    assert!(!ng_dir.join("out/out.pcap").exists(), "--pcapng writes only pcapng");
 
     let pc_dir = dir.path().join("pcap");
     std::fs::create_dir(&pc_dir).unwrap();
@@ -706,10 +525,7 @@ fn pcapng_input_and_output() {
     assert_eq!(s_ng["dropped"], s_pc["dropped"]);
     let (a, _) = read_all(ng_dir.join("out/out.pcapng")).unwrap();
     let (b, _) = read_all(pc_dir.join("out/out.pcap")).unwrap();
-    assert!(
-        a.iter().map(|r| &r.data).eq(b.iter().map(|r| &r.data)),
-        "same output frames in pcapng and pcap"
-    );
+    assert!(a.iter().map(|r| &r.data).eq(b.iter().map(|r| &r.data)), "same output frames in pcapng and pcap");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -734,23 +550,13 @@ fn error_chain_syntax_names_file_and_line() {
     let dir = tempfile::tempdir().unwrap();
     let trace = gen_trace(dir.path(), "t.pcap", 10, 1, &[]);
     let chain = dir.path().join("broken.toml");
-    std::fs::write(
-        &chain,
-        "name = \"broken\"\n\n[[vertex]\nname = \"a\"\nnf = \"forward\"\n",
-    )
-    .unwrap();
+    std::fs::write(&chain, "name = \"broken\"\n\n[[vertex]\nname = \"a\"\nnf = \"forward\"\n").unwrap();
     let msg = run_chain_err(&chain, &trace);
-    assert!(
-        msg.contains(&format!("{}:3", chain.display())),
-        "names file:line: {msg}"
-    );
+    assert!(msg.contains(&format!("{}:3", chain.display())), "names file:line: {msg}");
 
     // graph reports the same way.
     let msg = fails([OsStr::new("graph"), p(&chain)]);
-    assert!(
-        msg.contains(&format!("{}:3", chain.display())),
-        "graph names file:line: {msg}"
-    );
+    assert!(msg.contains(&format!("{}:3", chain.display())), "graph names file:line: {msg}");
 }
 
 #[test]
@@ -759,26 +565,19 @@ fn error_missing_chain_file() {
     let trace = gen_trace(dir.path(), "t.pcap", 10, 1, &[]);
     let chain = dir.path().join("nowhere.toml");
     let msg = run_chain_err(&chain, &trace);
-    assert!(
-        msg.contains(&chain.display().to_string()),
-        "names the chain file: {msg}"
-    );
+    assert!(msg.contains(&chain.display().to_string()), "names the chain file: {msg}");
 }
 
 #[test]
 fn error_unknown_nf_names_vertex() {
     let dir = tempfile::tempdir().unwrap();
     let trace = gen_trace(dir.path(), "t.pcap", 10, 1, &[]);
-    let chain = figure1_with(dir.path(), "unknown.toml", |t| {
-        t.replace("nf = \"dpi\"", "nf = \"deep_inspector\"")
-    });
+    let chain =
+        figure1_with(dir.path(), "unknown.toml", |t| t.replace("nf = \"dpi\"", "nf = \"deep_inspector\""));
     let msg = run_chain_err(&chain, &trace);
     assert!(msg.contains("\"dpi\""), "names the vertex: {msg}");
     assert!(msg.contains("deep_inspector"), "names the NF: {msg}");
-    assert!(
-        msg.contains(&chain.display().to_string()),
-        "names the file: {msg}"
-    );
+    assert!(msg.contains(&chain.display().to_string()), "names the file: {msg}");
     assert!(msg.contains("light_ids"), "lists the built-in NFs: {msg}");
 }
 
@@ -793,20 +592,11 @@ fn error_bad_filter_names_edge_expression_column() {
         )
     });
     let msg = run_chain_err(&chain, &trace);
-    assert!(
-        msg.contains("ids.out -> limiter.in"),
-        "names the edge: {msg}"
-    );
-    assert!(
-        msg.contains("tcp and port foo"),
-        "quotes the expression: {msg}"
-    );
+    assert!(msg.contains("ids.out -> limiter.in"), "names the edge: {msg}");
+    assert!(msg.contains("tcp and port foo"), "quotes the expression: {msg}");
     // `foo` starts at column 14 of the expression (1-based).
     assert!(msg.contains("column 14"), "names the column: {msg}");
-    assert!(
-        msg.contains(&chain.display().to_string()),
-        "names the file: {msg}"
-    );
+    assert!(msg.contains(&chain.display().to_string()), "names the file: {msg}");
 }
 
 #[test]
@@ -814,10 +604,7 @@ fn error_missing_trace() {
     let dir = tempfile::tempdir().unwrap();
     let trace = dir.path().join("no-such-trace.pcap");
     let msg = run_chain_err(Path::new(FIGURE1), &trace);
-    assert!(
-        msg.contains(&trace.display().to_string()),
-        "names the trace: {msg}"
-    );
+    assert!(msg.contains(&trace.display().to_string()), "names the trace: {msg}");
     assert!(msg.contains("cannot open"), "says why: {msg}");
 }
 
@@ -827,46 +614,28 @@ fn error_not_a_capture_and_empty_file() {
     let text = dir.path().join("notes.pcap");
     std::fs::write(&text, "this is not a capture, just some words\n").unwrap();
     let msg = run_chain_err(Path::new(FIGURE1), &text);
-    assert!(
-        msg.contains(&text.display().to_string()),
-        "names the file: {msg}"
-    );
-    assert!(
-        msg.contains("not a pcap or pcapng"),
-        "says what is wrong: {msg}"
-    );
+    assert!(msg.contains(&text.display().to_string()), "names the file: {msg}");
+    assert!(msg.contains("not a pcap or pcapng"), "says what is wrong: {msg}");
 
     let empty = dir.path().join("empty.pcap");
     std::fs::write(&empty, b"").unwrap();
     let msg = run_chain_err(Path::new(FIGURE1), &empty);
-    assert!(
-        msg.contains(&empty.display().to_string()) && msg.contains("empty"),
-        "{msg}"
-    );
+    assert!(msg.contains(&empty.display().to_string()) && msg.contains("empty"), "{msg}");
 
     // A global header cut short.
     let g = gen_trace(dir.path(), "g.pcap", 5, 1, &[]);
     let half = dir.path().join("half-header.pcap");
     std::fs::write(&half, &std::fs::read(g).unwrap()[..13]).unwrap();
     let msg = run_chain_err(Path::new(FIGURE1), &half);
-    assert!(
-        msg.contains(&half.display().to_string()) && msg.contains("byte 0"),
-        "{msg}"
-    );
+    assert!(msg.contains(&half.display().to_string()) && msg.contains("byte 0"), "{msg}");
 }
 
 /// Runs figure1 on a damaged trace with --summary-json and checks: exit 2, the message
 /// names the file and the byte offset, and the `good` records before the damage were
 /// processed (summary written, packets_in == good, outputs agree with tshark).
 fn check_damaged(dir: &Path, trace: &Path, offset: usize, good: u64) {
-    let summary = dir.join(format!(
-        "{}.json",
-        trace.file_name().unwrap().to_string_lossy()
-    ));
-    let out = dir.join(format!(
-        "{}.out",
-        trace.file_name().unwrap().to_string_lossy()
-    ));
+    let summary = dir.join(format!("{}.json", trace.file_name().unwrap().to_string_lossy()));
+    let out = dir.join(format!("{}.out", trace.file_name().unwrap().to_string_lossy()));
     let msg = fails([
         OsStr::new("run"),
         OsStr::new(FIGURE1),
@@ -877,34 +646,18 @@ fn check_damaged(dir: &Path, trace: &Path, offset: usize, good: u64) {
         OsStr::new("--out"),
         p(&out),
     ]);
-    assert!(
-        msg.contains(&trace.display().to_string()),
-        "names the file: {msg}"
-    );
-    assert!(
-        msg.contains(&format!("byte {offset}")),
-        "names byte {offset}: {msg}"
-    );
+    assert!(msg.contains(&trace.display().to_string()), "names the file: {msg}");
+    assert!(msg.contains(&format!("byte {offset}")), "names byte {offset}: {msg}");
     assert!(!msg.contains('\n'), "one line: {msg}");
     let s = read_json(&summary);
-    assert_eq!(
-        u64_at(&s, "packets_in"),
-        good,
-        "the complete records before the damage were processed"
-    );
+    assert_eq!(u64_at(&s, "packets_in"), good, "the complete records before the damage were processed");
     assert!(
-        s["trace_error"]
-            .as_str()
-            .is_some_and(|e| e.contains(&format!("byte {offset}"))),
+        s["trace_error"].as_str().is_some_and(|e| e.contains(&format!("byte {offset}"))),
         "summary.trace_error: {}",
         s["trace_error"]
     );
     let n = counts(&s, "packets_out")["out"];
-    assert_eq!(
-        tshark_count(&out.join("out.pcap")),
-        n,
-        "partial run's output is a valid capture"
-    );
+    assert_eq!(tshark_count(&out.join("out.pcap")), n, "partial run's output is a valid capture");
 }
 
 #[test]
@@ -917,8 +670,7 @@ fn error_truncated_trace_processes_packets_before_damage() {
 
     // Cut in the middle of a record's data.
     let k = 1234;
-    let caplen =
-        u32::from_le_bytes(bytes[offsets[k] + 8..offsets[k] + 12].try_into().unwrap()) as usize;
+    let caplen = u32::from_le_bytes(bytes[offsets[k] + 8..offsets[k] + 12].try_into().unwrap()) as usize;
     assert!(caplen > 2);
     let cut = dir.path().join("cut-data.pcap");
     std::fs::write(&cut, &bytes[..offsets[k] + 16 + caplen / 2]).unwrap();
@@ -957,10 +709,7 @@ fn error_truncated_pcapng() {
         p(&summary),
         OsStr::new("-q"),
     ]);
-    assert!(
-        msg.contains(&cut.display().to_string()) && msg.contains("byte "),
-        "{msg}"
-    );
+    assert!(msg.contains(&cut.display().to_string()) && msg.contains("byte "), "{msg}");
     assert_eq!(u64_at(&read_json(&summary), "packets_in"), 299);
 }
 
@@ -969,13 +718,8 @@ fn error_bad_store_url_names_it() {
     let dir = tempfile::tempdir().unwrap();
     let trace = gen_trace(dir.path(), "t.pcap", 10, 1, &[]);
     // Unparsable URLs, and a well-formed one nothing listens on (port 1).
-    for url in [
-        "redis://host",
-        "redis://h:99999",
-        "mysql://db:3306",
-        "localhost:6379",
-        "redis://127.0.0.1:1",
-    ] {
+    for url in ["redis://host", "redis://h:99999", "mysql://db:3306", "localhost:6379", "redis://127.0.0.1:1"]
+    {
         let msg = fails([
             OsStr::new("run"),
             OsStr::new(FIGURE1),
@@ -993,28 +737,17 @@ fn error_bad_pace_workers_instances() {
     let dir = tempfile::tempdir().unwrap();
     let trace = gen_trace(dir.path(), "t.pcap", 10, 1, &[]);
     let run = |extra: &[&str]| {
-        let mut args = vec![
-            OsStr::new("run"),
-            OsStr::new(FIGURE1),
-            OsStr::new("--trace"),
-            p(&trace),
-        ];
+        let mut args = vec![OsStr::new("run"), OsStr::new(FIGURE1), OsStr::new("--trace"), p(&trace)];
         args.extend(extra.iter().map(OsStr::new));
         fails(args)
     };
     let msg = run(&["--pace", "bogus"]);
     assert!(msg.contains("--pace") && msg.contains("bogus"), "{msg}");
     let msg = run(&["--instances", "nosuch=2"]);
-    assert!(
-        msg.contains("--instances") && msg.contains("nosuch"),
-        "{msg}"
-    );
+    assert!(msg.contains("--instances") && msg.contains("nosuch"), "{msg}");
     assert!(msg.contains("ids"), "lists the vertices: {msg}");
     let msg = run(&["--instances", "ids"]);
-    assert!(
-        msg.contains("--instances") && msg.contains("VERTEX=N"),
-        "{msg}"
-    );
+    assert!(msg.contains("--instances") && msg.contains("VERTEX=N"), "{msg}");
     let msg = run(&["--instances", "ids=zero"]);
     assert!(msg.contains("ids=zero"), "{msg}");
     let msg = run(&["--workers", "0"]);
@@ -1032,10 +765,7 @@ fn gen_trace_unwritable_output_is_an_error() {
         OsStr::new("--packets"),
         OsStr::new("5"),
     ]);
-    assert!(
-        msg.contains(&target.display().to_string()),
-        "names the file: {msg}"
-    );
+    assert!(msg.contains(&target.display().to_string()), "names the file: {msg}");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1048,10 +778,7 @@ fn check_logical_dot(chain: &str, dot: &str) {
     assert!(dot.trim_start().starts_with("digraph"), "a digraph:\n{dot}");
     assert!(dot.trim_end().ends_with('}'), "closed:\n{dot}");
     for v in chain_vertices(chain) {
-        assert!(
-            dot.contains(&format!("\"{v}\" [")),
-            "node for vertex {v}:\n{dot}"
-        );
+        assert!(dot.contains(&format!("\"{v}\" [")), "node for vertex {v}:\n{dot}");
     }
     let edges = chain_edges(chain);
     let node = |e: &str| -> String {
@@ -1065,26 +792,19 @@ fn check_logical_dot(chain: &str, dot: &str) {
         if e == "input" || e.starts_with("output.") {
             String::new()
         } else {
-            e.split_once('.')
-                .map(|x| x.1.to_string())
-                .unwrap_or_default()
+            e.split_once('.').map(|x| x.1.to_string()).unwrap_or_default()
         }
     };
     let arrows: Vec<&str> = dot.lines().filter(|l| l.contains(" -> ")).collect();
     assert_eq!(arrows.len(), edges.len(), "one arrow per edge:\n{dot}");
     for (from, to) in &edges {
         if to.starts_with("output.") {
-            assert!(
-                dot.contains(&format!("\"{to}\" [")),
-                "node for sink {to}:\n{dot}"
-            );
+            assert!(dot.contains(&format!("\"{to}\" [")), "node for sink {to}:\n{dot}");
         }
         let head = format!("\"{}\" -> \"{}\"", node(from), node(to));
         let label = format!("{} → {}", port(from), port(to));
         assert!(
-            arrows
-                .iter()
-                .any(|l| l.contains(&head) && l.contains(label.trim())),
+            arrows.iter().any(|l| l.contains(&head) && l.contains(label.trim())),
             "edge {from} -> {to} ({head}, label {label:?}) in:\n{dot}"
         );
     }
@@ -1102,80 +822,43 @@ fn graph_prints_every_vertex_and_edge() {
 fn graph_physical() {
     let r = ok(["graph", "--physical", FIGURE1]);
     let dot = &r.stdout;
-    assert!(
-        dot.trim_start().starts_with("digraph") && dot.trim_end().ends_with('}'),
-        "{dot}"
-    );
+    assert!(dot.trim_start().starts_with("digraph") && dot.trim_end().ends_with('}'), "{dot}");
     for v in chain_vertices(FIGURE1) {
         assert!(dot.contains(&format!("\"{v}/0\"")), "task {v}/0:\n{dot}");
     }
     assert!(dot.contains("\"root\" -> \"ids/0\""), "{dot}");
     assert!(dot.contains("\"limiter/0\" -> \"output.out\""), "{dot}");
     assert!(dot.contains("\"ids/0\" -> \"dpi/0\""), "{dot}");
-    assert_eq!(
-        dot.lines().filter(|l| l.contains(" -> ")).count(),
-        chain_edges(FIGURE1).len(),
-        "{dot}"
-    );
+    assert_eq!(dot.lines().filter(|l| l.contains(" -> ")).count(), chain_edges(FIGURE1).len(), "{dot}");
 }
 
 #[test]
 fn nfs_lists_builtins() {
     let r = ok(["nfs"]);
-    let names: BTreeSet<&str> = r
-        .stdout
-        .lines()
-        .filter_map(|l| l.split_whitespace().next())
-        .collect();
+    let names: BTreeSet<&str> = r.stdout.lines().filter_map(|l| l.split_whitespace().next()).collect();
     for nf in ["nat", "light_ids", "rate_limiter", "dpi", "forward"] {
-        assert!(
-            names.contains(nf),
-            "`streamnf nfs` lists {nf}:\n{}",
-            r.stdout
-        );
+        assert!(names.contains(nf), "`streamnf nfs` lists {nf}:\n{}", r.stdout);
     }
     for line in r.stdout.lines() {
-        assert!(
-            line.split_whitespace().count() > 1,
-            "every NF has a description: {line}"
-        );
+        assert!(line.split_whitespace().count() > 1, "every NF has a description: {line}");
     }
 }
 
 #[test]
 fn help_texts() {
     let r = ok(["run", "--help"]);
-    for flag in [
-        "--trace",
-        "--out",
-        "--alerts",
-        "--summary-json",
-        "--store",
-        "--pcapng",
-        "--pace",
-        "--instances",
-    ] {
-        assert!(
-            r.stdout.contains(flag),
-            "run --help mentions {flag}:\n{}",
-            r.stdout
-        );
+    for flag in
+        ["--trace", "--out", "--alerts", "--summary-json", "--store", "--pcapng", "--pace", "--instances"]
+    {
+        assert!(r.stdout.contains(flag), "run --help mentions {flag}:\n{}", r.stdout);
     }
     let r = ok(["--help"]);
     for cmd in ["run", "gen-trace", "graph", "bench", "nfs"] {
-        assert!(
-            r.stdout.contains(cmd),
-            "--help mentions {cmd}:\n{}",
-            r.stdout
-        );
+        assert!(r.stdout.contains(cmd), "--help mentions {cmd}:\n{}", r.stdout);
     }
     let r = ok(["gen-trace", "--help"]);
     for flag in ["--packets", "--seed", "--scan", "--trojan", "--flows"] {
-        assert!(
-            r.stdout.contains(flag),
-            "gen-trace --help mentions {flag}:\n{}",
-            r.stdout
-        );
+        assert!(r.stdout.contains(flag), "gen-trace --help mentions {flag}:\n{}", r.stdout);
     }
     let r = ok(["--version"]);
     assert!(r.stdout.starts_with("streamnf "), "{}", r.stdout);
@@ -1190,10 +873,8 @@ fn help_texts() {
 // ---------------------------------------------------------------------------------------
 
 fn ipv4_checksum(h: &[u8]) -> u16 {
-    let mut sum: u32 = h
-        .chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
-        .sum();
+    let mut sum: u32 =
+        h.chunks(2).map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]))).sum();
     while sum > 0xffff {
         sum = (sum & 0xffff) + (sum >> 16);
     }
@@ -1256,24 +937,11 @@ fn malformed_packets_are_counted_not_fatal() {
     let (a, b) = ([10, 0, 0, 1], [192, 0, 2, 80]);
     let good = vec![
         ethernet(0x0800, &ipv4(a, b, 6, &tcp(40000, 80, TcpFlags::SYN, b""))),
-        ethernet(
-            0x0800,
-            &ipv4(b, a, 6, &tcp(80, 40000, TcpFlags::SYN | TcpFlags::ACK, b"")),
-        ),
+        ethernet(0x0800, &ipv4(b, a, 6, &tcp(80, 40000, TcpFlags::SYN | TcpFlags::ACK, b""))),
         ethernet(0x0800, &ipv4(a, b, 6, &tcp(40000, 80, TcpFlags::ACK, b""))),
         ethernet(
             0x0800,
-            &ipv4(
-                a,
-                b,
-                6,
-                &tcp(
-                    40000,
-                    80,
-                    TcpFlags::ACK | TcpFlags::PSH,
-                    b"GET / HTTP/1.1\r\n\r\n",
-                ),
-            ),
+            &ipv4(a, b, 6, &tcp(40000, 80, TcpFlags::ACK | TcpFlags::PSH, b"GET / HTTP/1.1\r\n\r\n")),
         ),
     ];
     let good_tcp = ipv4(a, b, 6, &tcp(40000, 80, TcpFlags::ACK, b""));
@@ -1288,27 +956,15 @@ fn malformed_packets_are_counted_not_fatal() {
         garbage.push((x >> 16) as u8);
     }
     let bad: Vec<(&str, Vec<u8>)> = vec![
-        (
-            "truncated_link",
-            vec![0xde, 0xad, 0xbe, 0xef, 0, 1, 2, 3, 4, 5],
-        ),
+        ("truncated_link", vec![0xde, 0xad, 0xbe, 0xef, 0, 1, 2, 3, 4, 5]),
         ("truncated_link", Vec::new()),
         ("truncated_ipv4", ethernet(0x0800, &good_tcp[..12])),
         ("truncated_ipv4", ethernet(0x0800, &ihl_too_big)),
         ("bad_ipv4_header", ethernet(0x0800, &bad_version)),
         ("bad_ipv4_header", ethernet(0x0800, &[0x65; 40])),
-        (
-            "truncated_tcp",
-            ethernet(0x0800, &ipv4(a, b, 6, &[0x9c, 0x40, 0, 80, 0, 0, 0, 1])),
-        ),
-        (
-            "truncated_udp",
-            ethernet(0x0800, &ipv4(a, b, 17, &[0x9c, 0x40])),
-        ),
-        (
-            "bad_vlan",
-            ethernet(0x8100, &[0, 5, 0x81, 0, 0, 6, 0x81, 0, 0, 7, 0x08, 0x00]),
-        ),
+        ("truncated_tcp", ethernet(0x0800, &ipv4(a, b, 6, &[0x9c, 0x40, 0, 80, 0, 0, 0, 1]))),
+        ("truncated_udp", ethernet(0x0800, &ipv4(a, b, 17, &[0x9c, 0x40]))),
+        ("bad_vlan", ethernet(0x8100, &[0, 5, 0x81, 0, 0, 6, 0x81, 0, 0, 7, 0x08, 0x00])),
         ("truncated_ipv6", ethernet(0x86dd, &[0x60; 20])),
         ("bad_ipv6_header", ethernet(0x86dd, &[0x40; 40])),
     ];
@@ -1331,11 +987,7 @@ fn malformed_packets_are_counted_not_fatal() {
     let trace = dir.path().join("malformed.pcap");
     write_pcap(&trace, &frames);
     assert_eq!(count_records(&trace), total);
-    assert_eq!(
-        tshark_count(&trace),
-        total,
-        "the hand-made capture is a valid pcap"
-    );
+    assert_eq!(tshark_count(&trace), total, "the hand-made capture is a valid pcap");
 
     let summary = dir.path().join("s.json");
     let out = dir.path().join("out");
@@ -1350,11 +1002,7 @@ fn malformed_packets_are_counted_not_fatal() {
         p(&summary),
     ]);
     let s = read_json(&summary);
-    assert_eq!(
-        u64_at(&s, "packets_in"),
-        total,
-        "every record is counted in"
-    );
+    assert_eq!(u64_at(&s, "packets_in"), total, "every record is counted in");
     let malformed = counts(&s, "malformed");
     let mut expected: BTreeMap<&str, u64> = BTreeMap::new();
     for (reason, _) in &bad {
@@ -1365,27 +1013,14 @@ fn malformed_packets_are_counted_not_fatal() {
         assert!(got >= *n, "malformed.{reason}: {got} < {n} ({malformed:?})");
     }
     let sum: u64 = malformed.values().sum();
-    assert!(
-        sum >= bad.len() as u64 && sum <= bad.len() as u64 + 3,
-        "malformed total {sum} ({malformed:?})"
-    );
+    assert!(sum >= bad.len() as u64 && sum <= bad.len() as u64 + 3, "malformed total {sum} ({malformed:?})");
     // Policy drop: the good frames (and at most the unparsed-but-not-malformed garbage) pass.
     let n_out = counts(&s, "packets_out")["out"];
-    assert!(
-        n_out >= good.len() as u64 && n_out <= total - sum,
-        "packets_out {n_out}"
-    );
-    assert!(
-        u64_at(&s, "dropped") >= sum,
-        "malformed packets are dropped (policy drop)"
-    );
+    assert!(n_out >= good.len() as u64 && n_out <= total - sum, "packets_out {n_out}");
+    assert!(u64_at(&s, "dropped") >= sum, "malformed packets are dropped (policy drop)");
     assert_eq!(tshark_count(&out.join("out.pcap")), n_out);
     // The good frames come out unchanged and in order.
     let (outs, _) = read_all(out.join("out.pcap")).unwrap();
-    let good_out: Vec<&Vec<u8>> = outs
-        .iter()
-        .map(|r| &r.data)
-        .filter(|d| good.contains(d))
-        .collect();
+    let good_out: Vec<&Vec<u8>> = outs.iter().map(|r| &r.data).filter(|d| good.contains(d)).collect();
     assert_eq!(good_out, good.iter().collect::<Vec<_>>());
 }

@@ -5,10 +5,7 @@ use std::process::Command;
 
 #[test]
 fn bundled_demo_trace_regenerates_byte_for_byte() {
-    let bundled = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../examples/traces/demo.pcap"
-    );
+    let bundled = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/traces/demo.pcap");
     let dir = tempfile::tempdir().expect("tmp");
     let out = dir.path().join("demo.pcap");
     // Keep in sync with README.md and examples/traces/README.md.

@@ -149,13 +149,7 @@ impl ChainBuilder {
         partition: Partition,
         location: Option<String>,
     ) -> ChainBuilder {
-        self.edges.push(EdgeDecl {
-            from: from.to_string(),
-            to: to.to_string(),
-            filter,
-            partition,
-            location,
-        });
+        self.edges.push(EdgeDecl { from: from.to_string(), to: to.to_string(), filter, partition, location });
         self
     }
 
@@ -249,20 +243,14 @@ impl ChainBuilder {
             if from_class != to_class {
                 errors.push(err(
                     DagErrorKind::PortClassMismatch,
-                    format!(
-                        "`{}` emits {from_class} but `{}` takes {to_class}",
-                        d.from, d.to
-                    ),
+                    format!("`{}` emits {from_class} but `{}` takes {to_class}", d.from, d.to),
                 ));
                 continue;
             }
             let filter = match &d.filter {
                 None => None,
                 Some(_) if from_class != PortClass::Packets => {
-                    errors.push(err(
-                        DagErrorKind::BadFilter,
-                        "filters apply to packet edges only".into(),
-                    ));
+                    errors.push(err(DagErrorKind::BadFilter, "filters apply to packet edges only".into()));
                     continue;
                 }
                 Some(expr) => match Filter::compile(expr) {
@@ -279,13 +267,7 @@ impl ChainBuilder {
                     }
                 },
             };
-            edges.push(Edge {
-                from,
-                to,
-                filter,
-                partition: d.partition.clone(),
-                label,
-            });
+            edges.push(Edge { from, to, filter, partition: d.partition.clone(), label });
         }
 
         let dag = LogicalDag {
@@ -319,14 +301,9 @@ fn resolve(vertices: &[Vertex], text: &str, outgoing: bool) -> Result<Endpoint, 
             Err("`input` can only be the source of an edge".into())
         };
     }
-    if let Some(rest) = text
-        .strip_prefix(OUTPUT_PREFIX)
-        .and_then(|r| r.strip_prefix('.'))
-    {
+    if let Some(rest) = text.strip_prefix(OUTPUT_PREFIX).and_then(|r| r.strip_prefix('.')) {
         if outgoing {
-            return Err(format!(
-                "`{text}` is a sink and can only be the destination of an edge"
-            ));
+            return Err(format!("`{text}` is a sink and can only be the destination of an edge"));
         }
         if rest.is_empty() || rest.contains(['/', '.', ' ']) {
             return Err(format!(
@@ -347,19 +324,9 @@ fn resolve(vertices: &[Vertex], text: &str, outgoing: bool) -> Result<Endpoint, 
         ));
     };
     let v = &vertices[vid];
-    let ports = if outgoing {
-        &v.spec.outputs
-    } else {
-        &v.spec.inputs
-    };
+    let ports = if outgoing { &v.spec.outputs } else { &v.spec.inputs };
     let dir = if outgoing { "output" } else { "input" };
-    let names = || {
-        ports
-            .iter()
-            .map(|p| p.name.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
+    let names = || ports.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ");
     match pname {
         Some(p) => match ports.iter().position(|x| x.name == p) {
             Some(port) => Ok(Endpoint::Port { vertex: vid, port }),
@@ -378,19 +345,9 @@ fn resolve(vertices: &[Vertex], text: &str, outgoing: bool) -> Result<Endpoint, 
                 .map(|(i, _)| i)
                 .collect();
             match (ports.len(), packet_ports.as_slice()) {
-                (1, _) => Ok(Endpoint::Port {
-                    vertex: vid,
-                    port: 0,
-                }),
-                (_, [only]) => Ok(Endpoint::Port {
-                    vertex: vid,
-                    port: *only,
-                }),
-                _ => Err(format!(
-                    "vertex `{vname}` has {} {dir} ports; name one: {}",
-                    ports.len(),
-                    names()
-                )),
+                (1, _) => Ok(Endpoint::Port { vertex: vid, port: 0 }),
+                (_, [only]) => Ok(Endpoint::Port { vertex: vid, port: *only }),
+                _ => Err(format!("vertex `{vname}` has {} {dir} ports; name one: {}", ports.len(), names())),
             }
         }
     }
@@ -401,15 +358,8 @@ fn endpoint_class(vertices: &[Vertex], ep: &Endpoint, outgoing: bool) -> PortCla
         Endpoint::Input | Endpoint::Sink(_) => PortClass::Packets,
         Endpoint::Port { vertex, port } => {
             let v = &vertices[*vertex];
-            let ports = if outgoing {
-                &v.spec.outputs
-            } else {
-                &v.spec.inputs
-            };
-            ports
-                .get(*port)
-                .map(|p| p.class.clone())
-                .unwrap_or(PortClass::Packets)
+            let ports = if outgoing { &v.spec.outputs } else { &v.spec.inputs };
+            ports.get(*port).map(|p| p.class.clone()).unwrap_or(PortClass::Packets)
         }
     }
 }

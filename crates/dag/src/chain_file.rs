@@ -126,11 +126,7 @@ pub fn parse_chain(src: &str, file: &str, registry: &NfRegistry) -> Result<Logic
                         kind: DagErrorKind::UnknownNf,
                         location: loc,
                         subject,
-                        message: format!(
-                            "unknown NF \"{}\" (built-in NFs: {})",
-                            v.nf,
-                            known.join(", ")
-                        ),
+                        message: format!("unknown NF \"{}\" (built-in NFs: {})", v.nf, known.join(", ")),
                     },
                 );
                 continue;
@@ -138,12 +134,7 @@ pub fn parse_chain(src: &str, file: &str, registry: &NfRegistry) -> Result<Logic
             Some(Err(msg)) => {
                 b.push_failed_vertex(
                     &name,
-                    DagError {
-                        kind: DagErrorKind::BadParameter,
-                        location: loc,
-                        subject,
-                        message: msg,
-                    },
+                    DagError { kind: DagErrorKind::BadParameter, location: loc, subject, message: msg },
                 );
                 continue;
             }
@@ -175,9 +166,7 @@ pub fn parse_chain(src: &str, file: &str, registry: &NfRegistry) -> Result<Logic
         let partition = match e.partition.as_deref() {
             None | Some("scope") => Partition::Scope,
             Some("broadcast") => Partition::Broadcast,
-            Some(p) if p.starts_with("custom:") => {
-                Partition::Custom(p["custom:".len()..].to_string())
-            }
+            Some(p) if p.starts_with("custom:") => Partition::Custom(p["custom:".len()..].to_string()),
             Some(p) => {
                 let names: Vec<&str> = p.split(',').map(str::trim).collect();
                 match Flowspace::from_names(&names) {
@@ -203,10 +192,5 @@ pub fn parse_chain(src: &str, file: &str, registry: &NfRegistry) -> Result<Logic
 
 /// 1-based line number of byte `offset` in `src`.
 fn line_of(src: &str, offset: usize) -> usize {
-    src.as_bytes()
-        .iter()
-        .take(offset)
-        .filter(|&&c| c == b'\n')
-        .count()
-        + 1
+    src.as_bytes().iter().take(offset).filter(|&&c| c == b'\n').count() + 1
 }

@@ -21,20 +21,12 @@ pub fn logical_dot(dag: &LogicalDag) -> String {
             v.name,
             v.nf_name,
             v.instances,
-            if fs.is_empty() {
-                String::new()
-            } else {
-                format!("\\nscope {}", fs.join(" "))
-            }
+            if fs.is_empty() { String::new() } else { format!("\\nscope {}", fs.join(" ")) }
         );
         let _ = writeln!(out, "  {} [label={}];", quote(&v.name), quote(&label));
     }
     for s in dag.sinks() {
-        let _ = writeln!(
-            out,
-            "  {} [shape=doublecircle];",
-            quote(&format!("output.{s}"))
-        );
+        let _ = writeln!(out, "  {} [shape=doublecircle];", quote(&format!("output.{s}")));
     }
     for e in &dag.edges {
         let node = |ep: &Endpoint| match ep {
@@ -66,12 +58,10 @@ pub fn logical_dot(dag: &LogicalDag) -> String {
             }
         }
         let style = match &e.from {
-            Endpoint::Port { vertex, port } => {
-                match dag.vertices[*vertex].spec.outputs.get(*port) {
-                    Some(p) if p.class != crate::nf::PortClass::Packets => ", style=dashed",
-                    _ => "",
-                }
-            }
+            Endpoint::Port { vertex, port } => match dag.vertices[*vertex].spec.outputs.get(*port) {
+                Some(p) if p.class != crate::nf::PortClass::Packets => ", style=dashed",
+                _ => "",
+            },
             _ => "",
         };
         let _ = writeln!(

@@ -45,17 +45,8 @@ pub struct DagError {
 
 impl DagError {
     /// A new error without a location.
-    pub fn new(
-        kind: DagErrorKind,
-        subject: impl Into<String>,
-        message: impl Into<String>,
-    ) -> DagError {
-        DagError {
-            kind,
-            location: None,
-            subject: subject.into(),
-            message: message.into(),
-        }
+    pub fn new(kind: DagErrorKind, subject: impl Into<String>, message: impl Into<String>) -> DagError {
+        DagError { kind, location: None, subject: subject.into(), message: message.into() }
     }
 }
 

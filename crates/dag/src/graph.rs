@@ -166,11 +166,7 @@ impl LogicalDag {
             Endpoint::Sink(n) => format!("{OUTPUT_PREFIX}.{n}"),
             Endpoint::Port { vertex, port } => {
                 let v = &self.vertices[*vertex];
-                let ports = if outgoing {
-                    &v.spec.outputs
-                } else {
-                    &v.spec.inputs
-                };
+                let ports = if outgoing { &v.spec.outputs } else { &v.spec.inputs };
                 let pname = ports.get(*port).map(|p| p.name.as_str()).unwrap_or("?");
                 format!("{}.{}", v.name, pname)
             }

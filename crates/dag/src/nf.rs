@@ -43,27 +43,15 @@ pub struct PortSpec {
 impl PortSpec {
     /// A required packet port.
     pub fn packets(name: &str) -> PortSpec {
-        PortSpec {
-            name: name.into(),
-            class: PortClass::Packets,
-            required: true,
-        }
+        PortSpec { name: name.into(), class: PortClass::Packets, required: true }
     }
     /// An optional packet port.
     pub fn optional_packets(name: &str) -> PortSpec {
-        PortSpec {
-            name: name.into(),
-            class: PortClass::Packets,
-            required: false,
-        }
+        PortSpec { name: name.into(), class: PortClass::Packets, required: false }
     }
     /// An optional context port of message type `ty`.
     pub fn context(name: &str, ty: &str) -> PortSpec {
-        PortSpec {
-            name: name.into(),
-            class: PortClass::Context(ty.into()),
-            required: false,
-        }
+        PortSpec { name: name.into(), class: PortClass::Context(ty.into()), required: false }
     }
 }
 
@@ -91,19 +79,11 @@ pub struct StateObjectSpec {
 impl StateObjectSpec {
     /// A per-flow object keyed by one flowspace.
     pub fn per_flow(name: &str, flowspace: Flowspace) -> StateObjectSpec {
-        StateObjectSpec {
-            name: name.into(),
-            scope: StateScope::PerFlow(vec![flowspace]),
-            read_heavy: false,
-        }
+        StateObjectSpec { name: name.into(), scope: StateScope::PerFlow(vec![flowspace]), read_heavy: false }
     }
     /// A shared object.
     pub fn shared(name: &str) -> StateObjectSpec {
-        StateObjectSpec {
-            name: name.into(),
-            scope: StateScope::Shared,
-            read_heavy: false,
-        }
+        StateObjectSpec { name: name.into(), scope: StateScope::Shared, read_heavy: false }
     }
 }
 
@@ -146,10 +126,7 @@ pub struct Alert {
 impl Alert {
     /// A new alert of `kind` with no fields.
     pub fn new(kind: &str) -> Alert {
-        Alert {
-            kind: kind.into(),
-            fields: serde_json::Map::new(),
-        }
+        Alert { kind: kind.into(), fields: serde_json::Map::new() }
     }
     /// Adds a field.
     pub fn with(mut self, key: &str, value: impl Into<Json>) -> Alert {
@@ -205,9 +182,7 @@ pub trait StateExt: NfContext {
         match self.state(object, key, Op::Get)? {
             Some(Value::Int(v)) => Ok(v),
             None => Ok(0),
-            Some(other) => Err(NfError::State(format!(
-                "expected an integer, found {other:?}"
-            ))),
+            Some(other) => Err(NfError::State(format!("expected an integer, found {other:?}"))),
         }
     }
     /// Reads any value.
@@ -240,20 +215,10 @@ pub trait NetworkFunction: Send + Sync {
 
     /// Processes a packet arriving on input port `port`. May rewrite the packet in place
     /// (then call [`Packet::reparse`]) before forwarding it.
-    fn on_packet(
-        &self,
-        port: usize,
-        pkt: &mut Packet,
-        ctx: &mut dyn NfContext,
-    ) -> Result<(), NfError>;
+    fn on_packet(&self, port: usize, pkt: &mut Packet, ctx: &mut dyn NfContext) -> Result<(), NfError>;
 
     /// Processes a context message arriving on input port `port`.
-    fn on_context(
-        &self,
-        port: usize,
-        msg: &ContextMsg,
-        ctx: &mut dyn NfContext,
-    ) -> Result<(), NfError> {
+    fn on_context(&self, port: usize, msg: &ContextMsg, ctx: &mut dyn NfContext) -> Result<(), NfError> {
         let _ = (port, msg, ctx);
         Ok(())
     }

@@ -19,10 +19,7 @@ impl Params {
     pub fn allow_only(&self, allowed: &[&str]) -> Result<(), String> {
         for k in self.0.keys() {
             if !allowed.contains(&k.as_str()) {
-                return Err(format!(
-                    "unknown parameter `{k}` (known: {})",
-                    allowed.join(", ")
-                ));
+                return Err(format!("unknown parameter `{k}` (known: {})", allowed.join(", ")));
             }
         }
         Ok(())
@@ -33,9 +30,7 @@ impl Params {
         match self.0.get(key) {
             None => Ok(default),
             Some(toml::Value::Integer(i)) if *i >= 0 => Ok(*i as u64),
-            Some(v) => Err(format!(
-                "parameter `{key}` must be a non-negative integer, found {v}"
-            )),
+            Some(v) => Err(format!("parameter `{key}` must be a non-negative integer, found {v}")),
         }
     }
 
@@ -66,14 +61,10 @@ impl Params {
                 .iter()
                 .map(|v| match v {
                     toml::Value::String(s) => Ok(s.clone()),
-                    other => Err(format!(
-                        "parameter `{key}` must be a list of strings, found {other}"
-                    )),
+                    other => Err(format!("parameter `{key}` must be a list of strings, found {other}")),
                 })
                 .collect(),
-            Some(v) => Err(format!(
-                "parameter `{key}` must be a list of strings, found {v}"
-            )),
+            Some(v) => Err(format!("parameter `{key}` must be a list of strings, found {v}")),
         }
     }
 
@@ -82,9 +73,7 @@ impl Params {
         match self.0.get(key) {
             None => Ok(default),
             Some(toml::Value::Boolean(b)) => Ok(*b),
-            Some(v) => Err(format!(
-                "parameter `{key}` must be true or false, found {v}"
-            )),
+            Some(v) => Err(format!("parameter `{key}` must be true or false, found {v}")),
         }
     }
 }
@@ -106,24 +95,16 @@ impl NfRegistry {
 
     /// Registers `name` with a one-line description.
     pub fn register(&mut self, name: &str, description: &'static str, factory: NfFactory) {
-        self.entries
-            .insert(name.to_string(), (factory, description));
+        self.entries.insert(name.to_string(), (factory, description));
     }
 
     /// Builds the NF called `name`.
-    pub fn build(
-        &self,
-        name: &str,
-        params: &Params,
-    ) -> Option<Result<Arc<dyn NetworkFunction>, String>> {
+    pub fn build(&self, name: &str, params: &Params) -> Option<Result<Arc<dyn NetworkFunction>, String>> {
         self.entries.get(name).map(|(f, _)| f(params))
     }
 
     /// Registered names with their descriptions, sorted.
     pub fn list(&self) -> Vec<(&str, &'static str)> {
-        self.entries
-            .iter()
-            .map(|(k, (_, d))| (k.as_str(), *d))
-            .collect()
+        self.entries.iter().map(|(k, (_, d))| (k.as_str(), *d)).collect()
     }
 }

@@ -25,17 +25,9 @@ pub(crate) fn finish(
     let loc = |v: usize| vertex_locs.get(v).cloned().flatten();
 
     // Unconnected required ports.
-    for (vid, v) in dag
-        .vertices
-        .iter()
-        .enumerate()
-        .filter(|_| checks.graph_complete)
-    {
+    for (vid, v) in dag.vertices.iter().enumerate().filter(|_| checks.graph_complete) {
         for (pid, p) in v.spec.inputs.iter().enumerate() {
-            let ep = Endpoint::Port {
-                vertex: vid,
-                port: pid,
-            };
+            let ep = Endpoint::Port { vertex: vid, port: pid };
             if p.required && !dag.edges.iter().any(|e| e.to == ep) {
                 errors.push(DagError {
                     kind: DagErrorKind::UnconnectedPort,
@@ -46,10 +38,7 @@ pub(crate) fn finish(
             }
         }
         for (pid, p) in v.spec.outputs.iter().enumerate() {
-            let ep = Endpoint::Port {
-                vertex: vid,
-                port: pid,
-            };
+            let ep = Endpoint::Port { vertex: vid, port: pid };
             if p.required && !dag.edges.iter().any(|e| e.from == ep) {
                 errors.push(DagError {
                     kind: DagErrorKind::UnconnectedPort,
@@ -104,10 +93,7 @@ pub(crate) fn finish(
     }
     if order.len() < n {
         let on_cycle = find_cycle(&succ, &indeg);
-        let names: Vec<&str> = on_cycle
-            .iter()
-            .map(|&v| dag.vertices[v].name.as_str())
-            .collect();
+        let names: Vec<&str> = on_cycle.iter().map(|&v| dag.vertices[v].name.as_str()).collect();
         errors.push(DagError {
             kind: DagErrorKind::Cycle,
             location: on_cycle.first().and_then(|&v| loc(v)),

@@ -5,8 +5,8 @@ use streamnf_dag::chain_file::parse_chain;
 use streamnf_dag::dot::logical_dot;
 use streamnf_dag::error::DagErrorKind;
 use streamnf_dag::{
-    ChainBuilder, Endpoint, NetworkFunction, NfContext, NfError, NfRegistry, NfSpec, Params,
-    PortSpec, StateObjectSpec,
+    ChainBuilder, Endpoint, NetworkFunction, NfContext, NfError, NfRegistry, NfSpec, Params, PortSpec,
+    StateObjectSpec,
 };
 use streamnf_packet::{Field, Flowspace, Packet};
 
@@ -39,10 +39,7 @@ impl NetworkFunction for OtherCtx {
     fn spec(&self) -> NfSpec {
         NfSpec {
             inputs: vec![PortSpec::packets("in")],
-            outputs: vec![
-                PortSpec::optional_packets("out"),
-                PortSpec::context("alarm", "alarm"),
-            ],
+            outputs: vec![PortSpec::optional_packets("out"), PortSpec::context("alarm", "alarm")],
             state: vec![],
             connection_terminating: false,
         }
@@ -87,10 +84,7 @@ fn builder_orders_vertices_topologically_and_derives_flowspaces() {
         .any(|e| e.from == Endpoint::Port { vertex: 0, port: 0 }
             && e.to == Endpoint::Port { vertex: 1, port: 0 }));
     // fine → coarse: the 5-tuple before [src_ip].
-    assert_eq!(
-        dag.vertices[0].flowspaces,
-        vec![Flowspace::five_tuple(), Flowspace(vec![Field::SrcIp])]
-    );
+    assert_eq!(dag.vertices[0].flowspaces, vec![Flowspace::five_tuple(), Flowspace(vec![Field::SrcIp])]);
     assert_eq!(dag.sinks(), vec!["out".to_string()]);
     assert_eq!(dag.id, streamnf_dag::LogicalDag::id_of("t"));
 }
@@ -145,26 +139,15 @@ fn one_error(src: &str, kind: DagErrorKind, needles: &[&str]) {
 
 #[test]
 fn toml_syntax_error_names_file_and_line() {
-    one_error(
-        "name = \"x\"\n[[vertex]]\nname = \n",
-        DagErrorKind::Syntax,
-        &["chain.toml:3"],
-    );
-    one_error(
-        "name = \"x\"\nbogus = 1\n",
-        DagErrorKind::Syntax,
-        &["chain.toml:", "bogus"],
-    );
+    one_error("name = \"x\"\n[[vertex]]\nname = \n", DagErrorKind::Syntax, &["chain.toml:3"]);
+    one_error("name = \"x\"\nbogus = 1\n", DagErrorKind::Syntax, &["chain.toml:", "bogus"]);
 }
 
 #[test]
 fn unknown_nf_names_vertex_line_and_known_nfs() {
-    let src = "name = \"x\"\n\n[[vertex]]\nname = \"v\"\nnf = \"nope\"\n[[edge]]\nfrom = \"input\"\nto = \"v\"\n";
-    one_error(
-        src,
-        DagErrorKind::UnknownNf,
-        &["chain.toml:4", "vertex \"v\"", "nope", "other, pass"],
-    );
+    let src =
+        "name = \"x\"\n\n[[vertex]]\nname = \"v\"\nnf = \"nope\"\n[[edge]]\nfrom = \"input\"\nto = \"v\"\n";
+    one_error(src, DagErrorKind::UnknownNf, &["chain.toml:4", "vertex \"v\"", "nope", "other, pass"]);
 }
 
 #[test]
@@ -172,21 +155,13 @@ fn bad_parameter_names_vertex_and_parameter() {
     let src = GOOD.replace("level = 3", "level = \"high\"");
     one_error(&src, DagErrorKind::BadParameter, &["vertex \"a\"", "level"]);
     let src = GOOD.replace("level = 3", "speed = 3");
-    one_error(
-        &src,
-        DagErrorKind::BadParameter,
-        &["unknown parameter `speed`"],
-    );
+    one_error(&src, DagErrorKind::BadParameter, &["unknown parameter `speed`"]);
 }
 
 #[test]
 fn duplicate_and_reserved_names() {
     let src = format!("{GOOD}\n[[vertex]]\nname = \"a\"\nnf = \"pass\"\n");
-    one_error(
-        &src,
-        DagErrorKind::DuplicateName,
-        &["vertex \"a\"", "declared twice"],
-    );
+    one_error(&src, DagErrorKind::DuplicateName, &["vertex \"a\"", "declared twice"]);
     let src = GOOD.replace("name = \"a\"", "name = \"input\"");
     one_error(&src, DagErrorKind::DuplicateName, &["reserved"]);
 }
@@ -197,23 +172,14 @@ fn bad_filter_names_edge_expression_and_column() {
     one_error(
         &src,
         DagErrorKind::BadFilter,
-        &[
-            "edge \"input -> a\"",
-            "tcp port eighty",
-            "column 10",
-            "chain.toml:",
-        ],
+        &["edge \"input -> a\"", "tcp port eighty", "column 10", "chain.toml:"],
     );
 }
 
 #[test]
 fn unknown_port_lists_ports() {
     let src = GOOD.replace("from = \"a.out\"", "from = \"a.exit\"");
-    one_error(
-        &src,
-        DagErrorKind::BadEndpoint,
-        &["no output port `exit`", "out, note"],
-    );
+    one_error(&src, DagErrorKind::BadEndpoint, &["no output port `exit`", "out, note"]);
     let src = GOOD.replace("to = \"a\"", "to = \"zz.in\"");
     one_error(&src, DagErrorKind::BadEndpoint, &["unknown vertex `zz`"]);
 }
@@ -223,10 +189,7 @@ fn port_class_mismatch_is_reported() {
     // A packet port into a context port.
     let src = format!("{GOOD}\n[[edge]]\nfrom = \"a.out\"\nto = \"a.hint\"\n");
     let e = errors(&src);
-    assert!(
-        e.has(DagErrorKind::PortClassMismatch) || e.has(DagErrorKind::Cycle),
-        "{e}"
-    );
+    assert!(e.has(DagErrorKind::PortClassMismatch) || e.has(DagErrorKind::Cycle), "{e}");
     // Context types differ: alarm → note.
     let src = r#"
 name = "m"
@@ -249,11 +212,7 @@ to = "p.hint"
 from = "p.out"
 to = "output.x"
 "#;
-    one_error(
-        src,
-        DagErrorKind::PortClassMismatch,
-        &["context<alarm>", "context<note>"],
-    );
+    one_error(src, DagErrorKind::PortClassMismatch, &["context<alarm>", "context<note>"]);
 }
 
 #[test]
@@ -284,18 +243,11 @@ to = "output.o"
 
 #[test]
 fn unconnected_required_port_and_unreachable_vertex() {
-    let src = "name = \"u\"\n[[vertex]]\nname = \"a\"\nnf = \"pass\"\n[[edge]]\nfrom = \"input\"\nto = \"a\"\n";
-    one_error(
-        src,
-        DagErrorKind::UnconnectedPort,
-        &["vertex \"a\"", "required output port `out`"],
-    );
+    let src =
+        "name = \"u\"\n[[vertex]]\nname = \"a\"\nnf = \"pass\"\n[[edge]]\nfrom = \"input\"\nto = \"a\"\n";
+    one_error(src, DagErrorKind::UnconnectedPort, &["vertex \"a\"", "required output port `out`"]);
     let src = format!("{GOOD}\n[[vertex]]\nname = \"island\"\nnf = \"other\"\n");
-    one_error(
-        &src,
-        DagErrorKind::Unreachable,
-        &["vertex \"island\"", "cannot be reached"],
-    );
+    one_error(&src, DagErrorKind::Unreachable, &["vertex \"island\"", "cannot be reached"]);
 }
 
 #[test]

@@ -14,11 +14,7 @@ pub struct FilterError {
 
 impl FilterError {
     pub(crate) fn new(expr: &str, column: usize, message: impl Into<String>) -> FilterError {
-        FilterError {
-            column: column.max(1),
-            message: message.into(),
-            expr: expr.to_string(),
-        }
+        FilterError { column: column.max(1), message: message.into(), expr: expr.to_string() }
     }
 
     /// A line with a caret under the offending column, to print below the expression.

@@ -115,16 +115,15 @@ fn keyword(w: &str) -> Option<Kw> {
         "carp" => Kw::P(Pq::Carp),
         "ah" => Kw::P(Pq::Ah),
         "esp" => Kw::P(Pq::Esp),
-        "gateway" | "protochain" | "byte" | "inbound" | "outbound" | "ifindex" | "mpls"
-        | "pppoed" | "pppoes" | "geneve" | "vxlan" | "atalk" | "aarp" | "decnet" | "lat"
-        | "sca" | "moprc" | "mopdl" | "iso" | "esis" | "es-is" | "isis" | "is-is" | "clnp"
-        | "stp" | "ipx" | "netbeui" | "radio" | "llc" | "batadv" | "type" | "subtype" | "dir"
-        | "ra" | "ta" | "addr1" | "addr2" | "addr3" | "addr4" | "on" | "ifname" | "rnr"
-        | "rulenum" | "srnr" | "subrulenum" | "reason" | "action" | "rset" | "ruleset" | "lane"
-        | "metac" | "bcc" | "sc" | "ilmic" | "oamf4ec" | "oamf4sc" | "oam" | "oamf4"
-        | "connectmsg" | "metaconnect" | "vpi" | "vci" | "fisu" | "lssu" | "msu" | "hfisu"
-        | "hlssu" | "hmsu" | "sio" | "opc" | "dpc" | "sls" | "hsio" | "hopc" | "hdpc" | "hsls"
-        | "l1" | "l2" | "iih" | "lsp" | "snp" | "csnp" | "psnp" => Kw::Unsupported,
+        "gateway" | "protochain" | "byte" | "inbound" | "outbound" | "ifindex" | "mpls" | "pppoed"
+        | "pppoes" | "geneve" | "vxlan" | "atalk" | "aarp" | "decnet" | "lat" | "sca" | "moprc" | "mopdl"
+        | "iso" | "esis" | "es-is" | "isis" | "is-is" | "clnp" | "stp" | "ipx" | "netbeui" | "radio"
+        | "llc" | "batadv" | "type" | "subtype" | "dir" | "ra" | "ta" | "addr1" | "addr2" | "addr3"
+        | "addr4" | "on" | "ifname" | "rnr" | "rulenum" | "srnr" | "subrulenum" | "reason" | "action"
+        | "rset" | "ruleset" | "lane" | "metac" | "bcc" | "sc" | "ilmic" | "oamf4ec" | "oamf4sc" | "oam"
+        | "oamf4" | "connectmsg" | "metaconnect" | "vpi" | "vci" | "fisu" | "lssu" | "msu" | "hfisu"
+        | "hlssu" | "hmsu" | "sio" | "opc" | "dpc" | "sls" | "hsio" | "hopc" | "hdpc" | "hsls" | "l1"
+        | "l2" | "iih" | "lsp" | "snp" | "csnp" | "psnp" => Kw::Unsupported,
         _ => return None,
     })
 }
@@ -201,9 +200,7 @@ pub(crate) fn number(w: &str) -> Result<Option<u32>, String> {
     } else {
         return Ok(None);
     };
-    u32::from_str_radix(digits, radix)
-        .map(Some)
-        .map_err(|_| format!("number {w} overflows 32 bits"))
+    u32::from_str_radix(digits, radix).map(Some).map_err(|_| format!("number {w} overflows 32 bits"))
 }
 
 fn hex_byte(s: &str) -> Option<u8> {
@@ -245,10 +242,7 @@ fn dotted(w: &str) -> Option<Result<(u32, u8), String>> {
     if parts.len() < 2 || parts.len() > 4 {
         return None;
     }
-    if !parts
-        .iter()
-        .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
-    {
+    if !parts.iter().all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit())) {
         return None;
     }
     let mut v: u32 = 0;
@@ -287,11 +281,7 @@ pub(crate) fn tokenize(expr: &str) -> Result<Vec<Token>, FilterError> {
             _ => None,
         };
         if let Some(t) = punct2 {
-            out.push(Token {
-                tok: t,
-                col,
-                text: two,
-            });
+            out.push(Token { tok: t, col, text: two });
             i += 2;
             continue;
         }
@@ -317,41 +307,26 @@ pub(crate) fn tokenize(expr: &str) -> Result<Vec<Token>, FilterError> {
         // A colon starts a word only as the beginning of an IPv6 address ("::1").
         let colon_word = c == ':' && chars.get(i + 1) == Some(&':');
         if let Some(t) = punct1 {
-            out.push(Token {
-                tok: t,
-                col,
-                text: c.to_string(),
-            });
+            out.push(Token { tok: t, col, text: c.to_string() });
             i += 1;
             continue;
         }
         if c == '\\' {
             let start = i + 1;
             let mut j = start;
-            while j < chars.len()
-                && !chars[j].is_whitespace()
-                && !matches!(chars[j], '!' | '(' | ')')
-            {
+            while j < chars.len() && !chars[j].is_whitespace() && !matches!(chars[j], '!' | '(' | ')') {
                 j += 1;
             }
             if j == start {
                 return Err(err(col, "expected a name after '\\'".into()));
             }
             let w: String = chars[start..j].iter().collect();
-            out.push(Token {
-                tok: Tok::Id(w.clone()),
-                col,
-                text: format!("\\{w}"),
-            });
+            out.push(Token { tok: Tok::Id(w.clone()), col, text: format!("\\{w}") });
             i = j;
             continue;
         }
         if c == ':' && !colon_word {
-            out.push(Token {
-                tok: Tok::Colon,
-                col,
-                text: ":".into(),
-            });
+            out.push(Token { tok: Tok::Colon, col, text: ":".into() });
             i += 1;
             continue;
         }
@@ -366,20 +341,12 @@ pub(crate) fn tokenize(expr: &str) -> Result<Vec<Token>, FilterError> {
         let mut word = full.clone();
         if full.contains(':') {
             if let Ok(a) = full.parse::<Ipv6Addr>() {
-                out.push(Token {
-                    tok: Tok::Hid6(a),
-                    col,
-                    text: full,
-                });
+                out.push(Token { tok: Tok::Hid6(a), col, text: full });
                 i = j;
                 continue;
             }
             if let Some(m) = mac(&full) {
-                out.push(Token {
-                    tok: Tok::Eid(m),
-                    col,
-                    text: full,
-                });
+                out.push(Token { tok: Tok::Eid(m), col, text: full });
                 i = j;
                 continue;
             }
@@ -411,17 +378,9 @@ pub(crate) fn tokenize(expr: &str) -> Result<Vec<Token>, FilterError> {
                 },
             }
         };
-        out.push(Token {
-            tok,
-            col,
-            text: word,
-        });
+        out.push(Token { tok, col, text: word });
     }
-    out.push(Token {
-        tok: Tok::Eof,
-        col: chars.len() + 1,
-        text: String::new(),
-    });
+    out.push(Token { tok: Tok::Eof, col: chars.len() + 1, text: String::new() });
     Ok(out)
 }
 
@@ -430,12 +389,7 @@ mod tests {
     use super::*;
 
     fn toks(s: &str) -> Vec<Tok> {
-        tokenize(s)
-            .unwrap()
-            .into_iter()
-            .map(|t| t.tok)
-            .filter(|t| *t != Tok::Eof)
-            .collect()
+        tokenize(s).unwrap().into_iter().map(|t| t.tok).filter(|t| *t != Tok::Eof).collect()
     }
 
     #[test]
@@ -452,31 +406,15 @@ mod tests {
                 Tok::RBracket
             ]
         );
-        assert_eq!(
-            toks("tcp-syn|tcp-ack"),
-            vec![Tok::Num(2), Tok::Pipe, Tok::Num(16)]
-        );
+        assert_eq!(toks("tcp-syn|tcp-ack"), vec![Tok::Num(2), Tok::Pipe, Tok::Num(16)]);
         assert_eq!(toks("\\tcp"), vec![Tok::Id("tcp".into())]);
-        assert_eq!(
-            toks("0x1F 017 9"),
-            vec![Tok::Num(31), Tok::Num(15), Tok::Num(9)]
-        );
-        assert_eq!(
-            toks("10.1"),
-            vec![Tok::Hid {
-                addr: 0x0a01,
-                bits: 16
-            }]
-        );
+        assert_eq!(toks("0x1F 017 9"), vec![Tok::Num(31), Tok::Num(15), Tok::Num(9)]);
+        assert_eq!(toks("10.1"), vec![Tok::Hid { addr: 0x0a01, bits: 16 }]);
         assert_eq!(toks("::1"), vec![Tok::Hid6(Ipv6Addr::LOCALHOST)]);
         let mac = [0, 0x11, 0x22, 0x33, 0x44, 0x55];
-        for m in [
-            "00:11:22:33:44:55",
-            "0:11:22:33:44:55",
-            "00-11-22-33-44-55",
-            "0011.2233.4455",
-            "001122334455",
-        ] {
+        for m in
+            ["00:11:22:33:44:55", "0:11:22:33:44:55", "00-11-22-33-44-55", "0011.2233.4455", "001122334455"]
+        {
             assert_eq!(toks(m), vec![Tok::Eid(mac)], "{m}");
         }
         assert_eq!(
@@ -492,17 +430,7 @@ mod tests {
         );
         assert_eq!(
             toks("<= >= != == < > = << >>"),
-            vec![
-                Tok::Le,
-                Tok::Ge,
-                Tok::Ne,
-                Tok::Eq,
-                Tok::Lt,
-                Tok::Gt,
-                Tok::Eq,
-                Tok::Shl,
-                Tok::Shr
-            ]
+            vec![Tok::Le, Tok::Ge, Tok::Ne, Tok::Eq, Tok::Lt, Tok::Gt, Tok::Eq, Tok::Shl, Tok::Shr]
         );
     }
 

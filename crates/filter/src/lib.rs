@@ -60,18 +60,12 @@ impl Filter {
     pub fn compile(expr: &str) -> Result<Filter, FilterError> {
         let toks = lex::tokenize(expr)?;
         let root = parse::Parser::new(expr, toks).program()?;
-        Ok(Filter {
-            expr: expr.to_string(),
-            root,
-        })
+        Ok(Filter { expr: expr.to_string(), root })
     }
 
     /// A filter that matches every packet (the empty expression).
     pub fn match_all() -> Filter {
-        Filter {
-            expr: String::new(),
-            root: prog::Node::True,
-        }
+        Filter { expr: String::new(), root: prog::Node::True }
     }
 
     /// True when `pkt` satisfies the expression. Never panics, never allocates.

@@ -69,10 +69,7 @@ const PORTS: &[(&str, u16, PortProto)] = &[
 
 /// Looks up a port name.
 pub(crate) fn port(name: &str) -> Option<(u16, PortProto)> {
-    PORTS
-        .iter()
-        .find(|(n, _, _)| *n == name)
-        .map(|&(_, p, pp)| (p, pp))
+    PORTS.iter().find(|(n, _, _)| *n == name).map(|&(_, p, pp)| (p, pp))
 }
 
 /// IP protocol names as in `/etc/protocols` (usable after `proto`, escaped: `proto \tcp`).

@@ -77,14 +77,7 @@ fn or(a: Node, b: Node) -> Node {
 
 impl<'a> Parser<'a> {
     pub(crate) fn new(expr: &'a str, toks: Vec<Token>) -> Parser<'a> {
-        Parser {
-            expr,
-            toks,
-            pos: 0,
-            depth: 0,
-            nesting: 0,
-            steps: 0,
-        }
+        Parser { expr, toks, pos: 0, depth: 0, nesting: 0, steps: 0 }
     }
 
     fn peek(&self) -> &Token {
@@ -155,13 +148,8 @@ impl<'a> Parser<'a> {
         match t.tok {
             Tok::Eof => Ok(n),
             Tok::RParen => self.err_at(t.col, "unmatched ')'"),
-            _ => self.err_at(
-                t.col,
-                format!(
-                    "expected 'and', 'or' or end of expression, found {}",
-                    describe(t)
-                ),
-            ),
+            _ => self
+                .err_at(t.col, format!("expected 'and', 'or' or end of expression, found {}", describe(t))),
         }
     }
 
@@ -192,11 +180,7 @@ impl<'a> Parser<'a> {
             self.bump();
             let qq = q;
             let (right, q2) = self.alt(|p| p.term(qq), |p| p.id(qq).map(|n| (n, qq)))?;
-            left = if is_and {
-                and(left, right)
-            } else {
-                or(left, right)
-            };
+            left = if is_and { and(left, right) } else { or(left, right) };
             q = q2;
         }
     }
@@ -240,7 +224,9 @@ impl<'a> Parser<'a> {
                     Ok((self.abbrev(pq, t.col)?, None))
                 }
             },
-            Tok::Kw(Kw::Src | Kw::Dst | Kw::Host | Kw::Net | Kw::Port | Kw::Portrange | Kw::Proto) => self.head(None),
+            Tok::Kw(Kw::Src | Kw::Dst | Kw::Host | Kw::Net | Kw::Port | Kw::Portrange | Kw::Proto) => {
+                self.head(None)
+            }
             Tok::Kw(Kw::Broadcast | Kw::Multicast) => self.other_cast(None),
             Tok::Kw(Kw::Less | Kw::Greater) => {
                 self.bump();
@@ -278,7 +264,10 @@ impl<'a> Parser<'a> {
             }
             Tok::Hid { .. } | Tok::Hid6(_) | Tok::Eid(_) | Tok::Id(_) => self.err_at(
                 t.col,
-                format!("expected a filter primitive, found {}; add a qualifier such as 'host' or 'port'", describe(&t)),
+                format!(
+                    "expected a filter primitive, found {}; add a qualifier such as 'host' or 'port'",
+                    describe(&t)
+                ),
             ),
             _ => self.expected("a filter primitive"),
         }
@@ -344,10 +333,7 @@ impl<'a> Parser<'a> {
             (Some(Pq::Ip), false) => Prim::Ip4Multicast,
             (Some(Pq::Ip6), false) => Prim::Ip6Multicast,
             (Some(p), _) => {
-                return self.err_at(
-                    t.col,
-                    format!("'{}' modifier applied to '{}'", p.name(), t.text),
-                );
+                return self.err_at(t.col, format!("'{}' modifier applied to '{}'", p.name(), t.text));
             }
         };
         Ok((Node::Prim(self.depth, prim), None))
@@ -360,7 +346,10 @@ impl<'a> Parser<'a> {
         let both = |v: u8| p(Prim::IpProto(v));
         Ok(match pq {
             Pq::Link => {
-                return self.err_at(col, "'ether' needs 'host', 'src', 'dst', 'proto', 'broadcast', 'multicast' or '[...]'");
+                return self.err_at(
+                    col,
+                    "'ether' needs 'host', 'src', 'dst', 'proto', 'broadcast', 'multicast' or '[...]'",
+                );
             }
             Pq::Ip => p(Prim::EtherType(0x0800)),
             Pq::Ip6 => p(Prim::EtherType(0x86dd)),
@@ -392,14 +381,13 @@ impl<'a> Parser<'a> {
         let t = self.peek().clone();
         let Some(qual) = q else {
             return match t.tok {
-                Tok::Num(_) | Tok::Hid { .. } | Tok::Hid6(_) | Tok::Eid(_) | Tok::Id(_) => self
-                    .err_at(
-                        t.col,
-                        format!(
+                Tok::Num(_) | Tok::Hid { .. } | Tok::Hid6(_) | Tok::Eid(_) | Tok::Id(_) => self.err_at(
+                    t.col,
+                    format!(
                         "{} has no qualifier to continue; write e.g. 'host' or 'port' before it",
                         describe(&t)
                     ),
-                    ),
+                ),
                 _ => self.expected("a filter primitive"),
             };
         };
@@ -454,11 +442,7 @@ impl<'a> Parser<'a> {
                         };
                         let mt = self.bump();
                         self.check_not_port(qual, t.col, "IP address and netmask")?;
-                        (
-                            addr << (32 - bits),
-                            m << (32 - mb),
-                            format!("{} mask {}", t.text, mt.text),
-                        )
+                        (addr << (32 - bits), m << (32 - mb), format!("{} mask {}", t.text, mt.text))
                     }
                     _ => {
                         self.check_not_port(qual, t.col, "IP address")?;
@@ -494,8 +478,7 @@ impl<'a> Parser<'a> {
             }
             Tok::Eid(mac) => {
                 self.bump();
-                if qual.proto != Some(Pq::Link) || !matches!(qual.addr, Addr::Default | Addr::Host)
-                {
+                if qual.proto != Some(Pq::Link) || !matches!(qual.addr, Addr::Default | Addr::Host) {
                     return self.err_at(t.col, "ethernet address used in non-ether expression");
                 }
                 let dir = qual.dir.unwrap_or(Dir::Or);
@@ -507,9 +490,7 @@ impl<'a> Parser<'a> {
             }
             _ => match qual.addr {
                 Addr::Port => self.expected("a port number or name after 'port'"),
-                Addr::Portrange => {
-                    self.expected("a port range such as 1000-2000 after 'portrange'")
-                }
+                Addr::Portrange => self.expected("a port range such as 1000-2000 after 'portrange'"),
                 Addr::Proto => self.expected("a protocol number or \\name after 'proto'"),
                 Addr::Net => self.expected("a network address after 'net'"),
                 _ => self.expected("an address"),
@@ -519,10 +500,9 @@ impl<'a> Parser<'a> {
 
     fn check_not_port(&self, q: Qual, col: usize, what: &str) -> R<()> {
         match q.addr {
-            Addr::Port | Addr::Portrange | Addr::Proto => self.err_at(
-                col,
-                format!("'{}' modifier applied to {what}", q.addr.name()),
-            ),
+            Addr::Port | Addr::Portrange | Addr::Proto => {
+                self.err_at(col, format!("'{}' modifier applied to {what}", q.addr.name()))
+            }
             _ => Ok(()),
         }
     }
@@ -538,26 +518,12 @@ impl<'a> Parser<'a> {
             Some(p) => return self.err_at(col, format!("'{}' modifier applied to host", p.name())),
         };
         let dir = q.dir.unwrap_or(Dir::Or);
-        Ok(Node::Prim(
-            self.depth,
-            Prim::Host4 {
-                dir,
-                addr: addr & mask,
-                mask,
-                ip,
-                arp,
-                rarp,
-            },
-        ))
+        Ok(Node::Prim(self.depth, Prim::Host4 { dir, addr: addr & mask, mask, ip, arp, rarp }))
     }
 
     fn host6(&self, a: Ipv6Addr, len: u32, q: Qual, col: usize) -> R<Node> {
         let addr = u128::from(a);
-        let mask = if len == 0 {
-            0
-        } else {
-            u128::MAX << (128 - len)
-        };
+        let mask = if len == 0 { 0 } else { u128::MAX << (128 - len) };
         if addr & !mask != 0 {
             return self.err_at(col, format!("non-network bits set in \"{a}/{len}\""));
         }
@@ -566,9 +532,7 @@ impl<'a> Parser<'a> {
         }
         match q.proto {
             None | Some(Pq::Ip6) => {}
-            Some(p) => {
-                return self.err_at(col, format!("'{}' modifier applied to ip6 host", p.name()))
-            }
+            Some(p) => return self.err_at(col, format!("'{}' modifier applied to ip6 host", p.name())),
         }
         let dir = q.dir.unwrap_or(Dir::Or);
         Ok(Node::Prim(self.depth, Prim::Host6 { dir, addr, mask }))
@@ -632,48 +596,29 @@ impl<'a> Parser<'a> {
             (Some(Pq::Sctp), PortProto::Both) => (false, false, true),
             (Some(Pq::Tcp | Pq::Udp | Pq::Sctp), p) => {
                 let is = if p == PortProto::Tcp { "tcp" } else { "udp" };
-                return self.err_at(
-                    col,
-                    format!("port '{}' is {is}", self.toks[self.pos - 1].text),
-                );
+                return self.err_at(col, format!("port '{}' is {is}", self.toks[self.pos - 1].text));
             }
-            (Some(_), _) => {
-                return self.err_at(col, format!("illegal qualifier of '{}'", q.addr.name()))
-            }
+            (Some(_), _) => return self.err_at(col, format!("illegal qualifier of '{}'", q.addr.name())),
         };
         let dir = q.dir.unwrap_or(Dir::Or);
         let (lo, hi) = if lo <= hi { (lo, hi) } else { (hi, lo) };
-        Ok(Node::Prim(
-            self.depth,
-            Prim::Port {
-                dir,
-                lo,
-                hi,
-                tcp,
-                udp,
-                sctp,
-            },
-        ))
+        Ok(Node::Prim(self.depth, Prim::Port { dir, lo, hi, tcp, udp, sctp }))
     }
 
     /// A name in a qualified context.
     fn scode(&self, name: &str, q: Qual, col: usize) -> R<Node> {
         match q.addr {
-            Addr::Default | Addr::Host => self.err_at(
-                col,
-                format!("host names are not supported; use an address (found '{name}')"),
-            ),
-            Addr::Net => self.err_at(
-                col,
-                format!("network names are not supported; use an address (found '{name}')"),
-            ),
+            Addr::Default | Addr::Host => {
+                self.err_at(col, format!("host names are not supported; use an address (found '{name}')"))
+            }
+            Addr::Net => {
+                self.err_at(col, format!("network names are not supported; use an address (found '{name}')"))
+            }
             Addr::Port => match names::port(name) {
                 Some((p, pp)) => self.port(p, p, q, pp, col),
                 None => self.err_at(
                     col,
-                    format!(
-                        "expected a port number after 'port', found '{name}' (unknown port name)"
-                    ),
+                    format!("expected a port number after 'port', found '{name}' (unknown port name)"),
                 ),
             },
             Addr::Portrange => {
@@ -698,10 +643,7 @@ impl<'a> Parser<'a> {
                 let pp = match (p1, p2) {
                     (PortProto::Both, p) | (p, PortProto::Both) => p,
                     (a, b) if a == b => a,
-                    _ => {
-                        return self
-                            .err_at(col, format!("port range '{name}' mixes tcp and udp ports"))
-                    }
+                    _ => return self.err_at(col, format!("port range '{name}' mixes tcp and udp ports")),
                 };
                 self.port(lo as u16, hi as u16, q, pp, col)
             }
@@ -825,8 +767,7 @@ impl<'a> Parser<'a> {
                     Pq::Vrrp | Pq::Carp => Base::Trans4(112),
                     Pq::Icmp6 => Base::Icmp6,
                     Pq::Ah | Pq::Esp => {
-                        return self
-                            .err_at(t.col, format!("'{}[...]' is not supported", pq.name()));
+                        return self.err_at(t.col, format!("'{}[...]' is not supported", pq.name()));
                     }
                 };
                 let idx = self.arith(0)?;
@@ -847,11 +788,7 @@ impl<'a> Parser<'a> {
                     return self.expected("']'");
                 }
                 self.bump();
-                Ok(Arith::Load {
-                    base,
-                    idx: Box::new(idx),
-                    size,
-                })
+                Ok(Arith::Load { base, idx: Box::new(idx), size })
             }
             _ => self.expected("a number, 'len' or an accessor such as 'tcp[13]'"),
         }

@@ -337,14 +337,7 @@ impl Prim {
                 }
                 _ => false,
             },
-            Prim::Host4 {
-                dir,
-                addr,
-                mask,
-                ip,
-                arp,
-                rarp,
-            } => {
+            Prim::Host4 { dir, addr, mask, ip, arp, rarp } => {
                 let (t, l3) = c.net(d)?;
                 let (s, t_off) = if ip && t == ETH_IP {
                     (l3 + 12, l3 + 16)
@@ -368,14 +361,7 @@ impl Prim {
                 let m = |off: usize| c.bytes::<6>(off).map(|a| a == mac);
                 dir.combine(|| m(6), || m(0))?
             }
-            Prim::Port {
-                dir,
-                lo,
-                hi,
-                tcp,
-                udp,
-                sctp,
-            } => {
+            Prim::Port { dir, lo, hi, tcp, udp, sctp } => {
                 let (t, l3) = c.net(d)?;
                 let ok = |p: u8| (tcp && p == 6) || (udp && p == 17) || (sctp && p == 132);
                 let l4 = if t == ETH_IP {
@@ -415,11 +401,7 @@ impl Prim {
             }
             Prim::Ip4Multicast => c.u8(c.l3_if(d, ETH_IP)? + 16)? >= 224,
             Prim::Ip6Multicast => c.u8(c.l3_if(d, ETH_IP6)? + 24)? == 0xff,
-            Prim::Rel {
-                op,
-                ref lhs,
-                ref rhs,
-            } => {
+            Prim::Rel { op, ref lhs, ref rhs } => {
                 let a = lhs.eval(c, d)?;
                 let b = rhs.eval(c, d)?;
                 match op {

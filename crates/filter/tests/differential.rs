@@ -173,20 +173,12 @@ const INVALID: &[&str] = &[
 ];
 
 fn tcpdump() -> PathBuf {
-    for p in [
-        "/usr/sbin/tcpdump",
-        "/usr/bin/tcpdump",
-        "/usr/local/sbin/tcpdump",
-        "/usr/local/bin/tcpdump",
-    ] {
+    for p in ["/usr/sbin/tcpdump", "/usr/bin/tcpdump", "/usr/local/sbin/tcpdump", "/usr/local/bin/tcpdump"] {
         if Path::new(p).exists() {
             return PathBuf::from(p);
         }
     }
-    if let Ok(out) = Command::new("sh")
-        .args(["-c", "command -v tcpdump"])
-        .output()
-    {
+    if let Ok(out) = Command::new("sh").args(["-c", "command -v tcpdump"]).output() {
         let s = String::from_utf8_lossy(&out.stdout).trim().to_string();
         if out.status.success() && !s.is_empty() {
             return PathBuf::from(s);
@@ -223,12 +215,7 @@ fn key(r: &Rec) -> (u64, u32, &[u8]) {
 }
 
 /// Indices (0-based) of the input packets tcpdump selects, matched as a subsequence.
-fn tcpdump_selection(
-    bin: &Path,
-    trace: &Path,
-    expr: &str,
-    input: &[Rec],
-) -> Result<Vec<usize>, String> {
+fn tcpdump_selection(bin: &Path, trace: &Path, expr: &str, input: &[Rec]) -> Result<Vec<usize>, String> {
     let out = Command::new(bin)
         .arg("-n")
         .arg("-r")
@@ -252,11 +239,7 @@ fn tcpdump_selection(
         }
     }
     if j != sel.len() {
-        return Err(format!(
-            "could not align tcpdump output ({} of {} packets matched)",
-            j,
-            sel.len()
-        ));
+        return Err(format!("could not align tcpdump output ({} of {} packets matched)", j, sel.len()));
     }
     Ok(idx)
 }
@@ -269,10 +252,7 @@ fn matches_tcpdump_on_all_traces() {
     let mut runs = 0;
     let filters: Vec<Filter> = CORPUS
         .iter()
-        .map(|e| {
-            Filter::compile(e)
-                .unwrap_or_else(|err| panic!("{e:?} does not compile:\n{}", err.render()))
-        })
+        .map(|e| Filter::compile(e).unwrap_or_else(|err| panic!("{e:?} does not compile:\n{}", err.render())))
         .collect();
     let trace_list = traces(tmp.path());
     for trace in &trace_list {
@@ -285,12 +265,7 @@ fn matches_tcpdump_on_all_traces() {
         let pkts: Vec<Packet> = recs
             .iter()
             .map(|r| {
-                Packet::with_orig_len(
-                    LinkType::from_linktype(r.link),
-                    r.data.clone(),
-                    r.ts_ns,
-                    r.orig_len,
-                )
+                Packet::with_orig_len(LinkType::from_linktype(r.link), r.data.clone(), r.ts_ns, r.orig_len)
             })
             .collect();
         for (expr, f) in CORPUS.iter().zip(&filters) {
@@ -302,25 +277,13 @@ fn matches_tcpdump_on_all_traces() {
                     continue;
                 }
             };
-            let ours: Vec<usize> = pkts
-                .iter()
-                .enumerate()
-                .filter(|(_, p)| f.matches(p))
-                .map(|(i, _)| i)
-                .collect();
+            let ours: Vec<usize> =
+                pkts.iter().enumerate().filter(|(_, p)| f.matches(p)).map(|(i, _)| i).collect();
             if ours != theirs {
-                let only_ours: Vec<usize> = ours
-                    .iter()
-                    .filter(|i| theirs.binary_search(i).is_err())
-                    .map(|i| i + 1)
-                    .take(8)
-                    .collect();
-                let only_theirs: Vec<usize> = theirs
-                    .iter()
-                    .filter(|i| ours.binary_search(i).is_err())
-                    .map(|i| i + 1)
-                    .take(8)
-                    .collect();
+                let only_ours: Vec<usize> =
+                    ours.iter().filter(|i| theirs.binary_search(i).is_err()).map(|i| i + 1).take(8).collect();
+                let only_theirs: Vec<usize> =
+                    theirs.iter().filter(|i| ours.binary_search(i).is_err()).map(|i| i + 1).take(8).collect();
                 mismatches.push(format!(
                     "{name}: {expr:?}: ours {} vs tcpdump {} packets; only ours (1-based): {only_ours:?}; only tcpdump: {only_theirs:?}",
                     ours.len(),

@@ -31,11 +31,7 @@ fn no(expr: &str, data: &[u8]) {
 fn err_col(expr: &str, column: usize, msg_part: &str) {
     let e = Filter::compile(expr).expect_err(expr);
     assert_eq!(e.column, column, "{expr:?}: {}", e.render());
-    assert!(
-        e.message.contains(msg_part),
-        "{expr:?}: message {:?} lacks {msg_part:?}",
-        e.message
-    );
+    assert!(e.message.contains(msg_part), "{expr:?}: message {:?} lacks {msg_part:?}", e.message);
     assert_eq!(e.expr, expr);
 }
 
@@ -57,67 +53,27 @@ fn empty_matches_everything() {
 #[test]
 fn protocol_keywords() {
     let s = syn();
-    for e in [
-        "ip",
-        "tcp",
-        "ip proto 6",
-        "proto \\tcp",
-        "ip proto \\tcp",
-        "ether proto \\ip",
-        "ether proto 0x800",
-    ] {
+    for e in
+        ["ip", "tcp", "ip proto 6", "proto \\tcp", "ip proto \\tcp", "ether proto \\ip", "ether proto 0x800"]
+    {
         yes(e, &s);
     }
-    for e in [
-        "ip6",
-        "udp",
-        "icmp",
-        "arp",
-        "rarp",
-        "sctp",
-        "icmp6",
-        "ip6 proto 6",
-        "igmp",
-    ] {
+    for e in ["ip6", "udp", "icmp", "arp", "rarp", "sctp", "icmp6", "ip6 proto 6", "igmp"] {
         no(e, &s);
     }
     let u6 = udp6("fe80::1", "ff02::1:2", 546, 547);
-    for e in [
-        "ip6",
-        "udp",
-        "ip6 proto 17",
-        "proto 17",
-        "ether proto \\ip6",
-    ] {
+    for e in ["ip6", "udp", "ip6 proto 17", "proto 17", "ether proto \\ip6"] {
         yes(e, &u6);
     }
     no("ip", &u6);
     yes("icmp", &icmp4_echo([1, 1, 1, 1], [2, 2, 2, 2], false));
     yes("icmp6", &icmp6_echo("::1", "::2"));
-    let a = eth(
-        [0xff; 6],
-        MAC_A,
-        &[],
-        0x0806,
-        &arp(1, MAC_A, [10, 0, 0, 1], [10, 0, 0, 254]),
-    );
+    let a = eth([0xff; 6], MAC_A, &[], 0x0806, &arp(1, MAC_A, [10, 0, 0, 1], [10, 0, 0, 254]));
     yes("arp", &a);
     no("ip or ip6 or rarp", &a);
-    let r = eth(
-        [0xff; 6],
-        MAC_A,
-        &[],
-        0x8035,
-        &arp(3, MAC_A, [1, 2, 3, 4], [5, 6, 7, 8]),
-    );
+    let r = eth([0xff; 6], MAC_A, &[], 0x8035, &arp(3, MAC_A, [1, 2, 3, 4], [5, 6, 7, 8]));
     yes("rarp", &r);
-    let sc = eth(
-        MAC_B,
-        MAC_A,
-        &[],
-        0x0800,
-        &ipv4([1, 1, 1, 1], [2, 2, 2, 2], 132, 0, &ports(1, 2, &[0; 8])),
-    );
+    let sc = eth(MAC_B, MAC_A, &[], 0x0800, &ipv4([1, 1, 1, 1], [2, 2, 2, 2], 132, 0, &ports(1, 2, &[0; 8])));
     yes("sctp", &sc);
     yes("sctp port 2", &sc);
     no("tcp port 2 or udp port 2", &sc);
@@ -148,13 +104,7 @@ fn hosts_and_nets_v4() {
 
 #[test]
 fn hosts_in_arp_and_rarp() {
-    let a = eth(
-        [0xff; 6],
-        MAC_A,
-        &[],
-        0x0806,
-        &arp(1, MAC_A, [10, 0, 0, 1], [10, 0, 0, 254]),
-    );
+    let a = eth([0xff; 6], MAC_A, &[], 0x0806, &arp(1, MAC_A, [10, 0, 0, 1], [10, 0, 0, 254]));
     yes("host 10.0.0.1", &a);
     yes("src host 10.0.0.1", &a);
     yes("dst host 10.0.0.254", &a);
@@ -163,13 +113,7 @@ fn hosts_in_arp_and_rarp() {
     no("ip host 10.0.0.254", &a);
     no("rarp host 10.0.0.254", &a);
     yes("net 10.0.0.0/24", &a);
-    let r = eth(
-        [0xff; 6],
-        MAC_A,
-        &[],
-        0x8035,
-        &arp(3, MAC_A, [1, 2, 3, 4], [5, 6, 7, 8]),
-    );
+    let r = eth([0xff; 6], MAC_A, &[], 0x8035, &arp(3, MAC_A, [1, 2, 3, 4], [5, 6, 7, 8]));
     yes("rarp src host 1.2.3.4", &r);
     no("arp host 1.2.3.4", &r);
 }
@@ -208,14 +152,9 @@ fn ports_and_ranges() {
     ] {
         yes(e, &s);
     }
-    for e in [
-        "udp port 80",
-        "sctp port 80",
-        "src port 80",
-        "port 443",
-        "portrange 81-100",
-        "src and dst port 80",
-    ] {
+    for e in
+        ["udp port 80", "sctp port 80", "src port 80", "port 443", "portrange 81-100", "src and dst port 80"]
+    {
         no(e, &s);
     }
     let u = udp4([192, 168, 1, 5], [8, 8, 8, 8], 5353, 53, b"q");
@@ -232,25 +171,9 @@ fn ports_and_ranges() {
 
 #[test]
 fn ports_only_on_first_fragments() {
-    let hdr = ports(
-        1234,
-        80,
-        &[0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x18, 2, 0, 0, 0, 0, 0],
-    );
-    let first = eth(
-        MAC_B,
-        MAC_A,
-        &[],
-        0x0800,
-        &ipv4([10, 0, 0, 1], [10, 0, 0, 2], 6, 0x2000, &hdr),
-    );
-    let later = eth(
-        MAC_B,
-        MAC_A,
-        &[],
-        0x0800,
-        &ipv4([10, 0, 0, 1], [10, 0, 0, 2], 6, 0x00b9, &hdr),
-    );
+    let hdr = ports(1234, 80, &[0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x18, 2, 0, 0, 0, 0, 0]);
+    let first = eth(MAC_B, MAC_A, &[], 0x0800, &ipv4([10, 0, 0, 1], [10, 0, 0, 2], 6, 0x2000, &hdr));
+    let later = eth(MAC_B, MAC_A, &[], 0x0800, &ipv4([10, 0, 0, 1], [10, 0, 0, 2], 6, 0x00b9, &hdr));
     yes("port 80", &first);
     yes("tcp[13] = 0x18", &first);
     no("port 80", &later);
@@ -260,13 +183,7 @@ fn ports_only_on_first_fragments() {
     // IPv6 fragment header: `tcp` looks through it, `port` does not.
     let mut p = vec![6, 0, 0, 1, 0, 0, 0, 9];
     p.extend(ports(1234, 80, &[0; 16]));
-    let f6 = eth(
-        MAC_B,
-        MAC_A,
-        &[],
-        0x86dd,
-        &ipv6(v6("::1"), v6("::2"), 44, &p),
-    );
+    let f6 = eth(MAC_B, MAC_A, &[], 0x86dd, &ipv6(v6("::1"), v6("::2"), 44, &p));
     yes("tcp", &f6);
     yes("ip6 proto 6", &f6);
     no("port 80", &f6);
@@ -282,14 +199,8 @@ fn vlan_tags() {
     yes("vlan and ip", &v);
     yes("vlan 100 and tcp port 22 and host 10.9.9.1", &v);
     no("vlan and vlan", &v);
-    yes(
-        "not vlan 7 and ip",
-        &vlan_tcp4(&[5], [1, 1, 1, 1], [2, 2, 2, 2], 1, 2),
-    ); // `ip` looks one tag in
-    no(
-        "not vlan 7 and ip",
-        &vlan_tcp4(&[5, 7], [1, 1, 1, 1], [2, 2, 2, 2], 1, 2),
-    );
+    yes("not vlan 7 and ip", &vlan_tcp4(&[5], [1, 1, 1, 1], [2, 2, 2, 2], 1, 2)); // `ip` looks one tag in
+    no("not vlan 7 and ip", &vlan_tcp4(&[5, 7], [1, 1, 1, 1], [2, 2, 2, 2], 1, 2));
     let q = vlan_tcp4(&[200, 300], [10, 9, 9, 3], [10, 9, 9, 4], 4444, 80);
     yes("vlan 200 and vlan 300 and tcp port 80", &q);
     no("vlan 200 and tcp", &q);
@@ -299,13 +210,7 @@ fn vlan_tags() {
 
 #[test]
 fn link_layer() {
-    let b = eth(
-        [0xff; 6],
-        MAC_A,
-        &[],
-        0x0806,
-        &arp(1, MAC_A, [1, 1, 1, 1], [2, 2, 2, 2]),
-    );
+    let b = eth([0xff; 6], MAC_A, &[], 0x0806, &arp(1, MAC_A, [1, 1, 1, 1], [2, 2, 2, 2]));
     yes("broadcast", &b);
     yes("ether broadcast", &b);
     yes("ether multicast", &b);
@@ -313,22 +218,13 @@ fn link_layer() {
     yes("ether src 02:00:00:00:00:0a", &syn());
     yes("ether dst 02-00-00-00-00-0b", &syn());
     yes("ether host 0200.0000.000b", &syn());
-    yes(
-        "ether src and dst host 02:00:00:00:00:0a",
-        &eth(MAC_A, MAC_A, &[], 0x88cc, &[0; 30]),
-    );
+    yes("ether src and dst host 02:00:00:00:00:0a", &eth(MAC_A, MAC_A, &[], 0x88cc, &[0; 30]));
     no("ether dst 02:00:00:00:00:0a", &syn());
-    yes(
-        "ether proto 0x88cc",
-        &eth(MAC_A, MAC_A, &[], 0x88cc, &[0; 30]),
-    );
+    yes("ether proto 0x88cc", &eth(MAC_A, MAC_A, &[], 0x88cc, &[0; 30]));
     let mc = udp4([10, 1, 2, 3], [224, 0, 0, 251], 5353, 5353, b"x");
     yes("ip multicast", &mc);
     no("ip multicast", &syn());
-    yes(
-        "ip broadcast",
-        &udp4([0, 0, 0, 0], [255, 255, 255, 255], 68, 67, b"x"),
-    );
+    yes("ip broadcast", &udp4([0, 0, 0, 0], [255, 255, 255, 255], 68, 67, b"x"));
     yes("ip6 multicast", &udp6("fe80::1", "ff02::1:2", 546, 547));
     no("ip6 multicast", &tcp6("::1", "::2", 1, 2, 2));
 }
@@ -353,24 +249,11 @@ fn lengths_use_wire_length() {
 fn tcp_flags_and_accessors() {
     let s = syn();
     let sa = tcp4([10, 0, 0, 2], [10, 0, 0, 1], 80, 1234, 0x12, b"");
-    let get = tcp4(
-        [10, 0, 0, 1],
-        [10, 0, 0, 2],
-        1234,
-        80,
-        0x18,
-        b"GET / HTTP/1.1\r\n",
-    );
+    let get = tcp4([10, 0, 0, 1], [10, 0, 0, 2], 1234, 80, 0x18, b"GET / HTTP/1.1\r\n");
     yes("tcp[tcpflags] & tcp-syn != 0", &s);
     yes("tcp[tcpflags] & (tcp-syn|tcp-ack) != 0", &sa);
-    yes(
-        "tcp[tcpflags] & tcp-syn != 0 and tcp[tcpflags] & tcp-ack = 0",
-        &s,
-    );
-    no(
-        "tcp[tcpflags] & tcp-syn != 0 and tcp[tcpflags] & tcp-ack = 0",
-        &sa,
-    );
+    yes("tcp[tcpflags] & tcp-syn != 0 and tcp[tcpflags] & tcp-ack = 0", &s);
+    no("tcp[tcpflags] & tcp-syn != 0 and tcp[tcpflags] & tcp-ack = 0", &sa);
     yes("tcp[13] & 2 != 0", &s);
     yes("tcp[13] == 0x12", &sa);
     yes("tcp[tcpflags] = tcp-push|tcp-ack", &get);
@@ -379,41 +262,20 @@ fn tcp_flags_and_accessors() {
     yes("ip[9] = 6 and ip[0] & 0xf = 5 and ip[8] = 64", &s);
     yes("ip[2:2] = 40", &s);
     yes("ether[12:2] = 0x0800 and ether[0] = 2", &s);
-    yes(
-        "udp[2:2] = 53",
-        &udp4([1, 1, 1, 1], [2, 2, 2, 2], 9, 53, b""),
-    );
-    yes(
-        "icmp[icmptype] = icmp-echo",
-        &icmp4_echo([1, 1, 1, 1], [2, 2, 2, 2], false),
-    );
+    yes("udp[2:2] = 53", &udp4([1, 1, 1, 1], [2, 2, 2, 2], 9, 53, b""));
+    yes("icmp[icmptype] = icmp-echo", &icmp4_echo([1, 1, 1, 1], [2, 2, 2, 2], false));
     yes(
         "icmp[icmptype] = icmp-echoreply and icmp[icmpcode] = 0",
         &icmp4_echo([1, 1, 1, 1], [2, 2, 2, 2], true),
     );
     yes("icmp6[icmp6type] = icmp6-echo", &icmp6_echo("::1", "::2"));
     yes("ip6[6] = 58 and ip6[7] = 64", &icmp6_echo("::1", "::2"));
-    let a = eth(
-        [0xff; 6],
-        MAC_A,
-        &[],
-        0x0806,
-        &arp(1, MAC_A, [1, 1, 1, 1], [2, 2, 2, 2]),
-    );
+    let a = eth([0xff; 6], MAC_A, &[], 0x0806, &arp(1, MAC_A, [1, 1, 1, 1], [2, 2, 2, 2]));
     yes("arp[6:2] = 1", &a);
     // Arithmetic, unsigned and wrapping like BPF.
-    yes(
-        "tcp[13] + 1 = 3 and tcp[13] * 4 = 8 and tcp[13] - 3 = 0xffffffff",
-        &s,
-    );
-    yes(
-        "tcp[13] / 2 = 1 and tcp[13] % 2 = 0 and tcp[13] ^ 3 = 1 and tcp[13] | 1 = 3",
-        &s,
-    );
-    yes(
-        "tcp[13] << 3 = 16 and tcp[13] >> 1 = 1 and -tcp[13] = -2",
-        &s,
-    );
+    yes("tcp[13] + 1 = 3 and tcp[13] * 4 = 8 and tcp[13] - 3 = 0xffffffff", &s);
+    yes("tcp[13] / 2 = 1 and tcp[13] % 2 = 0 and tcp[13] ^ 3 = 1 and tcp[13] | 1 = 3", &s);
+    yes("tcp[13] << 3 = 16 and tcp[13] >> 1 = 1 and -tcp[13] = -2", &s);
     yes("2 + 3 * 4 = 14 and (2 + 3) * 4 = 20 and 1 | 2 & 0 = 1", &s);
     yes("len > 2 and 1 < 2 and 2 >= 2 and 2 <= 2", &s);
     // tcp[] only applies to IPv4, as in tcpdump.
@@ -471,30 +333,13 @@ fn other_link_types_use_parsed_headers() {
         [10, 0, 0, 2],
         6,
         0,
-        &ports(
-            1234,
-            80,
-            &[0, 0, 0, 1, 0, 0, 0, 0, 0x50, 2, 2, 0, 0, 0, 0, 0],
-        ),
+        &ports(1234, 80, &[0, 0, 0, 1, 0, 0, 0, 0, 0x50, 2, 2, 0, 0, 0, 0, 0]),
     );
     let p = Packet::new(LinkType::RawIp, ip, 0);
-    for e in [
-        "ip",
-        "tcp",
-        "host 10.0.0.1",
-        "tcp dst port 80",
-        "tcp[13] = 2",
-        "ip[9] = 6",
-    ] {
+    for e in ["ip", "tcp", "host 10.0.0.1", "tcp dst port 80", "tcp[13] = 2", "ip[9] = 6"] {
         assert!(Filter::compile(e).unwrap().matches(&p), "{e}");
     }
-    for e in [
-        "ip6",
-        "ether host 02:00:00:00:00:0a",
-        "vlan",
-        "broadcast",
-        "vlan and ip",
-    ] {
+    for e in ["ip6", "ether host 02:00:00:00:00:0a", "vlan", "broadcast", "vlan and ip"] {
         assert!(!Filter::compile(e).unwrap().matches(&p), "{e}");
     }
 }
@@ -553,19 +398,11 @@ fn api_surface() {
 #[test]
 fn errors_point_at_the_right_column() {
     err_col("port http2", 6, "unknown port name");
-    err_col(
-        "host example.com",
-        6,
-        "host names are not supported; use an address",
-    );
+    err_col("host example.com", 6, "host names are not supported; use an address");
     err_col("tcp and 10.0.0.1", 9, "no qualifier");
     err_col("10.0.0.1", 1, "add a qualifier");
     err_col("tcp and", 8, "end of expression");
-    err_col(
-        "(tcp or udp",
-        12,
-        "expected ')' to close the '(' at column 1, found end of expression",
-    );
+    err_col("(tcp or udp", 12, "expected ')' to close the '(' at column 1, found end of expression");
     err_col("tcp or udp)", 11, "unmatched ')'");
     err_col("tcp port 80 udp", 13, "expected 'and', 'or'");
     err_col("host 256.1.1.1", 6, "invalid IPv4 address");
@@ -577,11 +414,7 @@ fn errors_point_at_the_right_column() {
     err_col("ip6 host 1.2.3.4", 10, "'ip6' modifier applied to ip host");
     err_col("tcp host 1.2.3.4", 10, "'tcp' modifier applied to host");
     err_col("ip host ::1", 9, "'ip' modifier applied to ip6 host");
-    err_col(
-        "host 00:11:22:33:44:55",
-        6,
-        "ethernet address used in non-ether expression",
-    );
+    err_col("host 00:11:22:33:44:55", 6, "ethernet address used in non-ether expression");
     err_col("ether host 1.2.3.4", 12, "illegal link layer address");
     err_col("port 1.2.3.4", 6, "'port' modifier applied to IP address");
     err_col("tcp[13:3] = 1", 8, "data size must be 1, 2, or 4");

@@ -13,24 +13,13 @@ const V6: &[&str] = &["2001:db8::1", "2001:db8::2", "fe80::1"];
 const PORTS: &[u16] = &[22, 53, 80, 443, 1234, 5353];
 
 fn v4(i: usize) -> [u8; 4] {
-    V4[i % V4.len()]
-        .parse::<std::net::Ipv4Addr>()
-        .unwrap()
-        .octets()
+    V4[i % V4.len()].parse::<std::net::Ipv4Addr>().unwrap().octets()
 }
 
 /// A complete (untruncated) frame of one of several kinds.
 fn frame() -> impl Strategy<Value = Vec<u8>> {
-    (
-        0usize..9,
-        0usize..8,
-        0usize..8,
-        0usize..6,
-        0usize..6,
-        any::<u8>(),
-        0usize..64,
-    )
-        .prop_map(|(kind, a, b, pa, pb, flags, plen)| {
+    (0usize..9, 0usize..8, 0usize..8, 0usize..6, 0usize..6, any::<u8>(), 0usize..64).prop_map(
+        |(kind, a, b, pa, pb, flags, plen)| {
             let (sp, dp) = (PORTS[pa], PORTS[pb]);
             let payload = vec![0x5a; plen];
             match kind {
@@ -41,29 +30,20 @@ fn frame() -> impl Strategy<Value = Vec<u8>> {
                 4 => icmp4_echo(v4(a), v4(b), flags & 1 == 1),
                 5 => icmp6_echo(V6[a % 3], V6[b % 3]),
                 6 => eth([0xff; 6], MAC_A, &[], 0x0806, &arp(1, MAC_A, v4(a), v4(b))),
-                7 => eth(
-                    MAC_B,
-                    MAC_A,
-                    &[],
-                    0x0800,
-                    &ipv4(v4(a), v4(b), 132, 0, &ports(sp, dp, &[0; 8])),
-                ),
+                7 => eth(MAC_B, MAC_A, &[], 0x0800, &ipv4(v4(a), v4(b), 132, 0, &ports(sp, dp, &[0; 8]))),
                 _ => udp4(v4(a), [224, 0, 0, 251], sp, dp, &payload),
             }
-        })
+        },
+    )
 }
 
 fn leaf() -> impl Strategy<Value = String> {
     let dir = prop::sample::select(vec!["", "src ", "dst ", "src or dst ", "src and dst "]);
-    let proto = prop::sample::select(vec![
-        "ip", "ip6", "arp", "tcp", "udp", "icmp", "icmp6", "sctp",
-    ]);
+    let proto = prop::sample::select(vec!["ip", "ip6", "arp", "tcp", "udp", "icmp", "icmp6", "sctp"]);
     let addr = prop::sample::select([V4, V6].concat());
     let port = prop::sample::select(PORTS.to_vec());
     let pproto = prop::sample::select(vec!["", "tcp ", "udp "]);
-    let flag = prop::sample::select(vec![
-        "tcp-fin", "tcp-syn", "tcp-rst", "tcp-push", "tcp-ack", "tcp-urg",
-    ]);
+    let flag = prop::sample::select(vec!["tcp-fin", "tcp-syn", "tcp-rst", "tcp-push", "tcp-ack", "tcp-urg"]);
     prop_oneof![
         proto.prop_map(str::to_string),
         (dir.clone(), addr.clone()).prop_map(|(d, a)| format!("{d}host {a}")),
@@ -77,29 +57,17 @@ fn leaf() -> impl Strategy<Value = String> {
         .prop_map(str::to_string),
         (pproto, dir, port.clone()).prop_map(|(p, d, n)| format!("{p}{d}port {n}")),
         (port.clone(), port).prop_map(|(a, b)| format!("portrange {a}-{b}")),
-        (
-            prop::sample::select(vec!["len >", "len <=", "less", "greater"]),
-            40u32..200
-        )
+        (prop::sample::select(vec!["len >", "len <=", "less", "greater"]), 40u32..200)
             .prop_map(|(k, n)| format!("{k} {n}")),
         flag.prop_map(|f| format!("tcp[tcpflags] & {f} != 0")),
         (0u32..20, any::<u8>()).prop_map(|(i, v)| format!("ip[{i}] = {v}")),
         (0u32..19, any::<u16>()).prop_map(|(i, v)| format!("tcp[{i}:2] > {v}")),
         (0u32..5, any::<u16>()).prop_map(|(i, v)| format!("udp[{i}:4] & {v} = 0")),
         (0u32..14, any::<u8>()).prop_map(|(i, v)| format!("ether[{i}] & {v} != 0")),
-        prop::sample::select(vec![
-            "icmp[icmptype] = icmp-echo",
-            "icmp6[0] = 128",
-            "arp[7] = 1"
-        ])
-        .prop_map(str::to_string),
-        prop::sample::select(vec![
-            "broadcast",
-            "ether multicast",
-            "ip multicast",
-            "ip6 multicast"
-        ])
-        .prop_map(str::to_string),
+        prop::sample::select(vec!["icmp[icmptype] = icmp-echo", "icmp6[0] = 128", "arp[7] = 1"])
+            .prop_map(str::to_string),
+        prop::sample::select(vec!["broadcast", "ether multicast", "ip multicast", "ip6 multicast"])
+            .prop_map(str::to_string),
     ]
 }
 
@@ -179,11 +147,8 @@ fn token_soup() -> impl Strategy<Value = String> {
         "99999",
         "4096",
     ]);
-    prop::collection::vec((toks, prop::bool::ANY), 0..24).prop_map(|v| {
-        v.into_iter()
-            .map(|(t, sp)| if sp { format!("{t} ") } else { t.to_string() })
-            .collect()
-    })
+    prop::collection::vec((toks, prop::bool::ANY), 0..24)
+        .prop_map(|v| v.into_iter().map(|(t, sp)| if sp { format!("{t} ") } else { t.to_string() }).collect())
 }
 
 proptest! {

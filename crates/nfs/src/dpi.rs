@@ -18,13 +18,7 @@ const MATCHES: usize = 0;
 const PACKETS: usize = 1;
 
 /// Default signatures.
-pub const DEFAULT_SIGNATURES: &[&str] = &[
-    "<script",
-    "cmd.exe",
-    "/etc/passwd",
-    "union select",
-    "../../",
-];
+pub const DEFAULT_SIGNATURES: &[&str] = &["<script", "cmd.exe", "/etc/passwd", "union select", "../../"];
 
 /// Multi-signature payload matcher.
 #[derive(Debug, Clone)]
@@ -44,10 +38,7 @@ impl Dpi {
             .match_kind(MatchKind::Standard)
             .build(&signatures)
             .map_err(|e| format!("cannot build the signature matcher: {e}"))?;
-        Ok(Dpi {
-            signatures,
-            matcher,
-        })
+        Ok(Dpi { signatures, matcher })
     }
 
     /// Chain-file constructor: `signatures` (list), `case_insensitive` (default true).
@@ -65,20 +56,12 @@ impl NetworkFunction for Dpi {
         NfSpec {
             inputs: vec![PortSpec::packets("in")],
             outputs: vec![PortSpec::optional_packets("out")],
-            state: vec![
-                StateObjectSpec::shared("matches"),
-                StateObjectSpec::shared("packets"),
-            ],
+            state: vec![StateObjectSpec::shared("matches"), StateObjectSpec::shared("packets")],
             connection_terminating: false,
         }
     }
 
-    fn on_packet(
-        &self,
-        _port: usize,
-        pkt: &mut Packet,
-        ctx: &mut dyn NfContext,
-    ) -> Result<(), NfError> {
+    fn on_packet(&self, _port: usize, pkt: &mut Packet, ctx: &mut dyn NfContext) -> Result<(), NfError> {
         ctx.incr_nb(PACKETS, b"", 1)?;
         let payload = pkt.payload();
         if !payload.is_empty() {
@@ -86,13 +69,9 @@ impl NetworkFunction for Dpi {
                 let idx = m.pattern().as_usize();
                 let sig = self.signatures.get(idx).map(String::as_str).unwrap_or("");
                 ctx.incr_nb(MATCHES, sig.as_bytes(), 1)?;
-                let mut a = Alert::new("dpi_match")
-                    .with("signature", sig)
-                    .with("offset", m.start());
+                let mut a = Alert::new("dpi_match").with("signature", sig).with("offset", m.start());
                 if let Some(ip) = pkt.hdr.ip {
-                    a = a
-                        .with("src_ip", ip.src.to_string())
-                        .with("dst_ip", ip.dst.to_string());
+                    a = a.with("src_ip", ip.src.to_string()).with("dst_ip", ip.dst.to_string());
                 }
                 if let Some((s, d)) = pkt.hdr.transport.ports() {
                     a = a.with("src_port", s).with("dst_port", d);

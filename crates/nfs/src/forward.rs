@@ -31,12 +31,7 @@ impl NetworkFunction for Forward {
         }
     }
 
-    fn on_packet(
-        &self,
-        _port: usize,
-        _pkt: &mut Packet,
-        ctx: &mut dyn NfContext,
-    ) -> Result<(), NfError> {
+    fn on_packet(&self, _port: usize, _pkt: &mut Packet, ctx: &mut dyn NfContext) -> Result<(), NfError> {
         ctx.incr_nb(PACKETS, b"", 1)?;
         ctx.forward(0);
         Ok(())

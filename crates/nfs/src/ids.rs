@@ -35,10 +35,7 @@ pub struct LightIds {
 
 impl Default for LightIds {
     fn default() -> Self {
-        LightIds {
-            syn_threshold: 20,
-            window_ns: 1_000_000_000,
-        }
+        LightIds { syn_threshold: 20, window_ns: 1_000_000_000 }
     }
 }
 
@@ -82,12 +79,7 @@ impl NetworkFunction for LightIds {
         }
     }
 
-    fn on_packet(
-        &self,
-        _port: usize,
-        pkt: &mut Packet,
-        ctx: &mut dyn NfContext,
-    ) -> Result<(), NfError> {
+    fn on_packet(&self, _port: usize, pkt: &mut Packet, ctx: &mut dyn NfContext) -> Result<(), NfError> {
         ctx.incr_nb(PACKETS, b"", 1)?;
         let Some(ip) = pkt.hdr.ip else {
             ctx.forward(OUT);
@@ -97,22 +89,15 @@ impl NetworkFunction for LightIds {
         src.ip(ip.src);
         let src = src.as_bytes();
         let mut flagged = matches!(ctx.get(FLAGGED, src)?, Some(Value::Int(1)));
-        let syn_only = pkt
-            .hdr
-            .tcp_flags()
-            .is_some_and(|f| f.has(TcpFlags::SYN) && !f.has(TcpFlags::ACK));
+        let syn_only = pkt.hdr.tcp_flags().is_some_and(|f| f.has(TcpFlags::SYN) && !f.has(TcpFlags::ACK));
         if syn_only && !flagged {
             let mut key = KeyBuf::new();
-            key.push(src)
-                .push(&(pkt.ts_ns / self.window_ns).to_be_bytes());
+            key.push(src).push(&(pkt.ts_ns / self.window_ns).to_be_bytes());
             let n = ctx.incr(SYN_COUNT, key.as_bytes(), 1)?;
             if n > self.syn_threshold {
                 flagged = true;
                 ctx.set(FLAGGED, src, Value::Int(1))?;
-                ctx.emit_context(
-                    VERDICT,
-                    json!({"src_ip": ip.src.to_string(), "suspicious": true}),
-                );
+                ctx.emit_context(VERDICT, json!({"src_ip": ip.src.to_string(), "suspicious": true}));
                 ctx.alert(
                     Alert::new("suspicious_source")
                         .with("src_ip", ip.src.to_string())

@@ -21,11 +21,7 @@ use streamnf_dag::NfRegistry;
 /// The registry of built-in NFs by chain-file name.
 pub fn builtin_registry() -> NfRegistry {
     let mut r = NfRegistry::new();
-    r.register(
-        "nat",
-        "source NAT with a shared port pool; translates replies back",
-        nat::Nat::from_params,
-    );
+    r.register("nat", "source NAT with a shared port pool; translates replies back", nat::Nat::from_params);
     r.register(
         "light_ids",
         "flags sources sending too many SYN-only packets per window",

@@ -65,21 +65,12 @@ impl Nat {
         port_max: u16,
     ) -> Result<Nat, String> {
         if !external_ip.is_ipv4() {
-            return Err(format!(
-                "external_ip {external_ip}: only IPv4 translation is supported"
-            ));
+            return Err(format!("external_ip {external_ip}: only IPv4 translation is supported"));
         }
         if port_min == 0 || port_min > port_max {
-            return Err(format!(
-                "port range {port_min}-{port_max} is empty or starts at 0"
-            ));
+            return Err(format!("port range {port_min}-{port_max} is empty or starts at 0"));
         }
-        Ok(Nat {
-            external_ip,
-            internal,
-            port_min,
-            port_max,
-        })
+        Ok(Nat { external_ip, internal, port_min, port_max })
     }
 
     /// Chain-file constructor: `external_ip`, `internal_nets`, `port_min`, `port_max`.
@@ -87,13 +78,9 @@ impl Nat {
         p.allow_only(&["external_ip", "internal_nets", "port_min", "port_max"])?;
         let d = Nat::default();
         let ext = p.string("external_ip", "203.0.113.1")?;
-        let external_ip: IpAddr = ext
-            .parse()
-            .map_err(|_| format!("parameter `external_ip`: `{ext}` is not an IP address"))?;
-        let nets = p.strings(
-            "internal_nets",
-            &["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"],
-        )?;
+        let external_ip: IpAddr =
+            ext.parse().map_err(|_| format!("parameter `external_ip`: `{ext}` is not an IP address"))?;
+        let nets = p.strings("internal_nets", &["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"])?;
         let internal = nets
             .iter()
             .map(|s| Cidr::parse(s).map_err(|e| format!("parameter `internal_nets`: {e}")))
@@ -102,13 +89,9 @@ impl Nat {
             let v = p.u64(k, u64::from(dflt))?;
             u16::try_from(v).map_err(|_| format!("parameter `{k}` must be 1..=65535, found {v}"))
         };
-        let nat = Nat::new(
-            external_ip,
-            internal,
-            port("port_min", d.port_min)?,
-            port("port_max", d.port_max)?,
-        )
-        .map_err(|e| format!("parameter error: {e}"))?;
+        let nat =
+            Nat::new(external_ip, internal, port("port_min", d.port_min)?, port("port_max", d.port_max)?)
+                .map_err(|e| format!("parameter error: {e}"))?;
         Ok(Arc::new(nat))
     }
 
@@ -135,12 +118,7 @@ impl Nat {
         Ok(u16::try_from(i64::from(self.port_min) + n - 1).ok())
     }
 
-    fn outbound(
-        &self,
-        pkt: &mut Packet,
-        ctx: &mut dyn NfContext,
-        proto_name: &str,
-    ) -> Result<(), NfError> {
+    fn outbound(&self, pkt: &mut Packet, ctx: &mut dyn NfContext, proto_name: &str) -> Result<(), NfError> {
         let (Some(ip), Some((sport, dport))) = (pkt.hdr.ip, pkt.hdr.transport.ports()) else {
             return Ok(());
         };
@@ -179,26 +157,16 @@ impl Nat {
         Ok(())
     }
 
-    fn inbound(
-        &self,
-        pkt: &mut Packet,
-        ctx: &mut dyn NfContext,
-        proto_name: &str,
-    ) -> Result<(), NfError> {
+    fn inbound(&self, pkt: &mut Packet, ctx: &mut dyn NfContext, proto_name: &str) -> Result<(), NfError> {
         let (Some(ip), Some((sport, dport))) = (pkt.hdr.ip, pkt.hdr.transport.ports()) else {
             return Ok(());
         };
-        match ctx.get(
-            REVERSE,
-            reverse_key(ip.proto, dport, ip.src, sport).as_bytes(),
-        )? {
+        match ctx.get(REVERSE, reverse_key(ip.proto, dport, ip.src, sport).as_bytes())? {
             Some(Value::Bytes(b)) => {
                 let addr_len = b.len().saturating_sub(2);
                 let (Some(addr), Some(port)) = (
                     ip_from_key(&b[..addr_len]),
-                    b.get(addr_len..)
-                        .and_then(|p| <[u8; 2]>::try_from(p).ok())
-                        .map(u16::from_be_bytes),
+                    b.get(addr_len..).and_then(|p| <[u8; 2]>::try_from(p).ok()).map(u16::from_be_bytes),
                 ) else {
                     return Err(NfError::State("corrupt reverse mapping".into()));
                 };
@@ -231,7 +199,7 @@ enum Side {
 }
 
 /// Rewrites the IPv4 source (or destination) address and port, fixing the IPv4 header
-/// checksum and the TCP/UDP checksum incrementally, then re-parses the headers.
+/// checksum and the TCP/UDP checksum incrementally, and patches the parsed headers.
 fn rewrite(pkt: &mut Packet, side: Side, addr: IpAddr, port: u16) {
     let (IpAddr::V4(new_ip), Some(ip)) = (addr, pkt.hdr.ip) else {
         return;
@@ -250,8 +218,7 @@ fn rewrite(pkt: &mut Packet, side: Side, addr: IpAddr, port: u16) {
     let d = &mut pkt.data;
     let (Some(old_ip), Some(old_port)) = (
         d.get(ip_at..ip_at + 4).map(|b| [b[0], b[1], b[2], b[3]]),
-        d.get(port_at..port_at + 2)
-            .map(|b| u16::from_be_bytes([b[0], b[1]])),
+        d.get(port_at..port_at + 2).map(|b| u16::from_be_bytes([b[0], b[1]])),
     ) else {
         return;
     };
@@ -278,8 +245,20 @@ fn rewrite(pkt: &mut Packet, side: Side, addr: IpAddr, port: u16) {
     }
     d[ip_at..ip_at + 4].copy_from_slice(&new);
     d[port_at..port_at + 2].copy_from_slice(&port.to_be_bytes());
-    let _ = ip;
-    pkt.reparse();
+    // Patch the parsed fields to match the bytes (cheaper than parsing again).
+    let mut ip = ip;
+    match side {
+        Side::Src => ip.src = addr,
+        Side::Dst => ip.dst = addr,
+    }
+    pkt.hdr.ip = Some(ip);
+    match &mut pkt.hdr.transport {
+        Transport::Tcp { src_port, dst_port, .. } | Transport::Udp { src_port, dst_port } => match side {
+            Side::Src => *src_port = port,
+            Side::Dst => *dst_port = port,
+        },
+        _ => {}
+    }
 }
 
 impl NetworkFunction for Nat {
@@ -298,12 +277,7 @@ impl NetworkFunction for Nat {
         }
     }
 
-    fn on_packet(
-        &self,
-        _port: usize,
-        pkt: &mut Packet,
-        ctx: &mut dyn NfContext,
-    ) -> Result<(), NfError> {
+    fn on_packet(&self, _port: usize, pkt: &mut Packet, ctx: &mut dyn NfContext) -> Result<(), NfError> {
         let Some(ip) = pkt.hdr.ip else {
             self.count(ctx, "non_ip")?;
             ctx.forward(0);

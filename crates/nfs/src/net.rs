@@ -16,10 +16,7 @@ impl Cidr {
             Some((a, l)) => (a, Some(l)),
             None => (s, None),
         };
-        let addr: IpAddr = a
-            .trim()
-            .parse()
-            .map_err(|_| format!("`{s}` is not an address or CIDR prefix"))?;
+        let addr: IpAddr = a.trim().parse().map_err(|_| format!("`{s}` is not an address or CIDR prefix"))?;
         let max = if addr.is_ipv4() { 32 } else { 128 };
         let len = match l {
             Some(l) => l
@@ -37,19 +34,11 @@ impl Cidr {
     pub fn contains(&self, ip: IpAddr) -> bool {
         match (self.addr, ip) {
             (IpAddr::V4(n), IpAddr::V4(a)) => {
-                let mask = if self.len == 0 {
-                    0
-                } else {
-                    u32::MAX << (32 - u32::from(self.len))
-                };
+                let mask = if self.len == 0 { 0 } else { u32::MAX << (32 - u32::from(self.len)) };
                 u32::from(n) & mask == u32::from(a) & mask
             }
             (IpAddr::V6(n), IpAddr::V6(a)) => {
-                let mask = if self.len == 0 {
-                    0
-                } else {
-                    u128::MAX << (128 - u32::from(self.len))
-                };
+                let mask = if self.len == 0 { 0 } else { u128::MAX << (128 - u32::from(self.len)) };
                 u128::from(n) & mask == u128::from(a) & mask
             }
             _ => false,
@@ -67,10 +56,7 @@ pub struct KeyBuf {
 
 impl Default for KeyBuf {
     fn default() -> Self {
-        KeyBuf {
-            len: 0,
-            buf: [0; 48],
-        }
+        KeyBuf { len: 0, buf: [0; 48] }
     }
 }
 

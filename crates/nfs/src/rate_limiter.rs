@@ -12,8 +12,7 @@
 use crate::net::{ip_key, KeyBuf};
 use std::sync::Arc;
 use streamnf_dag::{
-    ContextMsg, NetworkFunction, NfContext, NfError, NfSpec, Params, PortSpec, StateExt,
-    StateObjectSpec,
+    ContextMsg, NetworkFunction, NfContext, NfError, NfSpec, Params, PortSpec, StateExt, StateObjectSpec,
 };
 use streamnf_packet::{Field, Flowspace, Packet};
 use streamnf_store::{CustomOpFn, Op, StoreError, Value};
@@ -36,22 +35,14 @@ pub struct RateLimiter {
 
 impl Default for RateLimiter {
     fn default() -> Self {
-        RateLimiter {
-            rate_pps: 1000,
-            burst: 100,
-            limit_all: false,
-        }
+        RateLimiter { rate_pps: 1000, burst: 100, limit_all: false }
     }
 }
 
 impl RateLimiter {
     /// A limiter letting `rate_pps` packets per second through per source, bursts up to `burst`.
     pub fn new(rate_pps: u64, burst: u64, limit_all: bool) -> RateLimiter {
-        RateLimiter {
-            rate_pps,
-            burst: burst.max(1),
-            limit_all,
-        }
+        RateLimiter { rate_pps, burst: burst.max(1), limit_all }
     }
 
     /// Chain-file constructor: `rate_pps` (1000), `burst` (100), `scope` ("flagged" | "all").
@@ -62,20 +53,14 @@ impl RateLimiter {
             "flagged" => false,
             "all" => true,
             other => {
-                return Err(format!(
-                    "parameter `scope` must be \"flagged\" or \"all\", found \"{other}\""
-                ))
+                return Err(format!("parameter `scope` must be \"flagged\" or \"all\", found \"{other}\""))
             }
         };
         let burst = p.u64("burst", 100)?;
         if burst == 0 {
             return Err("parameter `burst` must be at least 1".into());
         }
-        Ok(Arc::new(RateLimiter::new(
-            p.u64("rate_pps", 1000)?,
-            burst,
-            limit_all,
-        )))
+        Ok(Arc::new(RateLimiter::new(p.u64("rate_pps", 1000)?, burst, limit_all)))
     }
 }
 
@@ -89,19 +74,14 @@ fn bucket_arg(now_ns: u64, rate: u64, burst: u64) -> Vec<u8> {
 }
 
 fn u64_at(b: &[u8], at: usize) -> Option<u64> {
-    b.get(at..at + 8)
-        .and_then(|s| <[u8; 8]>::try_from(s).ok())
-        .map(u64::from_be_bytes)
+    b.get(at..at + 8).and_then(|s| <[u8; 8]>::try_from(s).ok()).map(u64::from_be_bytes)
 }
 
 /// Refills the bucket for the time since its last use and takes one token.
 /// Stored value: Bytes(tokens_micro u64 ‖ last_ns u64). Returns Int(1) if a token was taken.
 fn token_bucket(value: &mut Option<Value>, arg: &[u8]) -> Result<Option<Value>, StoreError> {
-    let (Some(now), Some(rate), Some(burst)) = (u64_at(arg, 0), u64_at(arg, 8), u64_at(arg, 16))
-    else {
-        return Err(StoreError::Custom(
-            "token_bucket: argument must be 24 bytes".into(),
-        ));
+    let (Some(now), Some(rate), Some(burst)) = (u64_at(arg, 0), u64_at(arg, 8), u64_at(arg, 16)) else {
+        return Err(StoreError::Custom("token_bucket: argument must be 24 bytes".into()));
     };
     let cap = u128::from(burst) * MICRO;
     let (mut tokens, last) = match value {
@@ -110,11 +90,7 @@ fn token_bucket(value: &mut Option<Value>, arg: &[u8]) -> Result<Option<Value>, 
             _ => return Err(StoreError::Custom("token_bucket: corrupt bucket".into())),
         },
         None => (cap, now),
-        Some(other) => {
-            return Err(StoreError::Custom(format!(
-                "token_bucket: not a bucket: {other:?}"
-            )))
-        }
+        Some(other) => return Err(StoreError::Custom(format!("token_bucket: not a bucket: {other:?}"))),
     };
     let elapsed = u128::from(now.saturating_sub(last));
     tokens = (tokens + elapsed * u128::from(rate) * MICRO / 1_000_000_000).min(cap);
@@ -133,10 +109,7 @@ impl NetworkFunction for RateLimiter {
     fn spec(&self) -> NfSpec {
         let by_src = Flowspace(vec![Field::SrcIp]);
         NfSpec {
-            inputs: vec![
-                PortSpec::packets("in"),
-                PortSpec::context("verdict", "verdict"),
-            ],
+            inputs: vec![PortSpec::packets("in"), PortSpec::context("verdict", "verdict")],
             outputs: vec![PortSpec::packets("out")],
             state: vec![
                 StateObjectSpec::per_flow("flagged", by_src.clone()),
@@ -151,30 +124,17 @@ impl NetworkFunction for RateLimiter {
         vec![(TOKEN_BUCKET_OP.to_string(), Arc::new(token_bucket))]
     }
 
-    fn on_context(
-        &self,
-        _port: usize,
-        msg: &ContextMsg,
-        ctx: &mut dyn NfContext,
-    ) -> Result<(), NfError> {
+    fn on_context(&self, _port: usize, msg: &ContextMsg, ctx: &mut dyn NfContext) -> Result<(), NfError> {
         let ip = msg
             .get("src_ip")
             .and_then(|v| v.as_str())
             .and_then(|s| s.parse::<std::net::IpAddr>().ok())
             .ok_or_else(|| NfError::BadInput(format!("verdict without a valid src_ip: {msg}")))?;
-        let suspicious = msg
-            .get("suspicious")
-            .and_then(|v| v.as_bool())
-            .unwrap_or(false);
+        let suspicious = msg.get("suspicious").and_then(|v| v.as_bool()).unwrap_or(false);
         ctx.set(FLAGGED, &ip_key(ip), Value::Int(i64::from(suspicious)))
     }
 
-    fn on_packet(
-        &self,
-        _port: usize,
-        pkt: &mut Packet,
-        ctx: &mut dyn NfContext,
-    ) -> Result<(), NfError> {
+    fn on_packet(&self, _port: usize, pkt: &mut Packet, ctx: &mut dyn NfContext) -> Result<(), NfError> {
         let Some(ip) = pkt.hdr.ip else {
             ctx.forward(0);
             return Ok(());
@@ -190,10 +150,7 @@ impl NetworkFunction for RateLimiter {
             let r = ctx.state(
                 BUCKET,
                 src,
-                Op::Custom {
-                    op,
-                    arg: bucket_arg(pkt.ts_ns, self.rate_pps, self.burst),
-                },
+                Op::Custom { op, arg: bucket_arg(pkt.ts_ns, self.rate_pps, self.burst) },
             )?;
             if !matches!(r, Some(Value::Int(1))) {
                 return ctx.incr_nb(COUNTERS, b"throttled", 1);
@@ -212,8 +169,7 @@ mod tests {
     #[test]
     fn bucket_allows_burst_then_rate() {
         let mut v = None;
-        let take =
-            |v: &mut Option<Value>, t: u64| token_bucket(v, &bucket_arg(t, 10, 3)).expect("op");
+        let take = |v: &mut Option<Value>, t: u64| token_bucket(v, &bucket_arg(t, 10, 3)).expect("op");
         // Burst of 3 at t=0, then nothing.
         for _ in 0..3 {
             assert_eq!(take(&mut v, 0), Some(Value::Int(1)));

@@ -36,10 +36,7 @@ fn figure1(threshold: u64, rate_pps: u64, burst: u64) -> Engine {
     let dpi = Dpi::new(vec!["<script".into(), "cmd.exe".into()], true).expect("dpi");
     let dag = ChainBuilder::new("figure1-test")
         .vertex("ids", Arc::new(LightIds::new(threshold, 1_000_000_000)))
-        .vertex(
-            "limiter",
-            Arc::new(RateLimiter::new(rate_pps, burst, false)),
-        )
+        .vertex("limiter", Arc::new(RateLimiter::new(rate_pps, burst, false)))
         .vertex("dpi", Arc::new(dpi))
         .edge("input", "ids.in")
         .edge("ids.out", "limiter.in")
@@ -51,10 +48,7 @@ fn figure1(threshold: u64, rate_pps: u64, burst: u64) -> Engine {
     Engine::new(
         Arc::new(dag),
         Arc::new(EmbeddedStore::new()),
-        EngineConfig {
-            keep: true,
-            ..EngineConfig::default()
-        },
+        EngineConfig { keep: true, ..EngineConfig::default() },
     )
     .expect("engine")
 }
@@ -63,11 +57,9 @@ fn figure1(threshold: u64, rate_pps: u64, burst: u64) -> Engine {
 fn ids_flags_a_syn_flooder_once_and_not_a_normal_host() {
     let mut e = figure1(5, 1_000_000, 1_000);
     for i in 0..20u16 {
-        e.process(syn([10, 0, 0, 66], 1000 + i, u64::from(i) * 1000))
-            .expect("p");
+        e.process(syn([10, 0, 0, 66], 1000 + i, u64::from(i) * 1000)).expect("p");
         if i % 4 == 0 {
-            e.process(syn([10, 0, 0, 7], 2000 + i, u64::from(i) * 1000 + 1))
-                .expect("p");
+            e.process(syn([10, 0, 0, 7], 2000 + i, u64::from(i) * 1000 + 1)).expect("p");
         }
     }
     let r = e.finish().expect("finish");
@@ -78,15 +70,8 @@ fn ids_flags_a_syn_flooder_once_and_not_a_normal_host() {
         .filter_map(|a| a.fields.get("src_ip").and_then(|v| v.as_str()))
         .collect();
     assert_eq!(flagged, vec!["10.0.0.66"], "only the flooder, only once");
-    let a = r
-        .alert_records
-        .iter()
-        .find(|a| a.kind == "suspicious_source")
-        .expect("alert");
-    assert_eq!(
-        a.fields["syn_count"], 6,
-        "flagged on the first SYN over the threshold"
-    );
+    let a = r.alert_records.iter().find(|a| a.kind == "suspicious_source").expect("alert");
+    assert_eq!(a.fields["syn_count"], 6, "flagged on the first SYN over the threshold");
     // Clock 8: six flooder SYNs plus the normal host's two SYNs (i = 0 and 4) before it.
     assert_eq!(a.clock, 8);
     // Packets of flagged sources after the flag are mirrored to the DPI.
@@ -98,13 +83,9 @@ fn syn_counts_reset_every_window() {
     let mut e = figure1(5, 1_000_000, 1_000);
     // 4 SYNs per second for 5 seconds: never more than 5 in one window.
     for i in 0..20u64 {
-        e.process(syn([10, 0, 0, 66], 1000 + i as u16, i * 250_000_000))
-            .expect("p");
+        e.process(syn([10, 0, 0, 66], 1000 + i as u16, i * 250_000_000)).expect("p");
     }
-    assert_eq!(
-        e.finish().expect("finish").alerts.get("suspicious_source"),
-        None
-    );
+    assert_eq!(e.finish().expect("finish").alerts.get("suspicious_source"), None);
 }
 
 #[test]
@@ -127,10 +108,7 @@ fn limiter_throttles_only_flagged_sources() {
     let from = |last: u8| {
         out.iter()
             .filter(|s| {
-                Packet::new(LinkType::Ethernet, s.data.clone(), 0)
-                    .hdr
-                    .ip
-                    .map(|i| i.src)
+                Packet::new(LinkType::Ethernet, s.data.clone(), 0).hdr.ip.map(|i| i.src)
                     == Some([10, 0, 0, last].into())
             })
             .count()
@@ -151,43 +129,20 @@ fn dpi_matches_signatures_case_insensitively_and_counts() {
         .build()
         .expect("chain");
     let store = Arc::new(EmbeddedStore::new());
-    let mut e = Engine::new(
-        Arc::new(dag),
-        store.clone(),
-        EngineConfig {
-            keep: true,
-            ..EngineConfig::default()
-        },
-    )
-    .expect("engine");
-    e.process(data(
-        [10, 0, 0, 1],
-        b"GET /?q=<SCRIPT>alert(1)</script> HTTP/1.1",
-        1,
-    ))
-    .expect("p");
-    e.process(data([10, 0, 0, 1], b"run CMD.EXE now; <script", 2))
-        .expect("p");
-    e.process(data([10, 0, 0, 1], b"nothing to see", 3))
-        .expect("p");
+    let mut e =
+        Engine::new(Arc::new(dag), store.clone(), EngineConfig { keep: true, ..EngineConfig::default() })
+            .expect("engine");
+    e.process(data([10, 0, 0, 1], b"GET /?q=<SCRIPT>alert(1)</script> HTTP/1.1", 1)).expect("p");
+    e.process(data([10, 0, 0, 1], b"run CMD.EXE now; <script", 2)).expect("p");
+    e.process(data([10, 0, 0, 1], b"nothing to see", 3)).expect("p");
     let state = e.final_state();
     let r = e.finish().expect("finish");
     assert_eq!(r.alerts.get("dpi_match"), Some(&3));
-    let sigs: Vec<&str> = r
-        .alert_records
-        .iter()
-        .filter_map(|a| a.fields["signature"].as_str())
-        .collect();
+    let sigs: Vec<&str> = r.alert_records.iter().filter_map(|a| a.fields["signature"].as_str()).collect();
     assert_eq!(sigs, vec!["<script", "cmd.exe", "<script"]);
-    let counts: Vec<i64> = state
-        .iter()
-        .filter(|(k, _)| k.contains("/0/"))
-        .filter_map(|(_, v)| v.as_int())
-        .collect();
-    assert!(
-        counts.contains(&2) && counts.contains(&1),
-        "per-signature counters in the store: {state:?}"
-    );
+    let counts: Vec<i64> =
+        state.iter().filter(|(k, _)| k.contains("/0/")).filter_map(|(_, v)| v.as_int()).collect();
+    assert!(counts.contains(&2) && counts.contains(&1), "per-signature counters in the store: {state:?}");
 }
 
 #[test]

@@ -30,13 +30,9 @@ struct Roundtrip {
 
 /// Transport checksum of an IPv4 TCP/UDP packet is correct.
 fn l4_checksum_ok(p: &Packet) -> bool {
-    let (Some(ip), true) = (
-        p.hdr.ip,
-        matches!(
-            p.hdr.transport,
-            Transport::Tcp { .. } | Transport::Udp { .. }
-        ),
-    ) else {
+    let (Some(ip), true) =
+        (p.hdr.ip, matches!(p.hdr.transport, Transport::Tcp { .. } | Transport::Udp { .. }))
+    else {
         return true;
     };
     let l3 = usize::from(p.hdr.l3_offset);
@@ -65,9 +61,7 @@ fn ipv4_header_ok(p: &Packet) -> bool {
 
 /// Rewrites the destination to `ip:port` and recomputes both checksums from scratch.
 fn readdress(p: &Packet, ip: IpAddr, port: u16) -> Packet {
-    let IpAddr::V4(v4) = ip else {
-        panic!("IPv4 only")
-    };
+    let IpAddr::V4(v4) = ip else { panic!("IPv4 only") };
     let mut d = p.data.clone();
     let l3 = usize::from(p.hdr.l3_offset);
     let l4 = usize::from(p.hdr.l4_offset);
@@ -95,10 +89,7 @@ fn readdress(p: &Packet, ip: IpAddr, port: u16) -> Packet {
 }
 
 fn roundtrip(packets: Vec<Packet>, internal: &[&str], external: IpAddr) -> Roundtrip {
-    let nets: Vec<Cidr> = internal
-        .iter()
-        .map(|s| Cidr::parse(s).expect("cidr"))
-        .collect();
+    let nets: Vec<Cidr> = internal.iter().map(|s| Cidr::parse(s).expect("cidr")).collect();
     let nat = Nat::new(external, nets.clone(), 20_000, 60_000).expect("nat");
     let dag = ChainBuilder::new("nat-test")
         .vertex("nat", Arc::new(nat))
@@ -109,10 +100,7 @@ fn roundtrip(packets: Vec<Packet>, internal: &[&str], external: IpAddr) -> Round
     let mut engine = Engine::new(
         Arc::new(dag),
         Arc::new(EmbeddedStore::new()),
-        EngineConfig {
-            keep: true,
-            ..EngineConfig::default()
-        },
+        EngineConfig { keep: true, ..EngineConfig::default() },
     )
     .expect("engine");
     let inside = |ip: IpAddr| nets.iter().any(|c| c.contains(ip));
@@ -123,11 +111,7 @@ fn roundtrip(packets: Vec<Packet>, internal: &[&str], external: IpAddr) -> Round
         let (Some(ip), Some((sp, dp))) = (p.hdr.ip, p.hdr.transport.ports()) else {
             continue;
         };
-        if ip.version != 4
-            || p.malformed.is_some()
-            || !matches!(ip.proto, 6 | 17)
-            || ip.is_later_fragment()
-        {
+        if ip.version != 4 || p.malformed.is_some() || !matches!(ip.proto, 6 | 17) || ip.is_later_fragment() {
             continue;
         }
         if inside(ip.src) && !inside(ip.dst) {
@@ -135,11 +119,7 @@ fn roundtrip(packets: Vec<Packet>, internal: &[&str], external: IpAddr) -> Round
             let original = p.clone();
             engine.process(p).expect("process");
             let out = engine.take_outputs().remove("out").unwrap_or_default();
-            assert_eq!(
-                out.len(),
-                1,
-                "outbound packet of {conn:?} must leave the NAT once"
-            );
+            assert_eq!(out.len(), 1, "outbound packet of {conn:?} must leave the NAT once");
             let o = Packet::new(LinkType::Ethernet, out[0].data.clone(), 0);
             let oip = o.hdr.ip.expect("ip");
             let (osp, odp) = o.hdr.transport.ports().expect("ports");
@@ -149,18 +129,12 @@ fn roundtrip(packets: Vec<Packet>, internal: &[&str], external: IpAddr) -> Round
             assert_eq!(o.payload(), original.payload(), "payload untouched");
             assert!(ipv4_header_ok(&o), "IPv4 header checksum after rewrite");
             if l4_checksum_ok(&original) {
-                assert!(
-                    l4_checksum_ok(&o),
-                    "transport checksum after rewrite of {conn:?}"
-                );
+                assert!(l4_checksum_ok(&o), "transport checksum after rewrite of {conn:?}");
             }
             match mapping.get(&conn) {
                 Some(&port) => assert_eq!(port, osp, "a connection keeps its port"),
                 None => {
-                    assert!(
-                        port_owner.insert(osp, conn).is_none(),
-                        "port {osp} given to two connections"
-                    );
+                    assert!(port_owner.insert(osp, conn).is_none(), "port {osp} given to two connections");
                     mapping.insert(conn, osp);
                     r.translated_connections += 1;
                 }
@@ -177,16 +151,8 @@ fn roundtrip(packets: Vec<Packet>, internal: &[&str], external: IpAddr) -> Round
             assert_eq!(out.len(), 1, "reply of {conn:?} must be translated back");
             let o = Packet::new(LinkType::Ethernet, out[0].data.clone(), 0);
             let oip = o.hdr.ip.expect("ip");
-            assert_eq!(
-                (oip.src, oip.dst),
-                (ip.src, ip.dst),
-                "reply goes back to the original client"
-            );
-            assert_eq!(
-                o.hdr.transport.ports(),
-                Some((sp, dp)),
-                "with the original ports"
-            );
+            assert_eq!((oip.src, oip.dst), (ip.src, ip.dst), "reply goes back to the original client");
+            assert_eq!(o.hdr.transport.ports(), Some((sp, dp)), "with the original ports");
             assert_eq!(o.payload(), p.payload());
             assert!(ipv4_header_ok(&o));
             if l4_checksum_ok(&p) {
@@ -226,19 +192,73 @@ fn nat_roundtrip_on_generated_traffic() {
 #[test]
 #[ignore = "needs ../shared/traces/real/http_veth_generated.pcap"]
 fn nat_roundtrip_on_http_veth_generated() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/traces/real/http_veth_generated.pcap");
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/traces/real/http_veth_generated.pcap");
     let (recs, err) = streamnf_packet::trace::read_all(&path)
         .unwrap_or_else(|e| panic!("{e}: this check needs the shared real traces"));
     assert!(err.is_none(), "{err:?}");
     let packets: Vec<Packet> = recs.into_iter().map(|r| r.into_packet()).collect();
     // ab/curl/nmap ran on 198.18.0.1 against nginx on 198.18.0.2.
-    let r = roundtrip(
-        packets,
-        &["198.18.0.1/32"],
-        "203.0.113.1".parse().expect("ip"),
-    );
+    let r = roundtrip(packets, &["198.18.0.1/32"], "203.0.113.1".parse().expect("ip"));
     eprintln!("http_veth_generated.pcap: {r:?}");
     assert!(r.translated_connections >= 4_000, "{r:?}");
     assert!(r.replies_checked >= 15_000, "{r:?}");
+}
+
+/// Fails an input whose parsed headers differ from a fresh parse of its bytes.
+struct HeaderCheck;
+
+impl streamnf_dag::NetworkFunction for HeaderCheck {
+    fn spec(&self) -> streamnf_dag::NfSpec {
+        streamnf_dag::NfSpec {
+            inputs: vec![streamnf_dag::PortSpec::packets("in")],
+            outputs: vec![streamnf_dag::PortSpec::packets("out")],
+            state: vec![],
+            connection_terminating: false,
+        }
+    }
+    fn on_packet(
+        &self,
+        _: usize,
+        pkt: &mut Packet,
+        ctx: &mut dyn streamnf_dag::NfContext,
+    ) -> Result<(), streamnf_dag::NfError> {
+        let fresh = Packet::new(pkt.hdr.link, pkt.data.clone(), pkt.ts_ns);
+        if fresh.hdr != pkt.hdr || fresh.malformed != pkt.malformed {
+            return Err(streamnf_dag::NfError::BadInput(format!("{:?} != {:?}", pkt.hdr, fresh.hdr)));
+        }
+        ctx.forward(0);
+        Ok(())
+    }
+}
+
+#[test]
+fn patched_headers_equal_a_fresh_parse() {
+    // The NAT patches the parsed headers instead of parsing again: they must agree.
+    let cfg =
+        streamnf_tracegen::GenConfig { packets: 3_000, flows: 60, ipv6_fraction: 0.0, ..Default::default() };
+    let nat = Nat::new(
+        "203.0.113.9".parse().expect("ip"),
+        vec![Cidr::parse("10.0.0.0/8").expect("cidr")],
+        30_000,
+        40_000,
+    )
+    .expect("nat");
+    let dag = ChainBuilder::new("patch")
+        .vertex("nat", Arc::new(nat))
+        .vertex("check", Arc::new(HeaderCheck))
+        .edge("input", "nat.in")
+        .edge("nat.out", "check.in")
+        .edge("check.out", "output.out")
+        .build()
+        .expect("chain");
+    let mut engine =
+        Engine::new(Arc::new(dag), Arc::new(EmbeddedStore::new()), EngineConfig::default()).expect("engine");
+    for g in streamnf_tracegen::Generator::new(cfg).expect("gen") {
+        engine.process(Packet::new(LinkType::Ethernet, g.data, g.ts_ns)).expect("p");
+    }
+    let r = engine.finish().expect("finish");
+    let check = &r.tasks["check"][0];
+    assert!(check.packets_in > 1_000, "{check:?}");
+    assert_eq!(check.nf_errors, 0, "patched headers differ from a fresh parse");
 }

@@ -65,13 +65,7 @@ pub struct Flowspace(pub Vec<Field>);
 impl Flowspace {
     /// The classic 5-tuple (src_ip, dst_ip, proto, src_port, dst_port).
     pub fn five_tuple() -> Flowspace {
-        Flowspace(vec![
-            Field::SrcIp,
-            Field::DstIp,
-            Field::Proto,
-            Field::SrcPort,
-            Field::DstPort,
-        ])
+        Flowspace(vec![Field::SrcIp, Field::DstIp, Field::Proto, Field::SrcPort, Field::DstPort])
     }
 
     /// Parses names like `["src_ip", "dst_ip"]`; returns the first unknown name on error.
@@ -122,10 +116,7 @@ impl FlowKey {
     pub const CAPACITY: usize = 47;
 
     /// The empty key (the key of the empty flowspace: every packet in one flow).
-    pub const EMPTY: FlowKey = FlowKey {
-        len: 0,
-        buf: [0; FlowKey::CAPACITY],
-    };
+    pub const EMPTY: FlowKey = FlowKey { len: 0, buf: [0; FlowKey::CAPACITY] };
 
     /// Builds a key from raw bytes; longer inputs are truncated to `CAPACITY` after
     /// folding the excess into the last 8 bytes with FNV-1a, so they stay distinct.
@@ -196,12 +187,7 @@ impl FlowKey {
             Field::SrcPort => self.push(&ports.0.to_be_bytes()),
             Field::DstPort => self.push(&ports.1.to_be_bytes()),
             Field::Vlan => {
-                let v = pkt
-                    .hdr
-                    .eth
-                    .filter(|e| e.vlan_count > 0)
-                    .map(|e| e.vlan_ids[0])
-                    .unwrap_or(0);
+                let v = pkt.hdr.eth.filter(|e| e.vlan_count > 0).map(|e| e.vlan_ids[0]).unwrap_or(0);
                 self.push(&v.to_be_bytes());
             }
             Field::Connection => {
@@ -275,14 +261,8 @@ mod tests {
             Flowspace::from_names(&["src_ip", "dst_port"]),
             Ok(Flowspace(vec![Field::SrcIp, Field::DstPort]))
         );
-        assert_eq!(
-            Flowspace::from_names(&["src_ip", "nope"]),
-            Err("nope".to_string())
-        );
-        assert_eq!(
-            Flowspace(vec![Field::SrcIp, Field::DstIp]).to_string(),
-            "[src_ip, dst_ip]"
-        );
+        assert_eq!(Flowspace::from_names(&["src_ip", "nope"]), Err("nope".to_string()));
+        assert_eq!(Flowspace(vec![Field::SrcIp, Field::DstIp]).to_string(), "[src_ip, dst_ip]");
     }
 
     #[test]

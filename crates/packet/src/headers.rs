@@ -188,9 +188,7 @@ impl Transport {
     /// Source and destination ports for TCP, UDP and SCTP.
     pub fn ports(&self) -> Option<(u16, u16)> {
         match *self {
-            Transport::Tcp {
-                src_port, dst_port, ..
-            }
+            Transport::Tcp { src_port, dst_port, .. }
             | Transport::Udp { src_port, dst_port }
             | Transport::Sctp { src_port, dst_port } => Some((src_port, dst_port)),
             _ => None,

@@ -56,12 +56,7 @@ pub struct Meta {
 
 impl Default for Meta {
     fn default() -> Self {
-        Meta {
-            clock: 0,
-            marks: Marks::default(),
-            target_task: NO_TASK,
-            ingress_index: 0,
-        }
+        Meta { clock: 0, marks: Marks::default(), target_task: NO_TASK, ingress_index: 0 }
     }
 }
 

@@ -34,14 +34,7 @@ impl Packet {
             Ok(h) => (h, None),
             Err((h, m)) => (h, Some(m)),
         };
-        Packet {
-            data,
-            ts_ns,
-            orig_len,
-            hdr,
-            malformed,
-            meta: Meta::default(),
-        }
+        Packet { data, ts_ns, orig_len, hdr, malformed, meta: Meta::default() }
     }
 
     /// Re-parses the headers after the bytes were rewritten.

@@ -109,13 +109,7 @@ fn parse_ethernet(d: &[u8], h: &mut Headers) -> Result<(u16, usize), Malformed> 
     src.copy_from_slice(&hdr[6..12]);
     let mut et = u16::from_be_bytes([hdr[12], hdr[13]]);
     let mut off = 14;
-    let mut eth = EthernetInfo {
-        dst,
-        src,
-        ether_type: et,
-        vlan_ids: [0; 2],
-        vlan_count: 0,
-    };
+    let mut eth = EthernetInfo { dst, src, ether_type: et, vlan_ids: [0; 2], vlan_count: 0 };
     while matches!(et, ETHERTYPE_VLAN | ETHERTYPE_QINQ | ETHERTYPE_QINQ_OLD) {
         if usize::from(eth.vlan_count) >= 2 {
             h.eth = Some(eth);
@@ -304,10 +298,7 @@ fn parse_transport(d: &[u8], off: usize, end: usize, proto: u8, mut h: Headers) 
             if off + 8 > end {
                 return Err((h, Malformed::TruncatedUdp));
             }
-            h.transport = Transport::Udp {
-                src_port: sp,
-                dst_port: dp,
-            };
+            h.transport = Transport::Udp { src_port: sp, dst_port: dp };
             set_payload(&mut h, off + 8);
         }
         132 => {
@@ -317,10 +308,7 @@ fn parse_transport(d: &[u8], off: usize, end: usize, proto: u8, mut h: Headers) 
             if off + 12 > end {
                 return Err((h, Malformed::TruncatedSctp));
             }
-            h.transport = Transport::Sctp {
-                src_port: sp,
-                dst_port: dp,
-            };
+            h.transport = Transport::Sctp { src_port: sp, dst_port: dp };
             set_payload(&mut h, off + 12);
         }
         1 | 58 => {
@@ -331,15 +319,9 @@ fn parse_transport(d: &[u8], off: usize, end: usize, proto: u8, mut h: Headers) 
                 return Err((h, Malformed::TruncatedIcmp));
             }
             h.transport = if proto == 1 {
-                Transport::Icmp {
-                    icmp_type: t,
-                    code: c,
-                }
+                Transport::Icmp { icmp_type: t, code: c }
             } else {
-                Transport::Icmpv6 {
-                    icmp_type: t,
-                    code: c,
-                }
+                Transport::Icmpv6 { icmp_type: t, code: c }
             };
             set_payload(&mut h, off + 4);
         }
@@ -374,10 +356,7 @@ mod tests {
         assert_eq!(ip.proto, 6);
         assert_eq!(h.transport.ports(), Some((40000, 80)));
         assert!(h.tcp_flags().expect("tcp").has(TcpFlags::SYN));
-        assert_eq!(
-            &f[usize::from(h.payload_offset)..][..usize::from(h.payload_len)],
-            b"hello"
-        );
+        assert_eq!(&f[usize::from(h.payload_offset)..][..usize::from(h.payload_len)], b"hello");
     }
 
     #[test]
@@ -392,13 +371,7 @@ mod tests {
         let eth = h.eth.expect("eth");
         assert_eq!((eth.vlan_count, eth.vlan_ids[0]), (1, 0x123));
         assert_eq!(h.ether_type, ETHERTYPE_IPV6);
-        assert_eq!(
-            h.transport,
-            Transport::Udp {
-                src_port: 5353,
-                dst_port: 53
-            }
-        );
+        assert_eq!(h.transport, Transport::Udp { src_port: 5353, dst_port: 53 });
         assert_eq!(h.payload_len, 1);
     }
 
@@ -408,13 +381,7 @@ mod tests {
         let mut v = Vec::new();
         b.write(&mut v, b"ping").expect("build");
         let h = parse(LinkType::RawIp, &v).expect("parse");
-        assert_eq!(
-            h.transport,
-            Transport::Icmp {
-                icmp_type: 8,
-                code: 0
-            }
-        );
+        assert_eq!(h.transport, Transport::Icmp { icmp_type: 8, code: 0 });
         let h = parse(LinkType::Ipv4, &v).expect("parse");
         assert_eq!(h.l3_offset, 0);
     }
@@ -437,14 +404,8 @@ mod tests {
     #[test]
     fn truncation_is_reported_with_reason() {
         let f = tcp_v4(b"");
-        assert_eq!(
-            parse(LinkType::Ethernet, &f[..10]).err().map(|e| e.1),
-            Some(Malformed::TruncatedLink)
-        );
-        assert_eq!(
-            parse(LinkType::Ethernet, &f[..30]).err().map(|e| e.1),
-            Some(Malformed::TruncatedIpv4)
-        );
+        assert_eq!(parse(LinkType::Ethernet, &f[..10]).err().map(|e| e.1), Some(Malformed::TruncatedLink));
+        assert_eq!(parse(LinkType::Ethernet, &f[..30]).err().map(|e| e.1), Some(Malformed::TruncatedIpv4));
         let (h, m) = parse(LinkType::Ethernet, &f[..40]).expect_err("tcp cut");
         assert_eq!(m, Malformed::TruncatedTcp);
         assert!(h.ip.is_some(), "IP header kept when TCP is cut");

@@ -5,42 +5,25 @@ use std::io::Cursor;
 
 use proptest::prelude::*;
 use streamnf_packet::trace::{
-    create_writer, read_all, PcapNgWriter, PcapWriter, RawRecord, TraceError, TraceErrorKind,
-    TraceFormat, TraceReader,
+    create_writer, read_all, PcapNgWriter, PcapWriter, RawRecord, TraceError, TraceErrorKind, TraceFormat,
+    TraceReader,
 };
 use streamnf_packet::LinkType;
 
 // ---------------------------------------------------------------- builders
 
 fn put16(b: &mut Vec<u8>, big: bool, v: u16) {
-    b.extend_from_slice(&if big {
-        v.to_be_bytes()
-    } else {
-        v.to_le_bytes()
-    });
+    b.extend_from_slice(&if big { v.to_be_bytes() } else { v.to_le_bytes() });
 }
 fn put32(b: &mut Vec<u8>, big: bool, v: u32) {
-    b.extend_from_slice(&if big {
-        v.to_be_bytes()
-    } else {
-        v.to_le_bytes()
-    });
+    b.extend_from_slice(&if big { v.to_be_bytes() } else { v.to_le_bytes() });
 }
 fn put64(b: &mut Vec<u8>, big: bool, v: u64) {
-    b.extend_from_slice(&if big {
-        v.to_be_bytes()
-    } else {
-        v.to_le_bytes()
-    });
+    b.extend_from_slice(&if big { v.to_be_bytes() } else { v.to_le_bytes() });
 }
 
 /// A pcap file; returns the bytes and the offset of each record header.
-fn pcap_file(
-    big: bool,
-    nanos: bool,
-    link: u32,
-    recs: &[(u32, u32, u32, Vec<u8>)],
-) -> (Vec<u8>, Vec<usize>) {
+fn pcap_file(big: bool, nanos: bool, link: u32, recs: &[(u32, u32, u32, Vec<u8>)]) -> (Vec<u8>, Vec<usize>) {
     let mut b = Vec::new();
     put32(&mut b, big, if nanos { 0xa1b2_3c4d } else { 0xa1b2_c3d4 });
     put16(&mut b, big, 2);
@@ -69,10 +52,7 @@ struct Ng {
 
 impl Ng {
     fn new(big: bool) -> Ng {
-        let mut ng = Ng {
-            big,
-            buf: Vec::new(),
-        };
+        let mut ng = Ng { big, buf: Vec::new() };
         ng.shb(big);
         ng
     }
@@ -242,30 +222,14 @@ fn in_memory_writers_and_other_links() {
         let mut w = PcapWriter::new(Vec::new(), link).unwrap();
         w.write_packet(5, 3, b"abc").unwrap();
         let recs = ok_records(w.into_inner().unwrap());
-        assert_eq!(
-            recs,
-            vec![RawRecord {
-                link,
-                ts_ns: 5,
-                orig_len: 3,
-                data: b"abc".to_vec()
-            }]
-        );
+        assert_eq!(recs, vec![RawRecord { link, ts_ns: 5, orig_len: 3, data: b"abc".to_vec() }]);
 
         let mut w = PcapNgWriter::new(Vec::new(), link).unwrap();
         w.write_packet(u64::MAX, 1, b"abcde").unwrap();
         assert_eq!(w.packets(), 1);
         let recs = ok_records(w.into_inner().unwrap());
         // orig_len below the captured length is raised to it.
-        assert_eq!(
-            recs,
-            vec![RawRecord {
-                link,
-                ts_ns: u64::MAX,
-                orig_len: 5,
-                data: b"abcde".to_vec()
-            }]
-        );
+        assert_eq!(recs, vec![RawRecord { link, ts_ns: u64::MAX, orig_len: 5, data: b"abcde".to_vec() }]);
     }
 }
 
@@ -290,10 +254,7 @@ fn writers_clip_to_snaplen_and_reject_far_timestamps() {
 
 #[test]
 fn pcap_micro_and_nano_both_byte_orders() {
-    let recs_in = vec![
-        (1_700_000_000, 123_456, 100, vec![1, 2, 3]),
-        (1, 999_999, 4, vec![9; 4]),
-    ];
+    let recs_in = vec![(1_700_000_000, 123_456, 100, vec![1, 2, 3]), (1, 999_999, 4, vec![9; 4])];
     for big in [false, true] {
         let (b, _) = pcap_file(big, false, 1, &recs_in);
         let r = reader(b.clone()).unwrap();
@@ -334,10 +295,7 @@ fn empty_file_and_unknown_magic() {
     assert_eq!(e.to_string(), "capture.pcap: byte 0 (record 0): empty file");
 
     let e = reader(b"GIF89a....".to_vec()).unwrap_err();
-    assert!(matches!(
-        e.kind,
-        TraceErrorKind::NotACapture { magic: 0x4749_4638 }
-    ));
+    assert!(matches!(e.kind, TraceErrorKind::NotACapture { magic: 0x4749_4638 }));
     assert_eq!(e.offset, 0);
     assert_eq!(
         e.to_string(),
@@ -349,19 +307,13 @@ fn empty_file_and_unknown_magic() {
 
     let e = TraceReader::open("/nonexistent/dir/x.pcap").unwrap_err();
     assert!(matches!(e.kind, TraceErrorKind::Open(_)));
-    assert!(
-        e.to_string()
-            .starts_with("/nonexistent/dir/x.pcap: cannot open: "),
-        "{e}"
-    );
+    assert!(e.to_string().starts_with("/nonexistent/dir/x.pcap: cannot open: "), "{e}");
     assert!(read_all("/nonexistent/dir/x.pcap").is_err());
 }
 
 #[test]
 fn error_display_matches_spec() {
-    let recs: Vec<_> = (0..18)
-        .map(|i| (i, 0, 1514, vec![0u8; if i == 17 { 300 } else { 64 }]))
-        .collect();
+    let recs: Vec<_> = (0..18).map(|i| (i, 0, 1514, vec![0u8; if i == 17 { 300 } else { 64 }])).collect();
     let (mut b, offs) = pcap_file(false, false, 1, &recs);
     // Record 17 claims 1514 bytes, but only 200 follow.
     let at = offs[17];
@@ -379,12 +331,7 @@ fn error_display_matches_spec() {
 
 #[test]
 fn absurd_caplen_is_corrupt() {
-    let (mut b, offs) = pcap_file(
-        false,
-        true,
-        1,
-        &[(0, 0, 3, vec![1, 2, 3]), (0, 0, 3, vec![1, 2, 3])],
-    );
+    let (mut b, offs) = pcap_file(false, true, 1, &[(0, 0, 3, vec![1, 2, 3]), (0, 0, 3, vec![1, 2, 3])]);
     b[offs[1] + 8..offs[1] + 12].copy_from_slice(&262_145u32.to_le_bytes());
     let (got, err) = drain(b).unwrap();
     assert_eq!(got.len(), 1);
@@ -422,25 +369,14 @@ fn pcapng_tsresol_and_tsoffset() {
         ng.idb(1, 0, &[(9, vec![6])]);
         ng.idb(1, 0, &[(9, vec![9])]);
         ng.idb(1, 0, &[(9, vec![0x80 | 10])]); // 2^-10 s
-        let off = if big {
-            100i64.to_be_bytes()
-        } else {
-            100i64.to_le_bytes()
-        };
-        ng.idb(
-            1,
-            0,
-            &[(2, b"eth0".to_vec()), (14, off.to_vec()), (9, vec![3])],
-        );
+        let off = if big { 100i64.to_be_bytes() } else { 100i64.to_le_bytes() };
+        ng.idb(1, 0, &[(2, b"eth0".to_vec()), (14, off.to_vec()), (9, vec![3])]);
         ng.epb(0, 1_500_000, 1, b"a");
         ng.epb(1, 1_500_000, 1, b"b");
         ng.epb(2, 3 * 512, 1, b"c");
         ng.epb(3, 1_500, 1, b"d");
         let ts: Vec<u64> = ok_records(ng.buf).iter().map(|r| r.ts_ns).collect();
-        assert_eq!(
-            ts,
-            vec![1_500_000_000, 1_500_000, 1_500_000_000, 101_500_000_000]
-        );
+        assert_eq!(ts, vec![1_500_000_000, 1_500_000, 1_500_000_000, 101_500_000_000]);
     }
 }
 
@@ -579,35 +515,21 @@ fn pcapng_bad_block_lengths() {
     let at = ng.epb(0, 0, 4, b"abcd");
     ng.buf[at + 20..at + 24].copy_from_slice(&300_000u32.to_le_bytes());
     let e = drain(ng.buf).unwrap().1.unwrap();
-    assert!(
-        e.to_string()
-            .contains("captured length 300000 exceeds the 262144-byte maximum"),
-        "{e}"
-    );
+    assert!(e.to_string().contains("captured length 300000 exceeds the 262144-byte maximum"), "{e}");
     // Bad byte-order magic, unsupported version.
     let mut ng = base();
     ng.buf[8] = 0;
-    assert!(reader(ng.buf)
-        .unwrap_err()
-        .to_string()
-        .contains("byte-order magic"));
+    assert!(reader(ng.buf).unwrap_err().to_string().contains("byte-order magic"));
     let mut ng = base();
     ng.buf[12] = 2;
-    assert!(reader(ng.buf)
-        .unwrap_err()
-        .to_string()
-        .contains("version 2.0"));
+    assert!(reader(ng.buf).unwrap_err().to_string().contains("version 2.0"));
     // A huge unknown block in a short file: truncated, without allocating its length.
     let mut ng = base();
     let at = ng.block(0x1234, &[0; 8]);
     ng.buf[at + 4..at + 8].copy_from_slice(&0xFFFF_FFF0u32.to_le_bytes());
     let e = drain(ng.buf).unwrap().1.unwrap();
     assert_eq!(e.offset, at as u64);
-    assert!(
-        e.to_string()
-            .contains("truncated block: header says 4294967280 bytes, 20 left"),
-        "{e}"
-    );
+    assert!(e.to_string().contains("truncated block: header says 4294967280 bytes, 20 left"), "{e}");
 }
 
 // ---------------------------------------------------------------- truncation
@@ -618,10 +540,7 @@ fn check_truncations(file: &[u8], header_end: usize, units: &[(usize, usize, boo
     for cut in 0..=file.len() {
         let bytes = file[..cut].to_vec();
         if cut == 0 {
-            assert!(matches!(
-                reader(bytes).unwrap_err().kind,
-                TraceErrorKind::Empty
-            ));
+            assert!(matches!(reader(bytes).unwrap_err().kind, TraceErrorKind::Empty));
             continue;
         }
         if cut < header_end {
@@ -636,11 +555,7 @@ fn check_truncations(file: &[u8], header_end: usize, units: &[(usize, usize, boo
             None => assert!(err.is_none(), "cut {cut}: {}", err.unwrap()),
             Some(u) => {
                 let e = err.unwrap_or_else(|| panic!("cut {cut}: no error"));
-                assert_eq!(
-                    (e.offset, e.record),
-                    (u.0 as u64, complete as u64),
-                    "cut {cut}: {e}"
-                );
+                assert_eq!((e.offset, e.record), (u.0 as u64, complete as u64), "cut {cut}: {e}");
                 assert!(e.to_string().contains("truncated"), "cut {cut}: {e}");
             }
         }
@@ -710,15 +625,7 @@ fn consume(bytes: Vec<u8>) {
 }
 
 fn valid_pcap() -> Vec<u8> {
-    pcap_file(
-        false,
-        false,
-        1,
-        &(0..5)
-            .map(|i| (i, i, 70, frame(i as usize)))
-            .collect::<Vec<_>>(),
-    )
-    .0
+    pcap_file(false, false, 1, &(0..5).map(|i| (i, i, 70, frame(i as usize))).collect::<Vec<_>>()).0
 }
 
 fn valid_pcapng(big: bool) -> Vec<u8> {

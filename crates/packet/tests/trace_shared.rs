@@ -30,28 +30,16 @@ const REAL_COUNTS: &[(&str, u64)] = &[
 
 fn capinfos_count(path: &Path) -> u64 {
     let out = Command::new("capinfos").args(["-c", "-M"]).arg(path).output().unwrap_or_else(|e| {
-        panic!(
-            "cannot run capinfos ({e}): install it (Debian/Ubuntu: `apt-get install wireshark-common`)"
-        )
+        panic!("cannot run capinfos ({e}): install it (Debian/Ubuntu: `apt-get install wireshark-common`)")
     });
-    assert!(
-        out.status.success(),
-        "capinfos failed on {}",
-        path.display()
-    );
+    assert!(out.status.success(), "capinfos failed on {}", path.display());
     let text = String::from_utf8_lossy(&out.stdout);
     let line = text
         .lines()
         .find(|l| l.starts_with("Number of packets"))
-        .unwrap_or_else(|| {
-            panic!(
-                "no packet count from capinfos for {}: {text}",
-                path.display()
-            )
-        });
+        .unwrap_or_else(|| panic!("no packet count from capinfos for {}: {text}", path.display()));
     let n = line.rsplit(' ').next().unwrap_or("").trim();
-    n.parse()
-        .unwrap_or_else(|_| panic!("bad capinfos count {n:?}"))
+    n.parse().unwrap_or_else(|_| panic!("bad capinfos count {n:?}"))
 }
 
 fn files(dir: &Path) -> Vec<PathBuf> {
@@ -81,10 +69,7 @@ fn shared_real_traces_match_capinfos() {
         if let Some((_, n)) = REAL_COUNTS.iter().find(|(f, _)| *f == name) {
             assert_eq!(recs.len() as u64, *n, "{name}");
         }
-        assert!(
-            TraceReader::open(&path).unwrap().link_type().is_some(),
-            "{name}"
-        );
+        assert!(TraceReader::open(&path).unwrap().link_type().is_some(), "{name}");
         eprintln!("{name}: {} records", recs.len());
     }
 }
@@ -122,19 +107,12 @@ fn shared_malformed_traces_never_panic() {
                     None => {
                         clean += 1;
                         let want = capinfos_count(&path);
-                        assert_eq!(
-                            n,
-                            want,
-                            "{}: read fully, capinfos says {want}",
-                            path.display()
-                        );
+                        assert_eq!(n, want, "{}: read fully, capinfos says {want}", path.display());
                     }
                 }
             }
         }
     }
-    eprintln!(
-        "malformed: {clean} read fully, {damaged} ended in an error, {unopenable} not openable"
-    );
+    eprintln!("malformed: {clean} read fully, {damaged} ended in an error, {unopenable} not openable");
     assert!(clean + damaged + unopenable > 0);
 }

@@ -49,11 +49,7 @@ impl AlertSink {
     /// A sink writing to `out` (or only counting when `None`); `keep` retains every record
     /// in memory for comparisons.
     pub fn new(out: Option<Box<dyn Write + Send>>, keep: bool) -> AlertSink {
-        AlertSink {
-            out: out.map(BufWriter::new),
-            per_kind: BTreeMap::new(),
-            kept: keep.then(Vec::new),
-        }
+        AlertSink { out: out.map(BufWriter::new), per_kind: BTreeMap::new(), kept: keep.then(Vec::new) }
     }
 
     /// Records one alert.

@@ -6,9 +6,7 @@
 //! to route after the NF returns. It never routes anything itself.
 
 use streamnf_dag::{Alert, ContextMsg, NfContext, NfError};
-use streamnf_store::{
-    CustomOpId, KeyBytes, Op, StateKey, StateStore, TaskId, Update, UpdateTag, Value,
-};
+use streamnf_store::{CustomOpId, KeyBytes, Op, StateKey, StateStore, TaskId, Update, UpdateTag, Value};
 
 /// Something the NF asked to send.
 #[derive(Clone, Debug, PartialEq)]
@@ -55,18 +53,14 @@ impl TaskContext<'_> {
                 self.per_flow.len()
             )));
         };
-        let object =
-            u16::try_from(object).map_err(|_| NfError::State("too many state objects".into()))?;
+        let object = u16::try_from(object).map_err(|_| NfError::State("too many state objects".into()))?;
         let sub = KeyBytes::new(key);
         let key = if per_flow {
             StateKey::per_flow(self.dag_id, self.vertex, self.task, object, sub)
         } else {
             StateKey::shared(self.dag_id, self.vertex, object, sub)
         };
-        let tag = UpdateTag {
-            clock: self.clock,
-            seq: self.seq,
-        };
+        let tag = UpdateTag { clock: self.clock, seq: self.seq };
         self.seq = self.seq.wrapping_add(1);
         self.state_ops += 1;
         Ok(Update::new(key, op, tag, self.task))

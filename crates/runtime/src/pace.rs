@@ -22,7 +22,9 @@ impl FromStr for Pace {
             "recorded" => Ok(Pace::Recorded),
             other => match other.parse::<f64>() {
                 Ok(r) if r.is_finite() && r > 0.0 => Ok(Pace::Pps(r)),
-                _ => Err(format!("bad pace \"{other}\": expected max, recorded, or a positive packets-per-second number")),
+                _ => Err(format!(
+                    "bad pace \"{other}\": expected max, recorded, or a positive packets-per-second number"
+                )),
             },
         }
     }
@@ -38,17 +40,14 @@ pub struct Pacer {
 impl Pacer {
     /// A pacer starting now.
     pub fn new(pace: Pace) -> Pacer {
-        Pacer {
-            pace,
-            start: Instant::now(),
-            first_ts: None,
-        }
+        Pacer { pace, start: Instant::now(), first_ts: None }
     }
 
-    /// Waits until packet number `index` (0-based) with timestamp `ts_ns` is due.
-    pub fn wait(&mut self, index: u64, ts_ns: u64) {
+    /// Waits until packet number `index` (0-based) with timestamp `ts_ns` is due, and
+    /// returns how long it waited.
+    pub fn wait(&mut self, index: u64, ts_ns: u64) -> Duration {
         let due = match self.pace {
-            Pace::Max => return,
+            Pace::Max => return Duration::ZERO,
             Pace::Recorded => {
                 let first = *self.first_ts.get_or_insert(ts_ns);
                 Duration::from_nanos(ts_ns.saturating_sub(first))
@@ -56,15 +55,17 @@ impl Pacer {
             Pace::Pps(r) => Duration::from_secs_f64(index as f64 / r),
         };
         let elapsed = self.start.elapsed();
-        if due > elapsed {
-            let gap = due - elapsed;
-            if gap > Duration::from_micros(200) {
-                std::thread::sleep(gap - Duration::from_micros(100));
-            }
-            while self.start.elapsed() < due {
-                std::hint::spin_loop();
-            }
+        if due <= elapsed {
+            return Duration::ZERO;
         }
+        let gap = due - elapsed;
+        if gap > Duration::from_micros(200) {
+            std::thread::sleep(gap - Duration::from_micros(100));
+        }
+        while self.start.elapsed() < due {
+            std::hint::spin_loop();
+        }
+        gap
     }
 }
 

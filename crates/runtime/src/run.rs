@@ -75,7 +75,7 @@ pub struct RunOutcome {
     pub report: EngineReport,
     /// The damage that ended the trace early, if any.
     pub trace_error: Option<TraceError>,
-    /// Final state of the chain in the store.
+    /// Final state of the chain in the store (only with `keep`; empty otherwise).
     pub final_state: std::collections::BTreeMap<String, streamnf_store::Value>,
 }
 
@@ -93,18 +93,13 @@ pub fn run_trace(
         })?;
     }
     let alerts_out: Option<Box<dyn std::io::Write + Send>> = match &opts.alerts {
-        Some(p) => Some(Box::new(std::fs::File::create(p).map_err(|err| {
-            RunError::Io {
-                what: format!("cannot create alerts file {}", p.display()),
-                err,
-            }
+        Some(p) => Some(Box::new(std::fs::File::create(p).map_err(|err| RunError::Io {
+            what: format!("cannot create alerts file {}", p.display()),
+            err,
         })?)),
         None => None,
     };
-    let default_link = records
-        .first()
-        .map(|r| r.link)
-        .unwrap_or(LinkType::Ethernet);
+    let default_link = records.first().map(|r| r.link).unwrap_or(LinkType::Ethernet);
     let cfg = EngineConfig {
         out_dir: opts.out_dir.clone(),
         pcapng: opts.pcapng,
@@ -127,12 +122,10 @@ pub fn run_trace(
     let started = Instant::now();
     let mut bar_visible = false;
     let mut pacer = Pacer::new(opts.pace);
-    let io_err = |err| RunError::Io {
-        what: "writing outputs".into(),
-        err,
-    };
+    let io_err = |err| RunError::Io { what: "writing outputs".into(), err };
     for (i, rec) in records.into_iter().enumerate() {
-        pacer.wait(i as u64, rec.ts_ns);
+        let waited = pacer.wait(i as u64, rec.ts_ns);
+        engine.add_idle(waited);
         engine.process(rec.into_packet()).map_err(io_err)?;
         if i % 4096 == 0 {
             if show_bar && !bar_visible && started.elapsed() > Duration::from_secs(1) {
@@ -143,15 +136,9 @@ pub fn run_trace(
         }
     }
     bar.finish_and_clear();
-    let final_state = engine.final_state();
+    let final_state = if opts.keep { engine.final_state() } else { Default::default() };
     let report = engine.finish().map_err(io_err)?;
-    let mut summary =
-        Summary::from_report(&dag, &opts.trace.display().to_string(), &backend, &report);
+    let mut summary = Summary::from_report(&dag, &opts.trace.display().to_string(), &backend, &report);
     summary.trace_error = trace_error.as_ref().map(|e| e.to_string());
-    Ok(RunOutcome {
-        summary,
-        report,
-        trace_error,
-        final_state,
-    })
+    Ok(RunOutcome { summary, report, trace_error, final_state })
 }

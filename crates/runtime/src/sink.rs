@@ -1,7 +1,8 @@
 //! Sinks: one output capture per sink port, written as the chain's packets arrive.
 //!
-//! Files are created lazily on the first packet so the link type is the packets' own;
-//! a sink port that received nothing still gets an empty capture at finish, so every
+//! Ports are addressed by index on the per-packet path (resolved once from their names).
+//! Files are created lazily on the first packet so the link type is the packets' own; a
+//! sink port that received nothing still gets an empty capture at finish, so every
 //! declared port has a file.
 
 use std::collections::BTreeMap;
@@ -20,6 +21,7 @@ pub struct SinkRecord {
 }
 
 struct SinkPort {
+    name: String,
     writer: Option<Box<dyn CaptureWriter>>,
     path: Option<PathBuf>,
     count: u64,
@@ -28,11 +30,9 @@ struct SinkPort {
 
 /// All sink ports of a chain.
 pub struct SinkSet {
-    dir: Option<PathBuf>,
-    ext: &'static str,
     keep: bool,
     default_link: LinkType,
-    ports: BTreeMap<String, SinkPort>,
+    ports: Vec<SinkPort>,
 }
 
 impl SinkSet {
@@ -45,53 +45,41 @@ impl SinkSet {
         keep: bool,
         default_link: LinkType,
     ) -> SinkSet {
+        let ext = if pcapng { "pcapng" } else { "pcap" };
         let ports = names
             .iter()
-            .map(|n| {
-                let path =
-                    dir.map(|d| d.join(format!("{n}.{}", if pcapng { "pcapng" } else { "pcap" })));
-                (
-                    n.clone(),
-                    SinkPort {
-                        writer: None,
-                        path,
-                        count: 0,
-                        kept: Vec::new(),
-                    },
-                )
+            .map(|n| SinkPort {
+                name: n.clone(),
+                writer: None,
+                path: dir.map(|d| d.join(format!("{n}.{ext}"))),
+                count: 0,
+                kept: Vec::new(),
             })
             .collect();
-        SinkSet {
-            dir: dir.map(Path::to_path_buf),
-            ext: if pcapng { "pcapng" } else { "pcap" },
-            keep,
-            default_link,
-            ports,
-        }
+        SinkSet { keep, default_link, ports }
     }
 
-    /// Writes `pkt` to sink `name`.
-    pub fn write(&mut self, name: &str, pkt: &Packet) -> io::Result<()> {
-        let Some(port) = self.ports.get_mut(name) else {
-            return Err(io::Error::other(format!("no sink port `{name}`")));
+    /// Index of sink port `name` (for [`SinkSet::write`]).
+    pub fn index_of(&self, name: &str) -> Option<usize> {
+        self.ports.iter().position(|p| p.name == name)
+    }
+
+    /// Writes `pkt` to the sink port with index `idx`.
+    pub fn write(&mut self, idx: usize, pkt: &Packet) -> io::Result<()> {
+        let Some(port) = self.ports.get_mut(idx) else {
+            return Err(io::Error::other(format!("no sink port #{idx}")));
         };
         port.count += 1;
         if self.keep {
-            port.kept.push(SinkRecord {
-                clock: pkt.meta.clock,
-                data: pkt.data.clone(),
-            });
+            port.kept.push(SinkRecord { clock: pkt.meta.clock, data: pkt.data.clone() });
         }
         if let Some(path) = &port.path {
             if port.writer.is_none() {
                 port.writer = Some(open(path, pkt.hdr.link)?);
             }
             if let Some(w) = &mut port.writer {
-                w.write(
-                    pkt.ts_ns,
-                    pkt.orig_len.max(pkt.data.len() as u32),
-                    &pkt.data,
-                )?;
+                let orig_len = pkt.orig_len.max(u32::try_from(pkt.data.len()).unwrap_or(u32::MAX));
+                w.write(pkt.ts_ns, orig_len, &pkt.data)?;
             }
         }
         Ok(())
@@ -99,32 +87,23 @@ impl SinkSet {
 
     /// Packets written per sink port.
     pub fn counts(&self) -> BTreeMap<String, u64> {
-        self.ports
-            .iter()
-            .map(|(k, v)| (k.clone(), v.count))
-            .collect()
+        self.ports.iter().map(|p| (p.name.clone(), p.count)).collect()
     }
 
     /// Packets kept per sink port (when created with `keep`).
     pub fn kept(&self) -> BTreeMap<String, Vec<SinkRecord>> {
-        self.ports
-            .iter()
-            .map(|(k, v)| (k.clone(), v.kept.clone()))
-            .collect()
+        self.ports.iter().map(|p| (p.name.clone(), p.kept.clone())).collect()
     }
 
     /// Removes and returns the packets kept so far, per sink port.
     pub fn take_kept(&mut self) -> BTreeMap<String, Vec<SinkRecord>> {
-        self.ports
-            .iter_mut()
-            .map(|(k, v)| (k.clone(), std::mem::take(&mut v.kept)))
-            .collect()
+        self.ports.iter_mut().map(|p| (p.name.clone(), std::mem::take(&mut p.kept))).collect()
     }
 
     /// Closes every capture (creating empty ones for ports that got nothing); returns the paths.
     pub fn finish(&mut self) -> io::Result<Vec<PathBuf>> {
         let mut paths = Vec::new();
-        for port in self.ports.values_mut() {
+        for port in self.ports.iter_mut() {
             if let Some(path) = &port.path {
                 let w = match port.writer.take() {
                     Some(w) => w,
@@ -134,12 +113,10 @@ impl SinkSet {
                 paths.push(path.clone());
             }
         }
-        let _ = (&self.dir, self.ext);
         Ok(paths)
     }
 }
 
 fn open(path: &Path, link: LinkType) -> io::Result<Box<dyn CaptureWriter>> {
-    create_writer(path, link)
-        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))
+    create_writer(path, link).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))
 }

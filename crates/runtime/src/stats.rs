@@ -77,9 +77,7 @@ pub struct Latency {
 
 impl Default for Latency {
     fn default() -> Self {
-        Latency {
-            hist: Histogram::new_with_bounds(1, 60_000_000_000, 3).ok(),
-        }
+        Latency { hist: Histogram::new_with_bounds(1, 60_000_000_000, 3).ok() }
     }
 }
 

@@ -72,14 +72,7 @@ impl Summary {
             for t in &tasks {
                 totals.add(t);
             }
-            vertices.insert(
-                v.name.clone(),
-                VertexSummary {
-                    nf: v.nf_name.clone(),
-                    totals,
-                    tasks,
-                },
-            );
+            vertices.insert(v.name.clone(), VertexSummary { nf: v.nf_name.clone(), totals, tasks });
         }
         let secs = r.busy.as_secs_f64();
         Summary {
@@ -94,19 +87,11 @@ impl Summary {
             dropped: r.chain.dropped,
             alerts: r.alerts.clone(),
             vertices,
-            throughput_pps: if secs > 0.0 {
-                r.chain.packets_in as f64 / secs
-            } else {
-                0.0
-            },
+            throughput_pps: if secs > 0.0 { r.chain.packets_in as f64 / secs } else { 0.0 },
             processing_s: secs,
             latency: r.latency.percentiles(),
             events: Vec::new(),
-            output_files: r
-                .output_files
-                .iter()
-                .map(|p| p.display().to_string())
-                .collect(),
+            output_files: r.output_files.iter().map(|p| p.display().to_string()).collect(),
             trace_error: None,
         }
     }
@@ -114,11 +99,7 @@ impl Summary {
     /// The human summary printed on stderr.
     pub fn human(&self) -> String {
         let mut s = String::new();
-        let _ = writeln!(
-            s,
-            "chain {} on {} (store: {})",
-            self.chain, self.trace, self.store
-        );
+        let _ = writeln!(s, "chain {} on {} (store: {})", self.chain, self.trace, self.store);
         let malformed: u64 = self.malformed.values().sum();
         let _ = writeln!(
             s,

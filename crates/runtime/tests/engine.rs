@@ -5,8 +5,8 @@ use etherparse::PacketBuilder;
 use proptest::prelude::*;
 use std::sync::Arc;
 use streamnf_dag::{
-    Alert, ChainBuilder, ContextMsg, LogicalDag, NetworkFunction, NfContext, NfError, NfSpec,
-    PortSpec, StateExt, StateObjectSpec,
+    Alert, ChainBuilder, ContextMsg, LogicalDag, NetworkFunction, NfContext, NfError, NfSpec, PortSpec,
+    StateExt, StateObjectSpec,
 };
 use streamnf_packet::{Field, Flowspace, LinkType, MalformedPolicy, Packet};
 use streamnf_runtime::context::TaskContext;
@@ -54,12 +54,7 @@ impl NetworkFunction for Counter {
         }
     }
 
-    fn on_packet(
-        &self,
-        _: usize,
-        pkt: &mut Packet,
-        ctx: &mut dyn NfContext,
-    ) -> Result<(), NfError> {
+    fn on_packet(&self, _: usize, pkt: &mut Packet, ctx: &mut dyn NfContext) -> Result<(), NfError> {
         let src = pkt.hdr.ip.map(|i| i.src.to_string()).unwrap_or_default();
         let n = ctx.incr(PER_SRC, src.as_bytes(), 1)?;
         ctx.incr_nb(TOTAL, b"", 1)?;
@@ -96,12 +91,7 @@ impl NetworkFunction for Listener {
     fn on_packet(&self, _: usize, _: &mut Packet, _: &mut dyn NfContext) -> Result<(), NfError> {
         Err(NfError::BadInput("listener takes no packets".into()))
     }
-    fn on_context(
-        &self,
-        _: usize,
-        msg: &ContextMsg,
-        ctx: &mut dyn NfContext,
-    ) -> Result<(), NfError> {
+    fn on_context(&self, _: usize, msg: &ContextMsg, ctx: &mut dyn NfContext) -> Result<(), NfError> {
         ctx.incr(0, b"", 1)?;
         ctx.alert(Alert::new("context").with("msg", msg.clone()));
         Ok(())
@@ -134,26 +124,14 @@ fn chain(policy: MalformedPolicy) -> Arc<LogicalDag> {
 }
 
 fn engine(policy: MalformedPolicy, store: Arc<dyn StateStore>) -> Engine {
-    Engine::new(
-        chain(policy),
-        store,
-        EngineConfig {
-            keep: true,
-            ..EngineConfig::default()
-        },
-    )
-    .expect("engine")
+    Engine::new(chain(policy), store, EngineConfig { keep: true, ..EngineConfig::default() }).expect("engine")
 }
 
 #[test]
 fn routes_filters_counts_and_assigns_clocks() {
     let mut e = engine(MalformedPolicy::Drop, Arc::new(EmbeddedStore::new()));
-    for (i, src) in [[10, 0, 0, 1], [10, 0, 0, 2], [10, 0, 0, 1]]
-        .into_iter()
-        .enumerate()
-    {
-        e.process(tcp(src, 1000 + i as u16, i as u64))
-            .expect("process");
+    for (i, src) in [[10, 0, 0, 1], [10, 0, 0, 2], [10, 0, 0, 1]].into_iter().enumerate() {
+        e.process(tcp(src, 1000 + i as u16, i as u64)).expect("process");
     }
     e.process(udp([10, 0, 0, 1], 10)).expect("udp");
     let state = e.final_state();
@@ -161,21 +139,14 @@ fn routes_filters_counts_and_assigns_clocks() {
     assert_eq!(r.chain.packets_in, 4);
     assert_eq!(r.chain.packets_out.get("all"), Some(&3));
     assert_eq!(r.chain.packets_out.get("from_a"), Some(&2));
-    assert_eq!(
-        r.chain.unmatched_input, 1,
-        "the UDP packet matches no input edge"
-    );
+    assert_eq!(r.chain.unmatched_input, 1, "the UDP packet matches no input edge");
     assert_eq!(r.chain.dropped, 1);
     let clocks: Vec<u64> = r.sink_records["all"].iter().map(|s| s.clock).collect();
     assert_eq!(clocks, vec![1, 2, 3]);
     // Per-flow state is keyed with its owner task; shared is not.
-    let per_src: Vec<(&String, &Value)> =
-        state.iter().filter(|(k, _)| k.contains("/0/0/")).collect();
+    let per_src: Vec<(&String, &Value)> = state.iter().filter(|(k, _)| k.contains("/0/0/")).collect();
     assert_eq!(per_src.len(), 2, "{state:?}");
-    assert!(
-        state.values().any(|v| *v == Value::Int(2)),
-        "10.0.0.1 counted twice: {state:?}"
-    );
+    assert!(state.values().any(|v| *v == Value::Int(2)), "10.0.0.1 counted twice: {state:?}");
     // Context messages reached the listener, one per counted packet.
     assert_eq!(r.alerts.get("context"), Some(&3));
     assert_eq!(r.tasks["count"][0].contexts_out, 3);
@@ -194,11 +165,7 @@ fn malformed_packets_are_counted_and_dropped_or_passed() {
         e.process(good.clone()).expect("good");
         e.process(bad.clone()).expect("bad");
         let r = e.finish().expect("finish");
-        assert_eq!(
-            r.chain.malformed.get("truncated_tcp"),
-            Some(&1),
-            "{policy:?}"
-        );
+        assert_eq!(r.chain.malformed.get("truncated_tcp"), Some(&1), "{policy:?}");
         // A truncated TCP header still has IP proto 6, so `tcp` admits it when passed.
         assert_eq!(r.chain.packets_out["all"], expect_out, "{policy:?}");
     }
@@ -209,11 +176,9 @@ fn nf_errors_and_panics_are_isolated_and_counted() {
     let mut e = engine(MalformedPolicy::Drop, Arc::new(EmbeddedStore::new()));
     let prev = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {}));
-    e.process(payload_packet(b"panic", 1))
-        .expect("panic isolated");
+    e.process(payload_packet(b"panic", 1)).expect("panic isolated");
     std::panic::set_hook(prev);
-    e.process(payload_packet(b"error", 2))
-        .expect("error isolated");
+    e.process(payload_packet(b"error", 2)).expect("error isolated");
     e.process(payload_packet(b"fine", 3)).expect("fine");
     let r = e.finish().expect("finish");
     let t = &r.tasks["count"][0];
@@ -227,44 +192,25 @@ fn timers_fire_in_trace_time_with_their_own_clock() {
     let mut e = engine(MalformedPolicy::Drop, Arc::new(EmbeddedStore::new()));
     e.process(payload_packet(b"timer", 1_000)).expect("p1");
     e.process(payload_packet(b"x", 500_000_000)).expect("p2");
-    assert_eq!(
-        e.finish().expect("finish").alerts.get("timer"),
-        None,
-        "not due yet"
-    );
+    assert_eq!(e.finish().expect("finish").alerts.get("timer"), None, "not due yet");
     let mut e = engine(MalformedPolicy::Drop, Arc::new(EmbeddedStore::new()));
     e.process(payload_packet(b"timer", 1_000)).expect("p1");
     e.process(payload_packet(b"x", 2_000_000_000)).expect("p2");
     let r = e.finish().expect("finish");
-    let timer = r
-        .alert_records
-        .iter()
-        .find(|a| a.kind == "timer")
-        .expect("timer fired");
+    let timer = r.alert_records.iter().find(|a| a.kind == "timer").expect("timer fired");
     assert_eq!(timer.ts_ns, 1_000_001_000);
-    assert_eq!(
-        timer.clock, 2,
-        "the timer gets the clock after the packet that set it"
-    );
+    assert_eq!(timer.clock, 2, "the timer gets the clock after the packet that set it");
     let p2 = r.sink_records["all"].last().expect("p2 out");
-    assert_eq!(
-        p2.clock, 3,
-        "the packet that passed the timer comes after it"
-    );
+    assert_eq!(p2.clock, 3, "the packet that passed the timer comes after it");
 }
 
 #[test]
 fn alerts_carry_kind_vertex_clock_ts_and_subject() {
     let mut e = engine(MalformedPolicy::Drop, Arc::new(EmbeddedStore::new()));
     e.process(payload_packet(b"x", 5)).expect("p1");
-    e.process(payload_packet(b"alert", 7_000_000_123))
-        .expect("p2");
+    e.process(payload_packet(b"alert", 7_000_000_123)).expect("p2");
     let r = e.finish().expect("finish");
-    let a = r
-        .alert_records
-        .iter()
-        .find(|a| a.kind == "seen")
-        .expect("alert");
+    let a = r.alert_records.iter().find(|a| a.kind == "seen").expect("alert");
     let j = a.to_json();
     assert_eq!(j["kind"], "seen");
     assert_eq!(j["vertex"], "count");
@@ -296,9 +242,7 @@ fn repeated_clock_is_emulated_through_the_nf_api() {
             state_ops: 0,
         };
         let a = ctx.incr(PER_SRC, b"k", 1).expect("incr");
-        let b = ctx
-            .incr(PER_SRC, b"k", 1)
-            .expect("incr again in the same input");
+        let b = ctx.incr(PER_SRC, b"k", 1).expect("incr again in the same input");
         assert_eq!(b, a + 1, "two updates of one input are distinct");
         b
     };
@@ -331,43 +275,26 @@ fn other_tasks_cannot_update_per_flow_state() {
     owner.incr(0, b"flow", 1).expect("owner updates");
     // Task 1 writes its own key space: per-flow keys carry the owner, so task 1 cannot
     // even address task 0's object through the NF API; the store refuses a forged update.
-    let key =
-        streamnf_store::StateKey::per_flow(1, 0, 0, 0, streamnf_store::KeyBytes::new(b"flow"));
-    let forged =
-        streamnf_store::Update::new(key, Op::Incr(1), streamnf_store::UpdateTag::new(9, 0), 1);
-    assert!(matches!(
-        store.execute(&forged),
-        Err(streamnf_store::StoreError::NotOwner { .. })
-    ));
+    let key = streamnf_store::StateKey::per_flow(1, 0, 0, 0, streamnf_store::KeyBytes::new(b"flow"));
+    let forged = streamnf_store::Update::new(key, Op::Incr(1), streamnf_store::UpdateTag::new(9, 0), 1);
+    assert!(matches!(store.execute(&forged), Err(streamnf_store::StoreError::NotOwner { .. })));
     assert_eq!(store.get(&key).expect("read"), Some(Value::Int(1)));
 }
 
 #[test]
 fn outputs_are_written_as_captures() {
     let dir = tempfile::tempdir().expect("tmp");
-    let cfg = EngineConfig {
-        out_dir: Some(dir.path().to_path_buf()),
-        ..EngineConfig::default()
-    };
-    let mut e = Engine::new(
-        chain(MalformedPolicy::Drop),
-        Arc::new(EmbeddedStore::new()),
-        cfg,
-    )
-    .expect("engine");
+    let cfg = EngineConfig { out_dir: Some(dir.path().to_path_buf()), ..EngineConfig::default() };
+    let mut e =
+        Engine::new(chain(MalformedPolicy::Drop), Arc::new(EmbeddedStore::new()), cfg).expect("engine");
     for i in 0..10u8 {
-        e.process(tcp(
-            [10, 0, 0, 1 + i % 2],
-            2000 + u16::from(i),
-            u64::from(i) * 1000,
-        ))
-        .expect("p");
+        e.process(tcp([10, 0, 0, 1 + i % 2], 2000 + u16::from(i), u64::from(i) * 1000)).expect("p");
     }
     let r = e.finish().expect("finish");
     assert_eq!(r.output_files.len(), 2);
     for (name, want) in [("all", 10usize), ("from_a", 5)] {
-        let (recs, err) = streamnf_packet::trace::read_all(dir.path().join(format!("{name}.pcap")))
-            .expect("read back");
+        let (recs, err) =
+            streamnf_packet::trace::read_all(dir.path().join(format!("{name}.pcap"))).expect("read back");
         assert!(err.is_none());
         assert_eq!(recs.len(), want, "{name}");
     }

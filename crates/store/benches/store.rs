@@ -19,8 +19,7 @@ fn xorshift(s: &mut u64) -> usize {
 }
 
 fn single_thread(c: &mut Criterion) {
-    let stores: Vec<Box<dyn StateStore>> =
-        vec![Box::new(EmbeddedStore::new()), Box::new(LocalStore::new())];
+    let stores: Vec<Box<dyn StateStore>> = vec![Box::new(EmbeddedStore::new()), Box::new(LocalStore::new())];
     let mut g = c.benchmark_group("store_1thread");
     g.throughput(Throughput::Elements(1));
     for store in &stores {
@@ -64,10 +63,7 @@ fn single_thread(c: &mut Criterion) {
                 clock += 1;
                 let k = keys[xorshift(&mut rng)];
                 // Expected value is usually wrong: measures the compare path plus logging.
-                let op = Op::CompareAndSet {
-                    expected: Some(Value::Int(0)),
-                    new: Some(Value::Int(1)),
-                };
+                let op = Op::CompareAndSet { expected: Some(Value::Int(0)), new: Some(Value::Int(1)) };
                 let u = Update::new(k, op, UpdateTag::new(clock, 0), 0);
                 black_box(store.execute(&u)).ok();
                 if clock % every == 0 {
@@ -85,13 +81,8 @@ fn threads(c: &mut Criterion) {
     g.throughput(Throughput::Elements(1));
     for threads in [1usize, 2] {
         for (name, make) in [
-            (
-                "embedded",
-                (|| Box::new(EmbeddedStore::new()) as Box<dyn StateStore>) as fn() -> _,
-            ),
-            ("local", || {
-                Box::new(LocalStore::new()) as Box<dyn StateStore>
-            }),
+            ("embedded", (|| Box::new(EmbeddedStore::new()) as Box<dyn StateStore>) as fn() -> _),
+            ("local", || Box::new(LocalStore::new()) as Box<dyn StateStore>),
         ] {
             g.bench_function(BenchmarkId::new(name, threads), |b| {
                 b.iter_custom(|iters| {

@@ -108,12 +108,7 @@ fn maybe_gc(store: &dyn StateStore, clock: u64, every: u64) {
 }
 
 /// Throughput of `Incr(1)` on random existing shared keys, fresh tags.
-pub fn incr_throughput(
-    store: &dyn StateStore,
-    threads: usize,
-    ops_per_thread: u64,
-    keys: u32,
-) -> f64 {
+pub fn incr_throughput(store: &dyn StateStore, threads: usize, ops_per_thread: u64, keys: u32) -> f64 {
     let every = gc_interval(keys);
     run(store, threads, ops_per_thread, keys, |t, keys| {
         let mut rng = Rng::new(t as u64 + 1);
@@ -127,12 +122,7 @@ pub fn incr_throughput(
 }
 
 /// Throughput of untagged `get` on random existing keys.
-pub fn get_throughput(
-    store: &dyn StateStore,
-    threads: usize,
-    ops_per_thread: u64,
-    keys: u32,
-) -> f64 {
+pub fn get_throughput(store: &dyn StateStore, threads: usize, ops_per_thread: u64, keys: u32) -> f64 {
     run(store, threads, ops_per_thread, keys, |t, keys| {
         let mut rng = Rng::new(t as u64 + 1);
         for _ in 0..ops_per_thread {
@@ -143,12 +133,7 @@ pub fn get_throughput(
 }
 
 /// Throughput of `Set(Int(_))` on random existing shared keys, fresh tags.
-pub fn set_throughput(
-    store: &dyn StateStore,
-    threads: usize,
-    ops_per_thread: u64,
-    keys: u32,
-) -> f64 {
+pub fn set_throughput(store: &dyn StateStore, threads: usize, ops_per_thread: u64, keys: u32) -> f64 {
     let every = gc_interval(keys);
     run(store, threads, ops_per_thread, keys, |t, keys| {
         let mut rng = Rng::new(t as u64 + 1);
@@ -165,12 +150,7 @@ pub fn set_throughput(
 /// Throughput of successful `CompareAndSet(Int(v) -> Int(v+1))`: thread `t` uses the keys
 /// whose index is `t` modulo `threads` and tracks their values locally, so every CAS
 /// succeeds (needs `keys >= threads`).
-pub fn cas_throughput(
-    store: &dyn StateStore,
-    threads: usize,
-    ops_per_thread: u64,
-    keys: u32,
-) -> f64 {
+pub fn cas_throughput(store: &dyn StateStore, threads: usize, ops_per_thread: u64, keys: u32) -> f64 {
     let threads = threads.max(1);
     let keys = keys.max(threads as u32);
     let every = gc_interval(keys);
@@ -180,10 +160,8 @@ pub fn cas_throughput(
         let mut rng = Rng::new(t as u64 + 1);
         for clock in 1..=ops_per_thread {
             let i = rng.below(mine.len());
-            let op = Op::CompareAndSet {
-                expected: Some(Value::Int(vals[i])),
-                new: Some(Value::Int(vals[i] + 1)),
-            };
+            let op =
+                Op::CompareAndSet { expected: Some(Value::Int(vals[i])), new: Some(Value::Int(vals[i] + 1)) };
             let u = Update::new(mine[i], op, UpdateTag::new(clock, t as u32), t as u32);
             if let Ok(Some(Value::Int(1))) = store.execute(&u) {
                 vals[i] += 1;

@@ -14,9 +14,7 @@ use std::sync::Arc;
 
 use crossbeam_channel::unbounded;
 
-use crate::types::{
-    CustomOpFn, KeyBytes, KeyFilter, Op, StateKey, StoreError, Update, UpdateTag, Value,
-};
+use crate::types::{CustomOpFn, KeyBytes, KeyFilter, Op, StateKey, StoreError, Update, UpdateTag, Value};
 use crate::StateStore;
 
 /// DAG id used by the checks.
@@ -124,10 +122,7 @@ fn list(items: &[&[u8]]) -> Option<Value> {
 }
 
 fn push(back: bool, item: &[u8]) -> Op {
-    Op::Push {
-        back,
-        item: item.to_vec(),
-    }
+    Op::Push { back, item: item.to_vec() }
 }
 
 fn register_append(s: &dyn StateStore) -> crate::CustomOpId {
@@ -141,9 +136,7 @@ fn register_append(s: &dyn StateStore) -> crate::CustomOpId {
             Some(other) => {
                 let name = other.type_name();
                 *v = Some(other);
-                return Err(StoreError::Custom(format!(
-                    "append needs bytes, found {name}"
-                )));
+                return Err(StoreError::Custom(format!("append needs bytes, found {name}")));
             }
         };
         cur.extend_from_slice(arg);
@@ -169,41 +162,23 @@ pub fn get_set_delete(s: &dyn StateStore) {
     let k = key(1, 1, "a");
     assert_eq!(get(s, k), None, "fresh key must be missing");
     assert_eq!(exec(s, k, Op::Get, t.next()), None);
-    assert_eq!(
-        exec(s, k, Op::Set(bytes(b"x").unwrap()), t.next()),
-        None,
-        "Set returns None"
-    );
+    assert_eq!(exec(s, k, Op::Set(bytes(b"x").unwrap()), t.next()), None, "Set returns None");
     assert_eq!(get(s, k), bytes(b"x"));
     assert_eq!(exec(s, k, Op::Get, t.next()), bytes(b"x"));
     assert_eq!(exec(s, k, Op::Set(Value::Int(5)), t.next()), None);
     assert_eq!(get(s, k), int(5), "Set replaces any type");
-    assert_eq!(
-        exec(s, k, Op::Delete, t.next()),
-        int(5),
-        "Delete returns removed value"
-    );
+    assert_eq!(exec(s, k, Op::Delete, t.next()), int(5), "Delete returns removed value");
     assert_eq!(get(s, k), None);
-    assert_eq!(
-        exec(s, k, Op::Delete, t.next()),
-        None,
-        "Delete of missing returns None"
-    );
+    assert_eq!(exec(s, k, Op::Delete, t.next()), None, "Delete of missing returns None");
     // Different metadata = different keys.
     let k2 = StateKey { vertex: 2, ..k };
     let k3 = StateKey { object: 2, ..k };
-    let k4 = StateKey {
-        owner: Some(1),
-        ..k
-    };
+    let k4 = StateKey { owner: Some(1), ..k };
     exec(s, k, Op::Set(Value::Int(1)), t.next());
     exec(s, k2, Op::Set(Value::Int(2)), t.next());
     exec(s, k3, Op::Set(Value::Int(3)), t.next());
     exec(s, k4, Op::Set(Value::Int(4)), t.next());
-    assert_eq!(
-        [get(s, k), get(s, k2), get(s, k3), get(s, k4)],
-        [int(1), int(2), int(3), int(4)]
-    );
+    assert_eq!([get(s, k), get(s, k2), get(s, k3), get(s, k4)], [int(1), int(2), int(3), int(4)]);
 }
 
 /// Incr: missing counts as 0, returns the new value.
@@ -221,29 +196,13 @@ pub fn incr_if(s: &dyn StateStore) {
     let mut t = Tagger::new();
     let k = key(1, 1, "bounded");
     let op = |delta, min, max| Op::IncrIf { delta, min, max };
-    assert_eq!(
-        exec(s, k, op(5, 0, 4), t.next()),
-        int(0),
-        "out of range on missing"
-    );
+    assert_eq!(exec(s, k, op(5, 0, 4), t.next()), int(0), "out of range on missing");
     assert_eq!(get(s, k), None, "missing key stays missing");
     assert_eq!(exec(s, k, op(3, 0, 4), t.next()), int(3));
-    assert_eq!(
-        exec(s, k, op(2, 0, 4), t.next()),
-        int(3),
-        "above max: not applied"
-    );
+    assert_eq!(exec(s, k, op(2, 0, 4), t.next()), int(3), "above max: not applied");
     assert_eq!(exec(s, k, op(1, 0, 4), t.next()), int(4), "== max: applied");
-    assert_eq!(
-        exec(s, k, op(-5, 0, 4), t.next()),
-        int(4),
-        "below min: not applied"
-    );
-    assert_eq!(
-        exec(s, k, op(-4, 0, 4), t.next()),
-        int(0),
-        "== min: applied"
-    );
+    assert_eq!(exec(s, k, op(-5, 0, 4), t.next()), int(4), "below min: not applied");
+    assert_eq!(exec(s, k, op(-4, 0, 4), t.next()), int(0), "== min: applied");
     assert_eq!(get(s, k), int(0));
     exec(s, k, Op::Set(Value::Int(i64::MAX)), t.next());
     assert_eq!(
@@ -257,11 +216,7 @@ pub fn incr_if(s: &dyn StateStore) {
 pub fn push_pop(s: &dyn StateStore) {
     let mut t = Tagger::new();
     let k = key(1, 2, "q");
-    assert_eq!(
-        exec(s, k, Op::Pop { back: true }, t.next()),
-        None,
-        "pop missing"
-    );
+    assert_eq!(exec(s, k, Op::Pop { back: true }, t.next()), None, "pop missing");
     assert_eq!(exec(s, k, push(true, b"b"), t.next()), int(1));
     assert_eq!(exec(s, k, push(true, b"c"), t.next()), int(2));
     assert_eq!(exec(s, k, push(false, b"a"), t.next()), int(3));
@@ -279,34 +234,15 @@ pub fn push_pop(s: &dyn StateStore) {
 pub fn compare_and_set(s: &dyn StateStore) {
     let mut t = Tagger::new();
     let k = key(1, 3, "cas");
-    let cas = |e: Option<Value>, n: Option<Value>| Op::CompareAndSet {
-        expected: e,
-        new: n,
-    };
-    assert_eq!(
-        exec(s, k, cas(int(1), int(2)), t.next()),
-        int(0),
-        "missing != 1"
-    );
+    let cas = |e: Option<Value>, n: Option<Value>| Op::CompareAndSet { expected: e, new: n };
+    assert_eq!(exec(s, k, cas(int(1), int(2)), t.next()), int(0), "missing != 1");
     assert_eq!(get(s, k), None);
-    assert_eq!(
-        exec(s, k, cas(None, int(1)), t.next()),
-        int(1),
-        "create if missing"
-    );
+    assert_eq!(exec(s, k, cas(None, int(1)), t.next()), int(1), "create if missing");
     assert_eq!(exec(s, k, cas(None, int(9)), t.next()), int(0));
     assert_eq!(exec(s, k, cas(int(1), bytes(b"z")), t.next()), int(1));
     assert_eq!(get(s, k), bytes(b"z"));
-    assert_eq!(
-        exec(s, k, cas(int(1), int(3)), t.next()),
-        int(0),
-        "type differs"
-    );
-    assert_eq!(
-        exec(s, k, cas(bytes(b"z"), None), t.next()),
-        int(1),
-        "delete"
-    );
+    assert_eq!(exec(s, k, cas(int(1), int(3)), t.next()), int(0), "type differs");
+    assert_eq!(exec(s, k, cas(bytes(b"z"), None), t.next()), int(1), "delete");
     assert_eq!(get(s, k), None);
 }
 
@@ -319,24 +255,13 @@ pub fn type_mismatch(s: &dyn StateStore) {
     exec(s, ki, Op::Set(Value::Int(1)), t.next());
     let cases: Vec<(StateKey, Op, &str, &str)> = vec![
         (kb, Op::Incr(1), "int", "bytes"),
-        (
-            kb,
-            Op::IncrIf {
-                delta: 1,
-                min: 0,
-                max: 9,
-            },
-            "int",
-            "bytes",
-        ),
+        (kb, Op::IncrIf { delta: 1, min: 0, max: 9 }, "int", "bytes"),
         (ki, push(true, b"x"), "list", "int"),
         (ki, Op::Pop { back: true }, "list", "int"),
     ];
     for (k, op, exp, found) in cases {
         match s.execute(&Update::new(k, op.clone(), t.next(), 1)) {
-            Err(StoreError::TypeMismatch {
-                expected, found: f, ..
-            }) => {
+            Err(StoreError::TypeMismatch { expected, found: f, .. }) => {
                 assert_eq!((expected, f), (exp, found), "{op:?}");
             }
             other => panic!("{op:?} on {k}: expected TypeMismatch, got {other:?}"),
@@ -355,15 +280,10 @@ pub fn custom_ops(s: &dyn StateStore) {
     assert_eq!(s.custom_op_id("append"), Some(id));
     assert_eq!(register_append(s), id, "same name, same id");
     let other: CustomOpFn = Arc::new(|_v: &mut Option<Value>, _a: &[u8]| Ok(None));
-    let id2 = s
-        .register_custom_op("noop", other)
-        .unwrap_or_else(|e| panic!("register noop: {e}"));
+    let id2 = s.register_custom_op("noop", other).unwrap_or_else(|e| panic!("register noop: {e}"));
     assert_ne!(id, id2);
     let k = key(2, 1, "log");
-    let app = |a: &[u8]| Op::Custom {
-        op: id,
-        arg: a.to_vec(),
-    };
+    let app = |a: &[u8]| Op::Custom { op: id, arg: a.to_vec() };
     assert_eq!(exec(s, k, app(b"ab"), t.next()), int(2));
     assert_eq!(exec(s, k, app(b"c"), t.next()), int(3));
     assert_eq!(get(s, k), bytes(b"abc"));
@@ -371,15 +291,8 @@ pub fn custom_ops(s: &dyn StateStore) {
         Err(StoreError::Custom(_)) => {}
         other => panic!("expected Custom error, got {other:?}"),
     }
-    assert_eq!(
-        get(s, k),
-        bytes(b"abc"),
-        "a failing custom op changes nothing"
-    );
-    let bad = Op::Custom {
-        op: crate::CustomOpId(u16::MAX),
-        arg: vec![],
-    };
+    assert_eq!(get(s, k), bytes(b"abc"), "a failing custom op changes nothing");
+    let bad = Op::Custom { op: crate::CustomOpId(u16::MAX), arg: vec![] };
     match s.execute(&Update::new(k, bad, t.next(), 1)) {
         Err(StoreError::UnknownCustomOp(n)) => assert_eq!(n, u16::MAX),
         other => panic!("expected UnknownCustomOp, got {other:?}"),
@@ -391,8 +304,7 @@ pub fn nonblocking_then_read(s: &dyn StateStore) {
     let k = key(3, 1, "nb");
     for c in 1..=100u64 {
         let u = Update::new(k, Op::Incr(2), UpdateTag::new(c, 0), 1);
-        s.execute_nonblocking(u)
-            .unwrap_or_else(|e| panic!("execute_nonblocking: {e}"));
+        s.execute_nonblocking(u).unwrap_or_else(|e| panic!("execute_nonblocking: {e}"));
     }
     assert_eq!(get(s, k), int(200));
     let k2 = key(3, 1, "nb2");
@@ -400,8 +312,7 @@ pub fn nonblocking_then_read(s: &dyn StateStore) {
         sc.spawn(|| {
             for c in 1..=50u64 {
                 let u = Update::new(k2, push(true, &c.to_le_bytes()), UpdateTag::new(c, 0), 2);
-                s.execute_nonblocking(u)
-                    .unwrap_or_else(|e| panic!("execute_nonblocking: {e}"));
+                s.execute_nonblocking(u).unwrap_or_else(|e| panic!("execute_nonblocking: {e}"));
             }
         });
     });
@@ -422,31 +333,19 @@ pub fn callbacks(s: &dyn StateStore) {
     let sub_all = s.subscribe(KeyFilter::dag(DAG), tx_all);
     let k = key(4, 1, "watched");
     let other_obj = key(4, 2, "other");
-    let other_dag = StateKey {
-        dag: OTHER_DAG,
-        ..k
-    };
+    let other_dag = StateKey { dag: OTHER_DAG, ..k };
     exec(s, k, Op::Incr(5), UpdateTag::new(1, 0));
     exec(s, other_obj, Op::Incr(1), UpdateTag::new(2, 0));
     exec(s, other_dag, Op::Incr(1), UpdateTag::new(3, 0));
     // No change: failed CAS, Get.
-    let cas = Op::CompareAndSet {
-        expected: int(99),
-        new: int(0),
-    };
+    let cas = Op::CompareAndSet { expected: int(99), new: int(0) };
     exec(s, k, cas, UpdateTag::new(4, 0));
     exec(s, k, Op::Get, UpdateTag::new(5, 0));
     exec(s, k, Op::Delete, UpdateTag::new(6, 0));
     let got: Vec<_> = rx.try_iter().collect();
     assert_eq!(got.len(), 2, "notifications: {got:?}");
-    assert_eq!(
-        (got[0].key, &got[0].value, got[0].tag),
-        (k, &int(5), UpdateTag::new(1, 0))
-    );
-    assert_eq!(
-        (got[1].key, &got[1].value, got[1].tag),
-        (k, &None, UpdateTag::new(6, 0))
-    );
+    assert_eq!((got[0].key, &got[0].value, got[0].tag), (k, &int(5), UpdateTag::new(1, 0)));
+    assert_eq!((got[1].key, &got[1].value, got[1].tag), (k, &None, UpdateTag::new(6, 0)));
     let all: Vec<_> = rx_all.try_iter().map(|n| n.key).collect();
     assert_eq!(all, vec![k, other_obj, k], "DAG-wide filter");
     s.unsubscribe(sub);
@@ -479,13 +378,7 @@ pub fn timers(s: &dyn StateStore) {
     assert_eq!(due[0].payload, b"b".to_vec());
     assert_eq!((due[1].dag, due[1].vertex, due[1].at_ns), (DAG, 2, 100));
     assert!(s.due_timers(300).is_empty(), "due timers are removed");
-    assert_eq!(
-        s.due_timers(u64::MAX)
-            .iter()
-            .map(|t| t.id)
-            .collect::<Vec<_>>(),
-        vec![e]
-    );
+    assert_eq!(s.due_timers(u64::MAX).iter().map(|t| t.id).collect::<Vec<_>>(), vec![e]);
     assert!(!s.cancel_timer(e), "fired timers cannot be cancelled");
 }
 
@@ -495,10 +388,7 @@ pub fn snapshot(s: &dyn StateStore) {
     let k1 = key(1, 1, "x");
     let k2 = StateKey::per_flow(DAG, 2, 5, 3, KeyBytes::new(&[0xab, 0x01]));
     let gone = key(1, 1, "gone");
-    let other = StateKey {
-        dag: OTHER_DAG,
-        ..k1
-    };
+    let other = StateKey { dag: OTHER_DAG, ..k1 };
     exec(s, k1, Op::Incr(4), t.next());
     exec(s, k2, push(true, b"p"), t.next());
     exec(s, gone, Op::Incr(1), t.next());
@@ -523,32 +413,16 @@ pub fn emulation(s: &dyn StateStore) {
     let id = register_append(s);
     let k = |sub: &str| key(5, 1, sub);
     let t = |c| UpdateTag::new(c, 0);
-    let cas = Op::CompareAndSet {
-        expected: None,
-        new: int(1),
-    };
+    let cas = Op::CompareAndSet { expected: None, new: int(1) };
     let script: Vec<(StateKey, Op)> = vec![
         (k("i"), Op::Incr(5)),
-        (
-            k("i"),
-            Op::IncrIf {
-                delta: 10,
-                min: 0,
-                max: 100,
-            },
-        ),
+        (k("i"), Op::IncrIf { delta: 10, min: 0, max: 100 }),
         (k("s"), Op::Set(Value::Bytes(b"v1".to_vec()))),
         (k("l"), push(true, b"a")),
         (k("l"), push(false, b"b")),
         (k("l"), Op::Pop { back: true }),
         (k("c"), cas),
-        (
-            k("u"),
-            Op::Custom {
-                op: id,
-                arg: b"xy".to_vec(),
-            },
-        ),
+        (k("u"), Op::Custom { op: id, arg: b"xy".to_vec() }),
         (k("d"), Op::Set(Value::Int(9))),
         (k("d"), Op::Delete),
         (k("e"), Op::Pop { back: true }),
@@ -564,12 +438,7 @@ pub fn emulation(s: &dyn StateStore) {
     for _round in 0..2 {
         for (c, (key, op)) in script.iter().enumerate().rev() {
             let again = exec(s, *key, op.clone(), t(c as u64 + 1));
-            assert_eq!(
-                again,
-                first[c],
-                "repeat of {op:?} (clock {}) on {key}",
-                c + 1
-            );
+            assert_eq!(again, first[c], "repeat of {op:?} (clock {}) on {key}", c + 1);
         }
         assert_eq!(s.snapshot(DAG), mid, "repeats must not change state");
     }
@@ -589,11 +458,7 @@ pub fn emulation_is_per_key_and_tag(s: &dyn StateStore) {
     let b = key(5, 2, "b");
     let tag = UpdateTag::new(10, 0);
     assert_eq!(exec(s, a, Op::Incr(1), tag), int(1));
-    assert_eq!(
-        exec(s, a, Op::Incr(1), UpdateTag::new(10, 1)),
-        int(2),
-        "other seq"
-    );
+    assert_eq!(exec(s, a, Op::Incr(1), UpdateTag::new(10, 1)), int(2), "other seq");
     assert_eq!(exec(s, b, Op::Incr(1), tag), int(1), "other key");
     // Same tag from another issuer (e.g. a clone of a straggler) is emulated.
     let r = s.execute(&Update::new(a, Op::Incr(1), tag, 42));
@@ -622,10 +487,7 @@ pub fn ownership(s: &dyn StateStore) {
     // Same tag by the owner is applied (the refusal was not logged).
     assert_eq!(s.execute(&Update::new(k, Op::Incr(1), tag, 3)), Ok(int(1)));
     // Anyone may read, with or without a tag.
-    assert_eq!(
-        s.execute(&Update::new(k, Op::Get, UpdateTag::new(2, 0), 9)),
-        Ok(int(1))
-    );
+    assert_eq!(s.execute(&Update::new(k, Op::Get, UpdateTag::new(2, 0), 9)), Ok(int(1)));
     assert_eq!(get(s, k), int(1));
     // Shared keys accept any issuer.
     let sh = key(6, 1, "shared");
@@ -644,12 +506,7 @@ pub fn ownership(s: &dyn StateStore) {
 /// A failed update is not logged: repeating its tag once it can succeed applies it.
 pub fn failed_op_not_logged(s: &dyn StateStore) {
     let k = key(6, 2, "f");
-    exec(
-        s,
-        k,
-        Op::Set(Value::Bytes(b"b".to_vec())),
-        UpdateTag::new(1, 0),
-    );
+    exec(s, k, Op::Set(Value::Bytes(b"b".to_vec())), UpdateTag::new(1, 0));
     let tag = UpdateTag::new(2, 0);
     let r = s.execute(&Update::new(k, Op::Incr(1), tag, 1));
     assert!(matches!(r, Err(StoreError::TypeMismatch { .. })), "{r:?}");
@@ -685,16 +542,8 @@ pub fn gc_below(s: &dyn StateStore) {
     assert_eq!(s.clock_log_len(), 21);
     s.gc_below(6);
     assert_eq!(s.clock_log_len(), 11, "clocks 6..=10 for a and b, 11 for b");
-    assert_eq!(
-        exec(s, a, Op::Incr(1), UpdateTag::new(7, 0)),
-        int(7),
-        "still emulated"
-    );
-    assert_eq!(
-        exec(s, a, Op::Incr(1), UpdateTag::new(3, 0)),
-        int(11),
-        "forgotten: applied"
-    );
+    assert_eq!(exec(s, a, Op::Incr(1), UpdateTag::new(7, 0)), int(7), "still emulated");
+    assert_eq!(exec(s, a, Op::Incr(1), UpdateTag::new(3, 0)), int(11), "forgotten: applied");
     assert_eq!(s.clock_log_len(), 12);
     s.gc_below(u64::MAX);
     assert_eq!(s.clock_log_len(), 0);

@@ -27,8 +27,8 @@ use rustc_hash::FxHasher;
 
 use crate::ops::{self, CustomOps, Subscriptions, TimerQueue};
 use crate::types::{
-    Clock, CustomOpFn, CustomOpId, KeyFilter, Notification, StateKey, StoreError, TaskId, Timer,
-    Update, UpdateTag, Value,
+    Clock, CustomOpFn, CustomOpId, KeyFilter, Notification, StateKey, StoreError, TaskId, Timer, Update,
+    UpdateTag, Value,
 };
 use crate::StateStore;
 
@@ -64,10 +64,7 @@ impl HashedKey {
     pub(crate) fn new(key: &StateKey) -> HashedKey {
         let mut h = FxHasher::default();
         key.hash(&mut h);
-        HashedKey {
-            hash: h.finish(),
-            key: *key,
-        }
+        HashedKey { hash: h.finish(), key: *key }
     }
 
     #[inline]
@@ -257,9 +254,7 @@ impl Run {
             return None;
         }
         let log = self.log.as_slice();
-        log.binary_search_by(|e| e.tag.cmp(&tag))
-            .ok()
-            .map(|i| &log[i])
+        log.binary_search_by(|e| e.tag.cmp(&tag)).ok().map(|i| &log[i])
     }
 
     #[inline]
@@ -275,10 +270,7 @@ impl Run {
     }
 
     fn gc(&mut self, watermark: Clock) {
-        let n = self
-            .log
-            .as_slice()
-            .partition_point(|e| e.tag.clock < watermark);
+        let n = self.log.as_slice().partition_point(|e| e.tag.clock < watermark);
         self.log.drain_front(n);
     }
 }
@@ -316,10 +308,7 @@ impl Entry {
         match self.rest.iter().position(|r| r.issuer == issuer) {
             Some(i) => self.rest[i].insert(tag, res),
             None => {
-                let mut run = Run {
-                    issuer,
-                    ..Run::default()
-                };
+                let mut run = Run { issuer, ..Run::default() };
                 run.insert(tag, res);
                 self.rest.push(run);
             }
@@ -350,7 +339,13 @@ impl Entry {
     }
 }
 
-type Shard = HashMap<HashedKey, Entry, BuildPassThrough>;
+/// One shard: its keys, and the keys that got a clock-log entry since the last GC (so
+/// [`StateStore::gc_below`] visits only those, not every key).
+#[derive(Default)]
+struct Shard {
+    map: HashMap<HashedKey, Entry, BuildPassThrough>,
+    logged: Vec<HashedKey>,
+}
 
 /// Sharded in-process state store with per-key clock logs (the default backend).
 ///
@@ -372,9 +367,7 @@ impl Default for EmbeddedStore {
 
 impl std::fmt::Debug for EmbeddedStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EmbeddedStore")
-            .field("shards", &self.shards.len())
-            .finish_non_exhaustive()
+        f.debug_struct("EmbeddedStore").field("shards", &self.shards.len()).finish_non_exhaustive()
     }
 }
 
@@ -387,10 +380,8 @@ impl EmbeddedStore {
     /// A store with `n` shards, rounded up to a power of two and clamped to `1..=65536`.
     pub fn with_shards(n: usize) -> Self {
         let n = shard_count(n);
-        let shards = (0..n)
-            .map(|_| Padded(Mutex::new(Shard::default())))
-            .collect::<Vec<_>>()
-            .into_boxed_slice();
+        let shards =
+            (0..n).map(|_| Padded(Mutex::new(Shard::default()))).collect::<Vec<_>>().into_boxed_slice();
         EmbeddedStore {
             shards,
             mask: n - 1,
@@ -408,7 +399,7 @@ impl EmbeddedStore {
     /// Number of keys held (including keys whose value was deleted but whose clock log is
     /// still held).
     pub fn key_count(&self) -> usize {
-        self.shards.iter().map(|s| s.0.lock().len()).sum()
+        self.shards.iter().map(|s| s.0.lock().map.len()).sum()
     }
 
     /// Notifications dropped because a bounded subscriber channel was full.
@@ -426,11 +417,9 @@ impl EmbeddedStore {
 #[inline]
 pub(crate) fn check_owner(u: &Update) -> Result<(), StoreError> {
     match u.key.owner {
-        Some(owner) if owner != u.issuer => Err(StoreError::NotOwner {
-            key: u.key.to_string(),
-            owner,
-            issuer: u.issuer,
-        }),
+        Some(owner) if owner != u.issuer => {
+            Err(StoreError::NotOwner { key: u.key.to_string(), owner, issuer: u.issuer })
+        }
         _ => Ok(()),
     }
 }
@@ -444,8 +433,9 @@ impl StateStore for EmbeddedStore {
         check_owner(u)?;
         let custom = self.customs.resolve(&u.op)?;
         let hk = HashedKey::new(&u.key);
-        let mut shard = self.shard(&hk).lock();
-        let entry = shard.entry(hk).or_default();
+        let mut guard = self.shard(&hk).lock();
+        let shard = &mut *guard;
+        let entry = shard.map.entry(hk).or_default();
         if let Some(done) = entry.logged(u.tag) {
             return Ok(done.res.to_value());
         }
@@ -453,11 +443,14 @@ impl StateStore for EmbeddedStore {
             Ok(r) => r,
             Err(e) => {
                 if entry.value.is_none() && entry.log_is_empty() {
-                    shard.remove(&hk);
+                    shard.map.remove(&hk);
                 }
                 return Err(e);
             }
         };
+        if entry.log_is_empty() {
+            shard.logged.push(hk);
+        }
         entry.log(u.issuer, u.tag, LogResult::of(&res));
         if changed && self.subs.active() {
             self.subs.notify(&u.key, &entry.value, u.tag);
@@ -473,7 +466,7 @@ impl StateStore for EmbeddedStore {
     fn get(&self, key: &StateKey) -> Result<Option<Value>, StoreError> {
         let hk = HashedKey::new(key);
         let shard = self.shard(&hk).lock();
-        Ok(shard.get(&hk).and_then(|e| e.value.clone()))
+        Ok(shard.map.get(&hk).and_then(|e| e.value.clone()))
     }
 
     fn register_custom_op(&self, name: &str, f: CustomOpFn) -> Result<CustomOpId, StoreError> {
@@ -513,22 +506,33 @@ impl StateStore for EmbeddedStore {
 
     fn gc_below(&self, watermark: Clock) {
         for s in self.shards.iter() {
-            s.0.lock().retain(|_, e| !e.gc(watermark));
+            let mut guard = s.0.lock();
+            let shard = &mut *guard;
+            let map = &mut shard.map;
+            // Visit only keys with log entries; keep those that still have some.
+            shard.logged.retain(|hk| match map.get_mut(hk) {
+                Some(e) => {
+                    if e.gc(watermark) {
+                        map.remove(hk);
+                        false
+                    } else {
+                        !e.log_is_empty()
+                    }
+                }
+                None => false,
+            });
         }
     }
 
     fn clock_log_len(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| s.0.lock().values().map(Entry::log_len).sum::<usize>())
-            .sum()
+        self.shards.iter().map(|s| s.0.lock().map.values().map(Entry::log_len).sum::<usize>()).sum()
     }
 
     fn snapshot(&self, dag: u32) -> BTreeMap<String, Value> {
         let mut out = BTreeMap::new();
         for s in self.shards.iter() {
             let g = s.0.lock();
-            for (k, e) in g.iter() {
+            for (k, e) in g.map.iter() {
                 if k.key.dag == dag {
                     if let Some(v) = &e.value {
                         out.insert(k.key.to_stable_string(), v.clone());

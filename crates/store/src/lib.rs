@@ -39,8 +39,8 @@ use std::collections::BTreeMap;
 pub use embedded::EmbeddedStore;
 pub use local::LocalStore;
 pub use types::{
-    Clock, CustomOpFn, CustomOpId, KeyBytes, KeyFilter, Notification, Op, StateKey, StoreError,
-    TaskId, Timer, Update, UpdateTag, Value, KEY_BYTES_MAX,
+    Clock, CustomOpFn, CustomOpId, KeyBytes, KeyFilter, Notification, Op, StateKey, StoreError, TaskId,
+    Timer, Update, UpdateTag, Value, KEY_BYTES_MAX,
 };
 
 /// The state API used by NF tasks and the runtime. Implementations are shared between

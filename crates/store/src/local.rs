@@ -12,8 +12,8 @@ use parking_lot::Mutex;
 use crate::embedded::{shard_count, BuildPassThrough, HashedKey, Padded, DEFAULT_SHARDS};
 use crate::ops::{self, CustomOps, Subscriptions, TimerQueue};
 use crate::types::{
-    Clock, CustomOpFn, CustomOpId, KeyFilter, Notification, StateKey, StoreError, TaskId, Timer,
-    Update, Value,
+    Clock, CustomOpFn, CustomOpId, KeyFilter, Notification, StateKey, StoreError, TaskId, Timer, Update,
+    Value,
 };
 use crate::StateStore;
 
@@ -36,9 +36,7 @@ impl Default for LocalStore {
 
 impl std::fmt::Debug for LocalStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LocalStore")
-            .field("shards", &self.shards.len())
-            .finish_non_exhaustive()
+        f.debug_struct("LocalStore").field("shards", &self.shards.len()).finish_non_exhaustive()
     }
 }
 
@@ -92,18 +90,13 @@ impl StateStore for LocalStore {
             hash_map::Entry::Vacant(v) => {
                 let mut val = None;
                 let (res, changed) = ops::apply(&mut val, &u.op, &u.key, custom.as_ref())?;
-                let after = if val.is_some() {
-                    Some(v.insert(val))
-                } else {
-                    None
-                };
+                let after = if val.is_some() { Some(v.insert(val)) } else { None };
                 (res, changed, after)
             }
         };
         if changed && self.subs.active() {
             let none = None;
-            self.subs
-                .notify(&u.key, after.map_or(&none, |v| &*v), u.tag);
+            self.subs.notify(&u.key, after.map_or(&none, |v| &*v), u.tag);
         }
         Ok(res)
     }

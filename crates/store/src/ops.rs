@@ -10,16 +10,11 @@ use parking_lot::{Mutex, RwLock};
 use rustc_hash::FxHashMap;
 
 use crate::types::{
-    CustomOpFn, CustomOpId, KeyFilter, Notification, Op, StateKey, StoreError, Timer, UpdateTag,
-    Value,
+    CustomOpFn, CustomOpId, KeyFilter, Notification, Op, StateKey, StoreError, Timer, UpdateTag, Value,
 };
 
 fn mismatch(key: &StateKey, expected: &'static str, found: &Value) -> StoreError {
-    StoreError::TypeMismatch {
-        key: key.to_string(),
-        expected,
-        found: found.type_name(),
-    }
+    StoreError::TypeMismatch { key: key.to_string(), expected, found: found.type_name() }
 }
 
 /// Applies `op` to `value` (`None` = missing key). Returns the op's result and whether the
@@ -215,11 +210,7 @@ impl Subscriptions {
         {
             let g = self.subs.read();
             for s in g.iter().filter(|s| s.filter.matches(key)) {
-                let n = Notification {
-                    key: *key,
-                    value: value.clone(),
-                    tag,
-                };
+                let n = Notification { key: *key, value: value.clone(), tag };
                 match s.sink.try_send(n) {
                     Ok(()) => {}
                     Err(TrySendError::Full(_)) => {
@@ -261,17 +252,7 @@ impl TimerQueue {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         let mut g = self.inner.lock();
         g.heap.push(Reverse((at_ns, id)));
-        g.live.insert(
-            id,
-            Timer {
-                id,
-                at_ns,
-                dag,
-                vertex,
-                task,
-                payload,
-            },
-        );
+        g.live.insert(id, Timer { id, at_ns, dag, vertex, task, payload });
         id
     }
 

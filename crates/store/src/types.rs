@@ -62,10 +62,7 @@ pub struct KeyBytes {
 
 impl KeyBytes {
     /// The empty key.
-    pub const EMPTY: KeyBytes = KeyBytes {
-        data: [0; KEY_BYTES_MAX],
-        len: 0,
-    };
+    pub const EMPTY: KeyBytes = KeyBytes { data: [0; KEY_BYTES_MAX], len: 0 };
 
     /// Builds key bytes from `bytes`; inputs longer than 48 bytes are folded (see the type
     /// documentation).
@@ -73,10 +70,7 @@ impl KeyBytes {
         let mut data = [0u8; KEY_BYTES_MAX];
         if bytes.len() <= KEY_BYTES_MAX {
             data[..bytes.len()].copy_from_slice(bytes);
-            KeyBytes {
-                data,
-                len: bytes.len() as u8,
-            }
+            KeyBytes { data, len: bytes.len() as u8 }
         } else {
             let keep = KEY_BYTES_MAX - 8;
             data[..keep].copy_from_slice(&bytes[..keep]);
@@ -223,24 +217,12 @@ impl Hash for StateKey {
 impl StateKey {
     /// Key of a shared object entry (`owner: None`).
     pub fn shared(dag: u32, vertex: u32, object: u16, sub: KeyBytes) -> StateKey {
-        StateKey {
-            dag,
-            vertex,
-            object,
-            owner: None,
-            sub,
-        }
+        StateKey { dag, vertex, object, owner: None, sub }
     }
 
     /// Key of a per-flow object entry owned by `owner`.
     pub fn per_flow(dag: u32, vertex: u32, owner: TaskId, object: u16, sub: KeyBytes) -> StateKey {
-        StateKey {
-            dag,
-            vertex,
-            object,
-            owner: Some(owner),
-            sub,
-        }
+        StateKey { dag, vertex, object, owner: Some(owner), sub }
     }
 
     /// Stable string form used in snapshots: `dag/vertex/task-or-*/object/hex(sub)`,
@@ -407,12 +389,7 @@ pub struct Update {
 impl Update {
     /// Builds an update.
     pub fn new(key: StateKey, op: Op, tag: UpdateTag, issuer: TaskId) -> Update {
-        Update {
-            key,
-            op,
-            tag,
-            issuer,
-        }
+        Update { key, op, tag, issuer }
     }
 }
 
@@ -442,20 +419,12 @@ pub struct KeyFilter {
 impl KeyFilter {
     /// Matches every key of a DAG.
     pub fn dag(dag: u32) -> KeyFilter {
-        KeyFilter {
-            dag,
-            vertex: None,
-            object: None,
-        }
+        KeyFilter { dag, vertex: None, object: None }
     }
 
     /// Matches every key of one object of one vertex.
     pub fn object(dag: u32, vertex: u32, object: u16) -> KeyFilter {
-        KeyFilter {
-            dag,
-            vertex: Some(vertex),
-            object: Some(object),
-        }
+        KeyFilter { dag, vertex: Some(vertex), object: Some(object) }
     }
 
     /// True when `key` matches.

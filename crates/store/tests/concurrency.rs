@@ -23,10 +23,7 @@ fn hammer(store: &dyn StateStore, threads: u32) {
             });
         }
     });
-    assert_eq!(
-        store.get(&k),
-        Ok(Some(Value::Int(i64::from(threads) * N as i64)))
-    );
+    assert_eq!(store.get(&k), Ok(Some(Value::Int(i64::from(threads) * N as i64))));
 }
 
 #[test]
@@ -44,9 +41,7 @@ fn racing_clones_apply_each_tag_once() {
     // An original and a clone process the same packets (same tags) concurrently; GC runs
     // concurrently below a watermark neither of them will replay.
     let store = Arc::new(EmbeddedStore::new());
-    let keys: Vec<StateKey> = (0..8u64)
-        .map(|i| StateKey::shared(1, 2, 1, KeyBytes::from_u64(i)))
-        .collect();
+    let keys: Vec<StateKey> = (0..8u64).map(|i| StateKey::shared(1, 2, 1, KeyBytes::from_u64(i))).collect();
     std::thread::scope(|s| {
         for task in 0..2u32 {
             let (store, keys) = (&store, &keys);
@@ -59,17 +54,8 @@ fn racing_clones_apply_each_tag_once() {
             });
         }
     });
-    let total: i64 = keys
-        .iter()
-        .map(|k| {
-            store
-                .get(k)
-                .ok()
-                .flatten()
-                .and_then(|v| v.as_int())
-                .unwrap_or(0)
-        })
-        .sum();
+    let total: i64 =
+        keys.iter().map(|k| store.get(k).ok().flatten().and_then(|v| v.as_int()).unwrap_or(0)).sum();
     assert_eq!(total, N as i64);
     store.gc_below(u64::MAX);
     assert_eq!(store.clock_log_len(), 0);

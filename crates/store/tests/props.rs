@@ -34,15 +34,9 @@ fn op() -> impl Strategy<Value = Op> {
         Just(Op::Delete),
         (-3i64..4).prop_map(Op::Incr),
         (-3i64..4, -2i64..1, 0i64..5).prop_map(|(delta, min, max)| Op::IncrIf { delta, min, max }),
-        (any::<bool>(), 0u8..3).prop_map(|(back, b)| Op::Push {
-            back,
-            item: vec![b]
-        }),
+        (any::<bool>(), 0u8..3).prop_map(|(back, b)| Op::Push { back, item: vec![b] }),
         any::<bool>().prop_map(|back| Op::Pop { back }),
-        (
-            proptest::option::of(small_value()),
-            proptest::option::of(small_value())
-        )
+        (proptest::option::of(small_value()), proptest::option::of(small_value()))
             .prop_map(|(expected, new)| Op::CompareAndSet { expected, new }),
     ]
 }
@@ -120,11 +114,7 @@ impl Model {
             Op::Pop { back } => {
                 let mut l = list_of(&cur)?;
                 let item = if *back { l.pop_back() } else { l.pop_front() };
-                let new = if l.is_empty() {
-                    None
-                } else {
-                    Some(Value::List(l))
-                };
+                let new = if l.is_empty() { None } else { Some(Value::List(l)) };
                 (item.map(Value::Bytes), new)
             }
             Op::CompareAndSet { expected, new } => {
@@ -145,10 +135,7 @@ impl Model {
     }
 
     fn snapshot(&self) -> BTreeMap<String, Value> {
-        self.vals
-            .iter()
-            .map(|(k, v)| (k.to_stable_string(), v.clone()))
-            .collect()
+        self.vals.iter().map(|(k, v)| (k.to_stable_string(), v.clone())).collect()
     }
 }
 

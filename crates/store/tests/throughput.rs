@@ -13,11 +13,7 @@ fn bench_functions_run() {
     assert!(cas_throughput(&s, 2, 10_000, 100) > 0.0);
     // Every thread's CAS succeeded: each key ends at the count of CASes on it, and the
     // sum over keys (bench DAG) equals the ops issued by the last run.
-    let total: i64 = s
-        .snapshot(streamnf_store::bench::BENCH_DAG)
-        .values()
-        .filter_map(|v| v.as_int())
-        .sum();
+    let total: i64 = s.snapshot(streamnf_store::bench::BENCH_DAG).values().filter_map(|v| v.as_int()).sum();
     assert_eq!(total, 20_000);
 }
 
@@ -27,10 +23,7 @@ fn report_throughput() {
     let n = 5_000_000;
     for threads in [1, 2] {
         for (name, s) in [
-            (
-                "embedded",
-                Box::new(EmbeddedStore::new()) as Box<dyn StateStore>,
-            ),
+            ("embedded", Box::new(EmbeddedStore::new()) as Box<dyn StateStore>),
             ("local", Box::new(LocalStore::new()) as Box<dyn StateStore>),
         ] {
             let s = s.as_ref();

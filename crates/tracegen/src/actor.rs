@@ -58,20 +58,12 @@ pub(crate) struct Msg {
 impl Msg {
     /// A message consisting only of the given bytes.
     pub(crate) fn bytes(head: impl Into<Vec<u8>>) -> Msg {
-        Msg {
-            head: head.into(),
-            body_len: 0,
-            fill: Fill::Text,
-        }
+        Msg { head: head.into(), body_len: 0, fill: Fill::Text }
     }
 
     /// Explicit head plus `body_len` bytes of filler.
     pub(crate) fn with_body(head: impl Into<Vec<u8>>, body_len: usize, fill: Fill) -> Msg {
-        Msg {
-            head: head.into(),
-            body_len,
-            fill,
-        }
+        Msg { head: head.into(), body_len, fill }
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -98,8 +90,8 @@ impl Msg {
             }
             Fill::Binary(salt) => {
                 while p < body_end {
-                    let word = mix64(salt ^ ((p / 8) as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15))
-                        .to_le_bytes();
+                    let word =
+                        mix64(salt ^ ((p / 8) as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)).to_le_bytes();
                     let i = p % 8;
                     let n = (8 - i).min(body_end - p);
                     out.extend_from_slice(&word[i..i + n]);
@@ -121,35 +113,13 @@ pub(crate) enum StreamKind {
 #[derive(Debug)]
 pub(crate) enum Op {
     /// A bare TCP control segment (SYN, SYN-ACK, ACK, FIN, RST...).
-    Ctl {
-        conv: usize,
-        dir: Dir,
-        flags: u8,
-        event: Option<Event>,
-    },
+    Ctl { conv: usize, dir: Dir, flags: u8, event: Option<Event> },
     /// A TCP message, segmented at the MSS and ACKed every two segments.
-    Send {
-        conv: usize,
-        dir: Dir,
-        msg: Msg,
-        off: usize,
-        unacked: u8,
-        event: Option<Event>,
-    },
+    Send { conv: usize, dir: Dir, msg: Msg, off: usize, unacked: u8, event: Option<Event> },
     /// One UDP datagram.
-    Datagram {
-        conv: usize,
-        dir: Dir,
-        msg: Msg,
-        event: Option<Event>,
-    },
+    Datagram { conv: usize, dir: Dir, msg: Msg, event: Option<Event> },
     /// `remaining` UDP datagrams, mostly server to client.
-    UdpStream {
-        conv: usize,
-        kind: StreamKind,
-        remaining: u64,
-        seq: u16,
-    },
+    UdpStream { conv: usize, kind: StreamKind, remaining: u64, seq: u16 },
 }
 
 /// What drives an actor once its operation queue runs dry.
@@ -177,12 +147,7 @@ pub(crate) struct Actor {
 
 impl Actor {
     pub(crate) fn new(role: Role) -> Actor {
-        Actor {
-            convs: Vec::new(),
-            ops: VecDeque::new(),
-            pending: VecDeque::new(),
-            role,
-        }
+        Actor { convs: Vec::new(), ops: VecDeque::new(), pending: VecDeque::new(), role }
     }
 
     /// Adds a conversation and returns its index.
@@ -192,12 +157,7 @@ impl Actor {
     }
 
     pub(crate) fn ctl(&mut self, conv: usize, dir: Dir, flags: u8, event: Option<Event>) {
-        self.ops.push_back(Op::Ctl {
-            conv,
-            dir,
-            flags,
-            event,
-        });
+        self.ops.push_back(Op::Ctl { conv, dir, flags, event });
     }
 
     /// Three-way handshake; `event` goes on the SYN.
@@ -212,14 +172,7 @@ impl Actor {
         if msg.len() == 0 {
             return;
         }
-        self.ops.push_back(Op::Send {
-            conv,
-            dir,
-            msg,
-            off: 0,
-            unacked: 0,
-            event,
-        });
+        self.ops.push_back(Op::Send { conv, dir, msg, off: 0, unacked: 0, event });
     }
 
     /// Orderly FIN / FIN-ACK / ACK teardown initiated by `first`.
@@ -241,12 +194,7 @@ impl Actor {
     }
 
     pub(crate) fn datagram(&mut self, conv: usize, dir: Dir, msg: Msg, event: Option<Event>) {
-        self.ops.push_back(Op::Datagram {
-            conv,
-            dir,
-            msg,
-            event,
-        });
+        self.ops.push_back(Op::Datagram { conv, dir, msg, event });
     }
 
     /// Next frame of this actor, or `None` when it has finished.
@@ -268,23 +216,11 @@ impl Actor {
 
     fn expand(&mut self, op: Op, ctx: &mut Ctx) {
         match op {
-            Op::Ctl {
-                conv,
-                dir,
-                flags,
-                event,
-            } => {
+            Op::Ctl { conv, dir, flags, event } => {
                 let f = self.convs[conv].tcp_segment(dir, flags, &[]);
                 self.pending.push_back((f, event));
             }
-            Op::Send {
-                conv,
-                dir,
-                msg,
-                off,
-                mut unacked,
-                event,
-            } => {
+            Op::Send { conv, dir, msg, off, mut unacked, event } => {
                 let c = &mut self.convs[conv];
                 let total = msg.len();
                 let n = (total - off).min(c.mss);
@@ -303,34 +239,17 @@ impl Actor {
                     unacked = 0;
                 }
                 if !last {
-                    self.ops.push_front(Op::Send {
-                        conv,
-                        dir,
-                        msg,
-                        off,
-                        unacked,
-                        event: None,
-                    });
+                    self.ops.push_front(Op::Send { conv, dir, msg, off, unacked, event: None });
                 }
             }
-            Op::Datagram {
-                conv,
-                dir,
-                msg,
-                event,
-            } => {
+            Op::Datagram { conv, dir, msg, event } => {
                 let scratch = &mut ctx.scratch;
                 scratch.clear();
                 msg.write(0, msg.len(), scratch);
                 let f = self.convs[conv].udp_datagram(dir, scratch);
                 self.pending.push_back((f, event));
             }
-            Op::UdpStream {
-                conv,
-                kind,
-                remaining,
-                seq,
-            } => {
+            Op::UdpStream { conv, kind, remaining, seq } => {
                 if remaining == 0 {
                     return;
                 }
@@ -345,18 +264,13 @@ impl Actor {
                         scratch.extend_from_slice(&(u32::from(seq) * 160).to_be_bytes());
                         scratch.extend_from_slice(&0x5354_4e46u32.to_be_bytes());
                         let n = 160;
-                        Msg::with_body(Vec::new(), n, Fill::Binary(rng.next_u64()))
-                            .write(0, n, scratch);
+                        Msg::with_body(Vec::new(), n, Fill::Binary(rng.next_u64())).write(0, n, scratch);
                     }
                     StreamKind::Quic => {
                         scratch.push(0x40 | (rng.below(4) as u8));
-                        let n = if dir == Dir::S2C {
-                            rng.range(900, 1250)
-                        } else {
-                            rng.range(30, 120)
-                        } as usize;
-                        Msg::with_body(Vec::new(), n, Fill::Binary(rng.next_u64()))
-                            .write(0, n, scratch);
+                        let n =
+                            if dir == Dir::S2C { rng.range(900, 1250) } else { rng.range(30, 120) } as usize;
+                        Msg::with_body(Vec::new(), n, Fill::Binary(rng.next_u64())).write(0, n, scratch);
                     }
                 }
                 let f = self.convs[conv].udp_datagram(dir, scratch);

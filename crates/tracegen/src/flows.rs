@@ -23,24 +23,14 @@ const USER_AGENTS: [&str; 4] = [
     "curl/8.5.0",
     "Wget/1.21.4",
 ];
-const SECTIONS: [&str; 8] = [
-    "news", "img", "static", "blog", "shop", "api", "video", "docs",
-];
-const WORDS: [&str; 8] = [
-    "index", "article", "photo", "style", "app", "item", "post", "page",
-];
+const SECTIONS: [&str; 8] = ["news", "img", "static", "blog", "shop", "api", "video", "docs"];
+const WORDS: [&str; 8] = ["index", "article", "photo", "style", "app", "item", "post", "page"];
 const EXTS: [&str; 8] = ["html", "html", "html", "css", "js", "png", "jpg", "json"];
 
 /// URI path of pool URL `k` (deterministic, unique per `k`).
 pub(crate) fn pool_path(k: u32) -> String {
     let k = k as usize;
-    format!(
-        "/{}/{}{}.{}",
-        SECTIONS[k % 8],
-        WORDS[(k / 8) % 8],
-        k,
-        EXTS[(k / 3 + k) % 8]
-    )
+    format!("/{}/{}{}.{}", SECTIONS[k % 8], WORDS[(k / 8) % 8], k, EXTS[(k / 3 + k) % 8])
 }
 
 /// Progress of one SYN scanner.
@@ -87,25 +77,17 @@ fn gcd(mut a: u64, mut b: u64) -> u64 {
 }
 
 fn v6_internal(a: [u8; 4]) -> Ip {
-    Ip::V6([
-        0xfd, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, a[0], a[1], a[2], a[3],
-    ])
+    Ip::V6([0xfd, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, a[0], a[1], a[2], a[3]])
 }
 
 fn v6_external(a: [u8; 4]) -> Ip {
-    Ip::V6([
-        0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, a[0], a[1], a[2], a[3],
-    ])
+    Ip::V6([0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, a[0], a[1], a[2], a[3]])
 }
 
 impl Ctx {
     pub(crate) fn new(cfg: GenConfig) -> Ctx {
         let mut rng = Rng::new(cfg.seed);
-        let pool = if cfg.http_fraction > 0.0 {
-            cfg.url_pool as usize
-        } else {
-            0
-        };
+        let pool = if cfg.http_fraction > 0.0 { cfg.url_pool as usize } else { 0 };
         let mut url_cdf = Vec::with_capacity(pool);
         let mut acc = 0.0f64;
         for i in 0..pool {
@@ -161,29 +143,18 @@ impl Ctx {
     /// Packet budget of a new regular flow: mean `target_per_flow`, with a
     /// mix of many small flows and a few elephants.
     fn draw_budget(&mut self) -> u64 {
-        let x = if self.rng.chance(0.8) {
-            0.1 + 0.5 * self.rng.f64()
-        } else {
-            0.5 + 6.2 * self.rng.f64()
-        };
+        let x = if self.rng.chance(0.8) { 0.1 + 0.5 * self.rng.f64() } else { 0.5 + 6.2 * self.rng.f64() };
         (self.target_per_flow * x) as u64
     }
 
     fn pick_url(&mut self) -> (String, UrlKey, &'static str) {
         let total = *self.url_cdf.last().expect("non-empty url pool");
         let u = self.rng.f64() * total;
-        let k = self
-            .url_cdf
-            .partition_point(|&c| c <= u)
-            .min(self.url_cdf.len() - 1) as u32;
+        let k = self.url_cdf.partition_point(|&c| c <= u).min(self.url_cdf.len() - 1) as u32;
         let path = pool_path(k);
         let ext = EXTS[(k as usize / 3 + k as usize) % 8];
         if self.rng.chance(self.cfg.xss_fraction) {
-            (
-                format!("{path}?q=<script>alert({k})</script>"),
-                UrlKey::Xss(k),
-                ext,
-            )
+            (format!("{path}?q=<script>alert({k})</script>"), UrlKey::Xss(k), ext)
         } else {
             (path, UrlKey::Pool(k), ext)
         }
@@ -203,14 +174,7 @@ impl Ctx {
         } else if self.rng.chance(self.cfg.http_fraction) && !self.url_cdf.is_empty() {
             let k = self.skewed(200);
             let server = ext([192, 0, 2, 1 + k as u8]);
-            self.http_flow(
-                &mut a,
-                budget,
-                client,
-                server,
-                &format!("www.site{k}.example"),
-                v6,
-            );
+            self.http_flow(&mut a, budget, client, server, &format!("www.site{k}.example"), v6);
         } else {
             let k = self.skewed(200);
             self.tcp_flow(&mut a, budget, client, ext([198, 51, 100, 1 + k as u8]), v6);
@@ -240,25 +204,9 @@ impl Ctx {
         Msg::with_body(head, body_len as usize, fill)
     }
 
-    fn http_flow(
-        &mut self,
-        a: &mut Actor,
-        budget: u64,
-        client: Ip,
-        server: Ip,
-        host: &str,
-        v6: bool,
-    ) {
+    fn http_flow(&mut self, a: &mut Actor, budget: u64, client: Ip, server: Ip, host: &str, v6: bool) {
         let cport = self.next_port();
-        let c = a.add_conv(Conv::new(
-            &mut self.rng,
-            client,
-            cport,
-            true,
-            server,
-            80,
-            false,
-        ));
+        let c = a.add_conv(Conv::new(&mut self.rng, client, cport, true, server, 80, false));
         a.handshake(c, Some(Event::TcpStart { v6 }));
         let rounds = 1 + self.rng.below(1 + (budget / 40).min(4));
         let per = budget.saturating_sub(6) / rounds;
@@ -284,35 +232,16 @@ impl Ctx {
             _ => 993,
         };
         let cport = self.next_port();
-        let c = a.add_conv(Conv::new(
-            &mut self.rng,
-            client,
-            cport,
-            true,
-            server,
-            port,
-            false,
-        ));
+        let c = a.add_conv(Conv::new(&mut self.rng, client, cport, true, server, port, false));
         a.handshake(c, Some(Event::TcpStart { v6 }));
         let rounds = 1 + self.rng.below(1 + (budget / 30).min(6));
         let per = budget.saturating_sub(6) / rounds;
-        let big =
-            ((per.saturating_sub(2) * 2 / 3).max(1) * 1460).saturating_sub(self.rng.range(0, 700));
+        let big = ((per.saturating_sub(2) * 2 / 3).max(1) * 1460).saturating_sub(self.rng.range(0, 700));
         let big = big.max(self.rng.range(60, 1400)) as usize;
         match port {
             22 => {
-                a.send(
-                    c,
-                    Dir::S2C,
-                    Msg::bytes(&b"SSH-2.0-OpenSSH_9.6p1 Debian-4\r\n"[..]),
-                    None,
-                );
-                a.send(
-                    c,
-                    Dir::C2S,
-                    Msg::bytes(&b"SSH-2.0-OpenSSH_9.2p1\r\n"[..]),
-                    None,
-                );
+                a.send(c, Dir::S2C, Msg::bytes(&b"SSH-2.0-OpenSSH_9.6p1 Debian-4\r\n"[..]), None);
+                a.send(c, Dir::C2S, Msg::bytes(&b"SSH-2.0-OpenSSH_9.2p1\r\n"[..]), None);
                 for _ in 0..rounds {
                     let req = self.rng.range(36, 400) as usize;
                     a.send(
@@ -331,30 +260,15 @@ impl Ctx {
             }
             25 => {
                 let s = |t: &str| Msg::bytes(t.as_bytes().to_vec());
-                a.send(
-                    c,
-                    Dir::S2C,
-                    s("220 mail.example.net ESMTP Postfix\r\n"),
-                    None,
-                );
+                a.send(c, Dir::S2C, s("220 mail.example.net ESMTP Postfix\r\n"), None);
                 a.send(c, Dir::C2S, s("EHLO client.example.org\r\n"), None);
-                a.send(
-                    c,
-                    Dir::S2C,
-                    s("250-mail.example.net\r\n250-SIZE 10240000\r\n250 8BITMIME\r\n"),
-                    None,
-                );
+                a.send(c, Dir::S2C, s("250-mail.example.net\r\n250-SIZE 10240000\r\n250 8BITMIME\r\n"), None);
                 a.send(c, Dir::C2S, s("MAIL FROM:<alice@example.org>\r\n"), None);
                 a.send(c, Dir::S2C, s("250 2.1.0 Ok\r\n"), None);
                 a.send(c, Dir::C2S, s("RCPT TO:<bob@example.net>\r\n"), None);
                 a.send(c, Dir::S2C, s("250 2.1.5 Ok\r\n"), None);
                 a.send(c, Dir::C2S, s("DATA\r\n"), None);
-                a.send(
-                    c,
-                    Dir::S2C,
-                    s("354 End data with <CR><LF>.<CR><LF>\r\n"),
-                    None,
-                );
+                a.send(c, Dir::S2C, s("354 End data with <CR><LF>.<CR><LF>\r\n"), None);
                 let head = b"Subject: synthetic\r\nFrom: alice@example.org\r\n\r\n".to_vec();
                 a.send(c, Dir::C2S, Msg::with_body(head, big, Fill::Text), None);
                 a.send(c, Dir::C2S, s("\r\n.\r\n"), None);
@@ -364,60 +278,27 @@ impl Ctx {
             }
             _ => {
                 for r in 0..rounds {
-                    let (ct, st) = if r == 0 {
-                        (0x16u8, 0x16u8)
-                    } else {
-                        (0x17, 0x17)
-                    };
+                    let (ct, st) = if r == 0 { (0x16u8, 0x16u8) } else { (0x17, 0x17) };
                     let req = self.rng.range(40, 600) as usize;
                     let mut h = vec![ct, 3, 1];
                     h.extend_from_slice(&(req as u16).to_be_bytes());
-                    a.send(
-                        c,
-                        Dir::C2S,
-                        Msg::with_body(h, req, Fill::Binary(self.rng.next_u64())),
-                        None,
-                    );
+                    a.send(c, Dir::C2S, Msg::with_body(h, req, Fill::Binary(self.rng.next_u64())), None);
                     let mut h = vec![st, 3, 3];
                     h.extend_from_slice(&(big.min(16384) as u16).to_be_bytes());
-                    a.send(
-                        c,
-                        Dir::S2C,
-                        Msg::with_body(h, big, Fill::Binary(self.rng.next_u64())),
-                        None,
-                    );
+                    a.send(c, Dir::S2C, Msg::with_body(h, big, Fill::Binary(self.rng.next_u64())), None);
                 }
             }
         }
         a.close(c, &mut self.rng);
     }
 
-    fn udp_flow(
-        &mut self,
-        a: &mut Actor,
-        budget: u64,
-        client: Ip,
-        v6: bool,
-        ext: impl Fn([u8; 4]) -> Ip,
-    ) {
+    fn udp_flow(&mut self, a: &mut Actor, budget: u64, client: Ip, v6: bool, ext: impl Fn([u8; 4]) -> Ip) {
         let cport = self.next_port();
         let r = self.rng.below(10);
         if r < 7 {
             // DNS query / response.
-            let resolver = if self.rng.chance(0.5) {
-                [192, 0, 2, 53]
-            } else {
-                [198, 51, 100, 53]
-            };
-            let c = a.add_conv(Conv::new(
-                &mut self.rng,
-                client,
-                cport,
-                true,
-                ext(resolver),
-                53,
-                false,
-            ));
+            let resolver = if self.rng.chance(0.5) { [192, 0, 2, 53] } else { [198, 51, 100, 53] };
+            let c = a.add_conv(Conv::new(&mut self.rng, client, cport, true, ext(resolver), 53, false));
             let id = self.rng.below(65536) as u16;
             let site = self.skewed(1000);
             let mut q = Vec::with_capacity(64);
@@ -445,12 +326,7 @@ impl Ctx {
                 resp.extend_from_slice(&[0, 4]);
             }
             resp.extend_from_slice(&addr);
-            a.datagram(
-                c,
-                Dir::C2S,
-                Msg::bytes(q),
-                Some(Event::UdpStart { v6, dns: true }),
-            );
+            a.datagram(c, Dir::C2S, Msg::bytes(q), Some(Event::UdpStart { v6, dns: true }));
             if self.rng.chance(0.97) {
                 a.datagram(c, Dir::S2C, Msg::bytes(resp), None);
             }
@@ -471,19 +347,11 @@ impl Ctx {
             let mut resp = vec![0u8; 48];
             resp[0] = 0x24;
             resp[1] = 2;
-            a.datagram(
-                c,
-                Dir::C2S,
-                Msg::bytes(req),
-                Some(Event::UdpStart { v6, dns: false }),
-            );
+            a.datagram(c, Dir::C2S, Msg::bytes(req), Some(Event::UdpStart { v6, dns: false }));
             a.datagram(c, Dir::S2C, Msg::bytes(resp), None);
         } else {
-            let (port, kind) = if self.rng.chance(0.5) {
-                (443, StreamKind::Quic)
-            } else {
-                (5004, StreamKind::Rtp)
-            };
+            let (port, kind) =
+                if self.rng.chance(0.5) { (443, StreamKind::Quic) } else { (5004, StreamKind::Rtp) };
             let k = self.skewed(200);
             let c = a.add_conv(Conv::new(
                 &mut self.rng,
@@ -546,24 +414,11 @@ impl Ctx {
                     order.swap(j, self.rng.index(j + 1));
                 }
             }
-            (
-                [n[0], n[1], 0, TROJAN_DECOY_BASE + i as u8],
-                order,
-                format!("d{i}"),
-            )
+            ([n[0], n[1], 0, TROJAN_DECOY_BASE + i as u8], order, format!("d{i}"))
         } else {
-            (
-                [n[0], n[1], 0, TROJAN_HOST_BASE + i as u8],
-                [0, 1, 2, 3],
-                format!("t{i}"),
-            )
+            ([n[0], n[1], 0, TROJAN_HOST_BASE + i as u8], [0, 1, 2, 3], format!("t{i}"))
         };
-        Actor::new(Role::Trojan(TrojanState {
-            host,
-            order,
-            step: 0,
-            tag,
-        }))
+        Actor::new(Role::Trojan(TrojanState { host, order, step: 0, tag }))
     }
 
     /// Scripts more work for a scanner or trojan actor (whose conversation
@@ -581,15 +436,7 @@ impl Ctx {
                 let port = ((j * st.mul + st.add) % 65535 + 1) as u16;
                 let (ip, sport) = (st.ip, st.sport);
                 let target = self.client_v4(t);
-                let mut conv = Conv::new(
-                    &mut self.rng,
-                    Ip::V4(ip),
-                    sport,
-                    false,
-                    Ip::V4(target),
-                    port,
-                    true,
-                );
+                let mut conv = Conv::new(&mut self.rng, Ip::V4(ip), sport, false, Ip::V4(target), port, true);
                 conv.ep[0].win = 1024;
                 let c = a.add_conv(conv);
                 a.ctl(c, Dir::C2S, SYN, Some(Event::ScanProbe));
@@ -645,33 +492,13 @@ impl Ctx {
 
     fn trojan_ssh(&mut self, a: &mut Actor, host: [u8; 4]) {
         let c = self.trojan_conv(a, ATTACKER, host, 22, false);
-        a.send(
-            c,
-            Dir::S2C,
-            Msg::bytes(&b"SSH-2.0-OpenSSH_7.4\r\n"[..]),
-            None,
-        );
-        a.send(
-            c,
-            Dir::C2S,
-            Msg::bytes(&b"SSH-2.0-libssh2_1.10.0\r\n"[..]),
-            None,
-        );
+        a.send(c, Dir::S2C, Msg::bytes(&b"SSH-2.0-OpenSSH_7.4\r\n"[..]), None);
+        a.send(c, Dir::C2S, Msg::bytes(&b"SSH-2.0-libssh2_1.10.0\r\n"[..]), None);
         for _ in 0..3 {
             let n = self.rng.range(200, 1500) as usize;
-            a.send(
-                c,
-                Dir::C2S,
-                Msg::with_body(Vec::new(), n, Fill::Binary(self.rng.next_u64())),
-                None,
-            );
+            a.send(c, Dir::C2S, Msg::with_body(Vec::new(), n, Fill::Binary(self.rng.next_u64())), None);
             let n = self.rng.range(200, 1500) as usize;
-            a.send(
-                c,
-                Dir::S2C,
-                Msg::with_body(Vec::new(), n, Fill::Binary(self.rng.next_u64())),
-                None,
-            );
+            a.send(c, Dir::S2C, Msg::with_body(Vec::new(), n, Fill::Binary(self.rng.next_u64())), None);
         }
         a.fin(c, Dir::C2S);
     }
@@ -681,22 +508,12 @@ impl Ctx {
         let req = format!(
             "GET /dl/update-{tag}.html HTTP/1.1\r\nHost: updates.example.com\r\nUser-Agent: Wget/1.12\r\nAccept: */*\r\n\r\n"
         );
-        a.send(
-            c,
-            Dir::C2S,
-            Msg::bytes(req),
-            Some(Event::Http(UrlKey::Unique)),
-        );
+        a.send(c, Dir::C2S, Msg::bytes(req), Some(Event::Http(UrlKey::Unique)));
         let body = self.rng.range(1500, 4000);
         let head = format!(
             "HTTP/1.1 200 OK\r\nServer: Apache\r\nContent-Type: text/html\r\nContent-Length: {body}\r\n\r\n"
         );
-        a.send(
-            c,
-            Dir::S2C,
-            Msg::with_body(head, body as usize, Fill::Text),
-            None,
-        );
+        a.send(c, Dir::S2C, Msg::with_body(head, body as usize, Fill::Text), None);
         a.fin(c, Dir::C2S);
     }
 
@@ -705,30 +522,14 @@ impl Ctx {
         let s = |t: String| Msg::bytes(t.into_bytes());
         a.send(c, Dir::S2C, s("220 (vsFTPd 3.0.3)\r\n".into()), None);
         a.send(c, Dir::C2S, s("USER anonymous\r\n".into()), None);
-        a.send(
-            c,
-            Dir::S2C,
-            s("331 Please specify the password.\r\n".into()),
-            None,
-        );
+        a.send(c, Dir::S2C, s("331 Please specify the password.\r\n".into()), None);
         a.send(c, Dir::C2S, s("PASS guest@example.com\r\n".into()), None);
         a.send(c, Dir::S2C, s("230 Login successful.\r\n".into()), None);
         a.send(c, Dir::C2S, s("TYPE I\r\n".into()), None);
-        a.send(
-            c,
-            Dir::S2C,
-            s("200 Switching to Binary mode.\r\n".into()),
-            None,
-        );
+        a.send(c, Dir::S2C, s("200 Switching to Binary mode.\r\n".into()), None);
         for (name, magic) in [
-            (
-                format!("setup-{tag}.exe"),
-                &b"MZ\x90\x00\x03\x00\x00\x00"[..],
-            ),
-            (
-                format!("payload-{tag}.zip"),
-                &b"PK\x03\x04\x14\x00\x00\x00"[..],
-            ),
+            (format!("setup-{tag}.exe"), &b"MZ\x90\x00\x03\x00\x00\x00"[..]),
+            (format!("payload-{tag}.zip"), &b"PK\x03\x04\x14\x00\x00\x00"[..]),
         ] {
             let p = self.rng.range(40000, 60000) as u16;
             let ip = DROPPER_FTP;
@@ -752,17 +553,11 @@ impl Ctx {
             a.send(
                 c,
                 Dir::S2C,
-                s(format!(
-                    "150 Opening BINARY mode data connection for {name} ({size} bytes).\r\n"
-                )),
+                s(format!("150 Opening BINARY mode data connection for {name} ({size} bytes).\r\n")),
                 None,
             );
             let d = self.trojan_conv(a, host, DROPPER_FTP, p, true);
-            let msg = Msg::with_body(
-                magic.to_vec(),
-                size - magic.len(),
-                Fill::Binary(self.rng.next_u64()),
-            );
+            let msg = Msg::with_body(magic.to_vec(), size - magic.len(), Fill::Binary(self.rng.next_u64()));
             a.send(d, Dir::S2C, msg, None);
             a.fin(d, Dir::S2C);
             a.send(c, Dir::S2C, s("226 Transfer complete.\r\n".into()), None);
@@ -775,27 +570,18 @@ impl Ctx {
     fn trojan_irc(&mut self, a: &mut Actor, host: [u8; 4], tag: &str) {
         let c = self.trojan_conv(a, host, IRC_C2, 6667, true);
         let s = |t: String| Msg::bytes(t.into_bytes());
-        a.send(
-            c,
-            Dir::C2S,
-            s(format!("NICK bot-{tag}\r\nUSER bot-{tag} 0 * :bot\r\n")),
-            None,
-        );
+        a.send(c, Dir::C2S, s(format!("NICK bot-{tag}\r\nUSER bot-{tag} 0 * :bot\r\n")), None);
         a.send(
             c,
             Dir::S2C,
-            s(format!(
-                ":irc.example.net 001 bot-{tag} :Welcome to the Internet Relay Network\r\n"
-            )),
+            s(format!(":irc.example.net 001 bot-{tag} :Welcome to the Internet Relay Network\r\n")),
             None,
         );
         a.send(c, Dir::C2S, s("JOIN #c2\r\n".into()), None);
         a.send(
             c,
             Dir::S2C,
-            s(format!(
-                ":bot-{tag}!bot@host JOIN :#c2\r\n:irc.example.net 332 bot-{tag} #c2 :!update\r\n"
-            )),
+            s(format!(":bot-{tag}!bot@host JOIN :#c2\r\n:irc.example.net 332 bot-{tag} #c2 :!update\r\n")),
             None,
         );
         a.send(c, Dir::C2S, s("PRIVMSG #c2 :ready\r\n".into()), None);

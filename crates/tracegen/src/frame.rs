@@ -1,8 +1,6 @@
 //! Per-connection state and Ethernet frame construction.
 
-use etherparse::{
-    IpHeaders, IpNumber, Ipv4Header, Ipv6FlowLabel, Ipv6Header, PacketBuilder, TcpHeader,
-};
+use etherparse::{IpHeaders, IpNumber, Ipv4Header, Ipv6FlowLabel, Ipv6Header, PacketBuilder, TcpHeader};
 
 use crate::rng::Rng;
 
@@ -73,11 +71,7 @@ fn endpoint(rng: &mut Rng, ip: Ip, port: u16, internal: bool) -> Endpoint {
     };
     // The capture point sits at the network edge: internal hosts are at most
     // one hop away, external ones a realistic number of hops.
-    let hops = if internal {
-        rng.below(2)
-    } else {
-        rng.range(5, 22)
-    };
+    let hops = if internal { rng.below(2) } else { rng.range(5, 22) };
     let mac = if internal {
         let b = match ip {
             Ip::V4(a) => a,
@@ -127,11 +121,7 @@ impl Conv {
         let s = dir as usize;
         let o = 1 - s;
         // A host answering a SYN on a closed port has no sequence space yet.
-        let seq = if flags & RST != 0 && !self.ep[s].syn_sent {
-            0
-        } else {
-            self.ep[s].seq
-        };
+        let seq = if flags & RST != 0 && !self.ep[s].syn_sent { 0 } else { self.ep[s].seq };
         let ack_no = if flags & ACK != 0 { self.ep[o].seq } else { 0 };
         let mut th = TcpHeader::new(self.ep[s].port, self.ep[o].port, seq, self.ep[s].win);
         th.fin = flags & FIN != 0;
@@ -183,8 +173,7 @@ impl Conv {
             (Ip::V6(src), Ip::V6(dst)) => IpHeaders::Ipv6(
                 Ipv6Header {
                     traffic_class: 0,
-                    flow_label: Ipv6FlowLabel::try_new(self.flow_label)
-                        .unwrap_or(Ipv6FlowLabel::ZERO),
+                    flow_label: Ipv6FlowLabel::try_new(self.flow_label).unwrap_or(Ipv6FlowLabel::ZERO),
                     payload_length: 0,
                     next_header: proto,
                     hop_limit: self.ep[s].ttl,

@@ -176,12 +176,7 @@ pub struct ScanConfig {
 
 impl Default for ScanConfig {
     fn default() -> Self {
-        ScanConfig {
-            scanners: 1,
-            ports_per_scanner: 1000,
-            targets: 1,
-            open_fraction: 0.02,
-        }
+        ScanConfig { scanners: 1, ports_per_scanner: 1000, targets: 1, open_fraction: 0.02 }
     }
 }
 
@@ -205,10 +200,7 @@ pub struct TrojanConfig {
 
 impl Default for TrojanConfig {
     fn default() -> Self {
-        TrojanConfig {
-            hosts: 1,
-            decoys: 1,
-        }
+        TrojanConfig { hosts: 1, decoys: 1 }
     }
 }
 
@@ -300,10 +292,7 @@ fn check_fraction(name: &'static str, v: f64) -> Result<(), GenError> {
     if (0.0..=1.0).contains(&v) {
         Ok(())
     } else {
-        Err(invalid(
-            name,
-            format!("must be a fraction within 0.0..=1.0, got {v}"),
-        ))
+        Err(invalid(name, format!("must be a fraction within 0.0..=1.0, got {v}")))
     }
 }
 
@@ -315,53 +304,32 @@ fn validate(cfg: &GenConfig) -> Result<(), GenError> {
     if cfg.packets > 0 && cfg.flows == 0 {
         return Err(invalid(
             "flows",
-            format!(
-                "must be at least 1 when packets > 0 (packets = {})",
-                cfg.packets
-            ),
+            format!("must be at least 1 when packets > 0 (packets = {})", cfg.packets),
         ));
     }
     if cfg.packets > 0 && cfg.concurrency == 0 {
-        return Err(invalid(
-            "concurrency",
-            "must be at least 1 when packets > 0".into(),
-        ));
+        return Err(invalid("concurrency", "must be at least 1 when packets > 0".into()));
     }
     if cfg.pps == 0 {
-        return Err(invalid(
-            "pps",
-            "must be at least 1 packet per second".into(),
-        ));
+        return Err(invalid("pps", "must be at least 1 packet per second".into()));
     }
     if cfg.http_fraction > 0.0 && cfg.url_pool == 0 {
-        return Err(invalid(
-            "url_pool",
-            "must be at least 1 when http_fraction > 0".into(),
-        ));
+        return Err(invalid("url_pool", "must be at least 1 when http_fraction > 0".into()));
     }
     if cfg.url_pool > 1 << 24 {
-        return Err(invalid(
-            "url_pool",
-            format!("must be at most {}, got {}", 1u32 << 24, cfg.url_pool),
-        ));
+        return Err(invalid("url_pool", format!("must be at most {}, got {}", 1u32 << 24, cfg.url_pool)));
     }
     let net = [cfg.internal_net[0], cfg.internal_net[1]];
     if [[192, 0], [198, 51], [203, 0]].contains(&net) {
         return Err(invalid(
             "internal_net",
-            format!(
-                "{}.{}.0.0/16 overlaps the external server ranges",
-                net[0], net[1]
-            ),
+            format!("{}.{}.0.0/16 overlaps the external server ranges", net[0], net[1]),
         ));
     }
     if let Some(s) = &cfg.scan {
         check_fraction("scan.open_fraction", s.open_fraction)?;
         if !(1..=127).contains(&s.scanners) {
-            return Err(invalid(
-                "scan.scanners",
-                format!("must be within 1..=127, got {}", s.scanners),
-            ));
+            return Err(invalid("scan.scanners", format!("must be within 1..=127, got {}", s.scanners)));
         }
         if !(1..=65535).contains(&s.ports_per_scanner) {
             return Err(invalid(
@@ -370,24 +338,15 @@ fn validate(cfg: &GenConfig) -> Result<(), GenError> {
             ));
         }
         if !(1..=254 * 254).contains(&s.targets) {
-            return Err(invalid(
-                "scan.targets",
-                format!("must be within 1..=64516, got {}", s.targets),
-            ));
+            return Err(invalid("scan.targets", format!("must be within 1..=64516, got {}", s.targets)));
         }
     }
     if let Some(t) = &cfg.trojan {
         if t.hosts > 100 {
-            return Err(invalid(
-                "trojan.hosts",
-                format!("must be at most 100, got {}", t.hosts),
-            ));
+            return Err(invalid("trojan.hosts", format!("must be at most 100, got {}", t.hosts)));
         }
         if t.decoys > 100 {
-            return Err(invalid(
-                "trojan.decoys",
-                format!("must be at most 100, got {}", t.decoys),
-            ));
+            return Err(invalid("trojan.decoys", format!("must be at most 100, got {}", t.decoys)));
         }
     }
     Ok(())
@@ -404,11 +363,7 @@ impl Generator {
     /// trojan counts.
     pub fn new(cfg: GenConfig) -> Result<Generator, GenError> {
         validate(&cfg)?;
-        let url_bits = if cfg.http_fraction > 0.0 {
-            2 * cfg.url_pool as usize
-        } else {
-            0
-        };
+        let url_bits = if cfg.http_fraction > 0.0 { 2 * cfg.url_pool as usize } else { 0 };
         let clock = cfg.start_ns;
         let gap_max = 2 * (1_000_000_000 / cfg.pps);
         let mut ctx = Ctx::new(cfg);
@@ -438,11 +393,7 @@ impl Generator {
         let n_special = actors.len() as f64;
         let natural = n_special / (n_special + f64::from(ctx.cfg.concurrency.max(1)));
         let wanted = 2.0 * ctx.special_est as f64 / (ctx.cfg.packets.max(1) as f64);
-        let special_share = if actors.is_empty() {
-            0.0
-        } else {
-            wanted.clamp(natural.min(0.5), 0.5)
-        };
+        let special_share = if actors.is_empty() { 0.0 } else { wanted.clamp(natural.min(0.5), 0.5) };
         Ok(Generator {
             ctx,
             regular: Vec::new(),
@@ -547,19 +498,14 @@ impl Iterator for Generator {
             match pool[i].next_frame(&mut self.ctx) {
                 Some((data, ev)) => {
                     if self.stats.packets > 0 {
-                        self.clock = self
-                            .clock
-                            .saturating_add(self.ctx.rng.below(self.gap_max + 1));
+                        self.clock = self.clock.saturating_add(self.ctx.rng.below(self.gap_max + 1));
                     }
                     if let Some(ev) = ev {
                         self.account(ev);
                     }
                     self.stats.packets += 1;
                     self.stats.bytes += data.len() as u64;
-                    return Some(GeneratedPacket {
-                        ts_ns: self.clock,
-                        data,
-                    });
+                    return Some(GeneratedPacket { ts_ns: self.clock, data });
                 }
                 None => {
                     pool.swap_remove(i);

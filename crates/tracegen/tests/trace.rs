@@ -76,11 +76,7 @@ fn parse(frame: &[u8]) -> Pkt {
         NetSlice::Ipv4(ip) => {
             let h = ip.header();
             let ihl = usize::from(h.ihl()) * 4;
-            assert_eq!(
-                fold(csum(&frame[14..14 + ihl], 0)),
-                0xffff,
-                "IPv4 header checksum"
-            );
+            assert_eq!(fold(csum(&frame[14..14 + ihl], 0)), 0xffff, "IPv4 header checksum");
             let total = usize::from(h.total_len());
             assert_eq!(frame.len(), 14 + total, "no trailing bytes");
             let l4_len = total - ihl;
@@ -169,34 +165,17 @@ fn in_net(ip: IpAddr, net: [u8; 3]) -> bool {
 fn is_special(p: &Pkt) -> bool {
     // Scanners and trojan infrastructure live in 203.0.113.0/24; trojan and
     // decoy hosts in 10.0.0.0/24.
-    [p.src, p.dst]
-        .iter()
-        .any(|&ip| in_net(ip, [203, 0, 113]) || in_net(ip, [10, 0, 0]))
+    [p.src, p.dst].iter().any(|&ip| in_net(ip, [203, 0, 113]) || in_net(ip, [10, 0, 0]))
 }
 
 fn small(seed: u64, packets: u64) -> GenConfig {
-    GenConfig {
-        seed,
-        packets,
-        flows: 60,
-        concurrency: 8,
-        ipv6_fraction: 0.2,
-        ..GenConfig::default()
-    }
+    GenConfig { seed, packets, flows: 60, concurrency: 8, ipv6_fraction: 0.2, ..GenConfig::default() }
 }
 
 fn full(seed: u64, packets: u64) -> GenConfig {
     GenConfig {
-        scan: Some(ScanConfig {
-            scanners: 2,
-            ports_per_scanner: 60,
-            targets: 2,
-            open_fraction: 0.1,
-        }),
-        trojan: Some(TrojanConfig {
-            hosts: 2,
-            decoys: 2,
-        }),
+        scan: Some(ScanConfig { scanners: 2, ports_per_scanner: 60, targets: 2, open_fraction: 0.1 }),
+        trojan: Some(TrojanConfig { hosts: 2, decoys: 2 }),
         xss_fraction: 0.1,
         url_pool: 30,
         ..small(seed, packets)
@@ -216,10 +195,7 @@ fn same_seed_identical_different_seed_differs() {
     assert_eq!(a, b);
     let c = generate(full(8, 3000)).unwrap();
     assert_ne!(a, c);
-    assert_ne!(
-        a.iter().map(|p| &p.data).collect::<Vec<_>>(),
-        c.iter().map(|p| &p.data).collect::<Vec<_>>()
-    );
+    assert_ne!(a.iter().map(|p| &p.data).collect::<Vec<_>>(), c.iter().map(|p| &p.data).collect::<Vec<_>>());
 }
 
 /// FNV-1a over timestamps and frames: pins the exact output so accidental
@@ -233,10 +209,7 @@ fn golden_digest() {
             h = h.wrapping_mul(0x0100_0000_01b3);
         }
     }
-    assert_eq!(
-        h, GOLDEN,
-        "generator output changed (update GOLDEN only if intended): {h:#x}"
-    );
+    assert_eq!(h, GOLDEN, "generator output changed (update GOLDEN only if intended): {h:#x}");
 }
 const GOLDEN: u64 = 0x3f95_1411_5277_da4e;
 
@@ -247,10 +220,7 @@ fn frames_valid_count_exact_ts_monotonic() {
     let (v, g) = run(cfg);
     assert_eq!(v.len(), 5000);
     assert_eq!(g.stats().packets, 5000);
-    assert_eq!(
-        g.stats().bytes,
-        v.iter().map(|p| p.data.len() as u64).sum::<u64>()
-    );
+    assert_eq!(g.stats().bytes, v.iter().map(|p| p.data.len() as u64).sum::<u64>());
     assert_eq!(v[0].ts_ns, start);
     assert!(v.windows(2).all(|w| w[0].ts_ns <= w[1].ts_ns));
     let mut v6 = 0;
@@ -272,11 +242,7 @@ fn exact_count_tiny_and_zero() {
     for n in [0u64, 1, 2, 3, 7, 100] {
         assert_eq!(generate(small(1, n)).unwrap().len() as u64, n);
     }
-    let cfg = GenConfig {
-        flows: 0,
-        packets: 0,
-        ..GenConfig::default()
-    };
+    let cfg = GenConfig { flows: 0, packets: 0, ..GenConfig::default() };
     assert!(generate(cfg).unwrap().is_empty());
     let g = Generator::new(small(1, 10)).unwrap();
     assert_eq!(g.len(), 10);
@@ -297,16 +263,12 @@ fn tcp_handshake_and_sequence_numbers() {
     for (_, f) in flows {
         let first = f[0];
         assert!(first.is_syn(), "flow starts with SYN: {first:?}");
-        let scanner = in_net(first.src, [203, 0, 113])
-            && first.src != IpAddr::V4(Ipv4Addr::new(203, 0, 113, 200));
+        let scanner =
+            in_net(first.src, [203, 0, 113]) && first.src != IpAddr::V4(Ipv4Addr::new(203, 0, 113, 200));
         if scanner {
             assert!(f.len() <= 3);
             if f.len() >= 2 {
-                assert!(
-                    f[1].flags == SYN | ACK || f[1].flags == RST | ACK,
-                    "{:?}",
-                    f[1]
-                );
+                assert!(f[1].flags == SYN | ACK || f[1].flags == RST | ACK, "{:?}", f[1]);
                 if f[1].flags == RST | ACK {
                     assert_eq!(f[1].ack, first.seq.wrapping_add(1));
                     assert_eq!(f.len(), 2);
@@ -320,10 +282,7 @@ fn tcp_handshake_and_sequence_numbers() {
         }
         if f.len() >= 3 {
             assert_eq!(f[1].flags, SYN | ACK);
-            assert_eq!(
-                f[1].key(),
-                (first.dst, first.dport, first.src, first.sport, true)
-            );
+            assert_eq!(f[1].key(), (first.dst, first.dport, first.src, first.sport, true));
             assert_eq!(f[2].flags, ACK);
             assert_eq!(f[2].key(), first.key());
         }
@@ -359,11 +318,7 @@ fn get_uri(p: &Pkt) -> Option<String> {
 
 #[test]
 fn http_requests_repeat_and_stats_match_recount() {
-    let cfg = GenConfig {
-        url_pool: 25,
-        xss_fraction: 0.2,
-        ..full(5, 8000)
-    };
+    let cfg = GenConfig { url_pool: 25, xss_fraction: 0.2, ..full(5, 8000) };
     let (v, g) = run(cfg);
     let s = g.stats().clone();
     let pkts: Vec<Pkt> = v.iter().map(|p| parse(&p.data)).collect();
@@ -377,10 +332,7 @@ fn http_requests_repeat_and_stats_match_recount() {
     let xss = uris.iter().filter(|u| u.contains("<script>")).count() as u64;
     assert_eq!(s.xss_requests, xss);
     assert!(xss > 0);
-    for p in pkts
-        .iter()
-        .filter(|p| p.tcp && p.payload.starts_with(b"GET "))
-    {
+    for p in pkts.iter().filter(|p| p.tcp && p.payload.starts_with(b"GET ")) {
         let t = std::str::from_utf8(&p.payload).unwrap();
         assert!(t.contains("\r\nHost: ") && t.ends_with("\r\n\r\n"));
         assert_eq!(p.dport, 80);
@@ -394,17 +346,11 @@ fn http_requests_repeat_and_stats_match_recount() {
     let mut dns = 0;
     for p in &regular {
         if !p.tcp && udp_flows.insert(p.flow()) {
-            assert!(
-                (32768..=60999).contains(&p.sport),
-                "UDP flows start client → server"
-            );
+            assert!((32768..=60999).contains(&p.sport), "UDP flows start client → server");
             dns += u64::from(p.dport == 53);
         }
     }
-    let v6_flows = regular
-        .iter()
-        .filter(|p| p.is_syn() && p.src.is_ipv6())
-        .count()
+    let v6_flows = regular.iter().filter(|p| p.is_syn() && p.src.is_ipv6()).count()
         + udp_flows.iter().filter(|f| f.0.is_ipv6()).count();
     assert_eq!(s.tcp_flows, tcp);
     assert_eq!(s.udp_flows, udp_flows.len() as u64);
@@ -412,20 +358,14 @@ fn http_requests_repeat_and_stats_match_recount() {
     assert_eq!(s.dns_queries, dns);
     assert_eq!(s.ipv6_flows, v6_flows as u64);
     let attacker = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 200));
-    let trojan_syns = pkts
-        .iter()
-        .filter(|p| p.is_syn() && (in_net(p.src, [10, 0, 0]) || p.src == attacker))
-        .count();
+    let trojan_syns =
+        pkts.iter().filter(|p| p.is_syn() && (in_net(p.src, [10, 0, 0]) || p.src == attacker)).count();
     assert_eq!(s.trojan_connections, trojan_syns as u64);
 }
 
 #[test]
 fn http_responses_have_content_length_and_body() {
-    let cfg = GenConfig {
-        http_fraction: 1.0,
-        udp_fraction: 0.0,
-        ..small(9, 6000)
-    };
+    let cfg = GenConfig { http_fraction: 1.0, udp_fraction: 0.0, ..small(9, 6000) };
     let (v, _) = run(cfg);
     let pkts: Vec<Pkt> = v.iter().map(|p| parse(&p.data)).collect();
     let mut server_data: HashMap<_, Vec<u8>> = HashMap::new();
@@ -435,10 +375,7 @@ fn http_responses_have_content_length_and_body() {
             finished.insert(p.flow());
         }
         if p.sport == 80 {
-            server_data
-                .entry(p.flow())
-                .or_default()
-                .extend_from_slice(&p.payload);
+            server_data.entry(p.flow()).or_default().extend_from_slice(&p.payload);
         }
     }
     let mut checked = 0;
@@ -469,12 +406,7 @@ fn http_responses_have_content_length_and_body() {
 #[test]
 fn scan_probes_present_and_counted() {
     let cfg = GenConfig {
-        scan: Some(ScanConfig {
-            scanners: 1,
-            ports_per_scanner: 100,
-            targets: 3,
-            open_fraction: 0.1,
-        }),
+        scan: Some(ScanConfig { scanners: 1, ports_per_scanner: 100, targets: 3, open_fraction: 0.1 }),
         concurrency: 3,
         ..small(4, 4000)
     };
@@ -482,34 +414,18 @@ fn scan_probes_present_and_counted() {
     let scanner = IpAddr::V4(g.scanners()[0]);
     assert_eq!(g.scanners()[0], Ipv4Addr::new(203, 0, 113, 1));
     let pkts: Vec<Pkt> = v.iter().map(|p| parse(&p.data)).collect();
-    let probes: Vec<&Pkt> = pkts
-        .iter()
-        .filter(|p| p.src == scanner && p.is_syn())
-        .collect();
+    let probes: Vec<&Pkt> = pkts.iter().filter(|p| p.src == scanner && p.is_syn()).collect();
     assert_eq!(probes.len(), 300, "scan finished within the trace");
     assert_eq!(g.stats().scan_probes, 300);
     let targets: HashSet<IpAddr> = probes.iter().map(|p| p.dst).collect();
     assert_eq!(targets.len(), 3);
     for t in &targets {
-        let ports: HashSet<u16> = probes
-            .iter()
-            .filter(|p| p.dst == *t)
-            .map(|p| p.dport)
-            .collect();
+        let ports: HashSet<u16> = probes.iter().filter(|p| p.dst == *t).map(|p| p.dport).collect();
         assert_eq!(ports.len(), 100, "distinct ports per target");
     }
-    let open = pkts
-        .iter()
-        .filter(|p| p.dst == scanner && p.flags == SYN | ACK)
-        .count();
-    let closed = pkts
-        .iter()
-        .filter(|p| p.dst == scanner && p.flags == RST | ACK)
-        .count();
-    let resets = pkts
-        .iter()
-        .filter(|p| p.src == scanner && p.flags == RST)
-        .count();
+    let open = pkts.iter().filter(|p| p.dst == scanner && p.flags == SYN | ACK).count();
+    let closed = pkts.iter().filter(|p| p.dst == scanner && p.flags == RST | ACK).count();
+    let resets = pkts.iter().filter(|p| p.src == scanner && p.flags == RST).count();
     assert_eq!(open as u64, g.stats().scan_open_ports);
     assert_eq!(open + closed, 300);
     assert_eq!(resets, open);
@@ -524,49 +440,31 @@ fn scan_probes_present_and_counted() {
 /// Index of the first packet of each trojan step for `host`.
 fn trojan_steps(pkts: &[Pkt], host: Ipv4Addr) -> [Option<usize>; 4] {
     let h = IpAddr::V4(host);
-    let ssh = pkts
+    let ssh = pkts.iter().position(|p| p.is_syn() && p.dst == h && p.dport == 22);
+    let http = pkts.iter().position(|p| p.src == h && get_uri(p).is_some_and(|u| u.ends_with(".html")));
+    let ftp_exe = pkts
         .iter()
-        .position(|p| p.is_syn() && p.dst == h && p.dport == 22);
-    let http = pkts
+        .position(|p| p.src == h && p.payload.starts_with(b"RETR ") && p.payload.ends_with(b".exe\r\n"));
+    let ftp_zip = pkts
         .iter()
-        .position(|p| p.src == h && get_uri(p).is_some_and(|u| u.ends_with(".html")));
-    let ftp_exe = pkts.iter().position(|p| {
-        p.src == h && p.payload.starts_with(b"RETR ") && p.payload.ends_with(b".exe\r\n")
-    });
-    let ftp_zip = pkts.iter().position(|p| {
-        p.src == h && p.payload.starts_with(b"RETR ") && p.payload.ends_with(b".zip\r\n")
-    });
+        .position(|p| p.src == h && p.payload.starts_with(b"RETR ") && p.payload.ends_with(b".zip\r\n"));
     assert!(ftp_exe < ftp_zip || ftp_zip.is_none());
     // FTP data connections deliver the exe/zip magic bytes to the host.
     if ftp_zip.is_some() {
-        assert!(pkts
-            .iter()
-            .any(|p| p.dst == h && p.payload.starts_with(b"MZ")));
-        assert!(pkts
-            .iter()
-            .any(|p| p.dst == h && p.payload.starts_with(b"PK\x03\x04")));
+        assert!(pkts.iter().any(|p| p.dst == h && p.payload.starts_with(b"MZ")));
+        assert!(pkts.iter().any(|p| p.dst == h && p.payload.starts_with(b"PK\x03\x04")));
     }
-    let irc = pkts
-        .iter()
-        .position(|p| p.src == h && p.dport == 6667 && p.payload.starts_with(b"NICK "));
+    let irc = pkts.iter().position(|p| p.src == h && p.dport == 6667 && p.payload.starts_with(b"NICK "));
     if irc.is_some() {
-        assert!(pkts
-            .iter()
-            .any(|p| p.src == h && p.dport == 6667 && p.payload.starts_with(b"JOIN #")));
+        assert!(pkts.iter().any(|p| p.src == h && p.dport == 6667 && p.payload.starts_with(b"JOIN #")));
     }
     [ssh, http, ftp_exe, irc]
 }
 
 #[test]
 fn trojan_steps_in_order_decoys_not() {
-    let cfg = GenConfig {
-        trojan: Some(TrojanConfig {
-            hosts: 3,
-            decoys: 3,
-        }),
-        concurrency: 4,
-        ..small(21, 12000)
-    };
+    let cfg =
+        GenConfig { trojan: Some(TrojanConfig { hosts: 3, decoys: 3 }), concurrency: 4, ..small(21, 12000) };
     let (v, g) = run(cfg);
     let pkts: Vec<Pkt> = v.iter().map(|p| parse(&p.data)).collect();
     assert_eq!(g.trojan_hosts().len(), 3);
@@ -586,97 +484,31 @@ fn trojan_steps_in_order_decoys_not() {
 #[test]
 fn invalid_configs_name_the_parameter() {
     let cases: Vec<(GenConfig, &str)> = vec![
+        (GenConfig { udp_fraction: 1.5, ..GenConfig::default() }, "udp_fraction"),
+        (GenConfig { http_fraction: -0.1, ..GenConfig::default() }, "http_fraction"),
+        (GenConfig { xss_fraction: f64::NAN, ..GenConfig::default() }, "xss_fraction"),
+        (GenConfig { ipv6_fraction: 2.0, ..GenConfig::default() }, "ipv6_fraction"),
+        (GenConfig { flows: 0, ..GenConfig::default() }, "flows"),
+        (GenConfig { concurrency: 0, ..GenConfig::default() }, "concurrency"),
+        (GenConfig { pps: 0, ..GenConfig::default() }, "pps"),
+        (GenConfig { url_pool: 0, ..GenConfig::default() }, "url_pool"),
+        (GenConfig { internal_net: [192, 0, 0, 0], ..GenConfig::default() }, "internal_net"),
         (
             GenConfig {
-                udp_fraction: 1.5,
-                ..GenConfig::default()
-            },
-            "udp_fraction",
-        ),
-        (
-            GenConfig {
-                http_fraction: -0.1,
-                ..GenConfig::default()
-            },
-            "http_fraction",
-        ),
-        (
-            GenConfig {
-                xss_fraction: f64::NAN,
-                ..GenConfig::default()
-            },
-            "xss_fraction",
-        ),
-        (
-            GenConfig {
-                ipv6_fraction: 2.0,
-                ..GenConfig::default()
-            },
-            "ipv6_fraction",
-        ),
-        (
-            GenConfig {
-                flows: 0,
-                ..GenConfig::default()
-            },
-            "flows",
-        ),
-        (
-            GenConfig {
-                concurrency: 0,
-                ..GenConfig::default()
-            },
-            "concurrency",
-        ),
-        (
-            GenConfig {
-                pps: 0,
-                ..GenConfig::default()
-            },
-            "pps",
-        ),
-        (
-            GenConfig {
-                url_pool: 0,
-                ..GenConfig::default()
-            },
-            "url_pool",
-        ),
-        (
-            GenConfig {
-                internal_net: [192, 0, 0, 0],
-                ..GenConfig::default()
-            },
-            "internal_net",
-        ),
-        (
-            GenConfig {
-                scan: Some(ScanConfig {
-                    scanners: 0,
-                    ..ScanConfig::default()
-                }),
+                scan: Some(ScanConfig { scanners: 0, ..ScanConfig::default() }),
                 ..GenConfig::default()
             },
             "scan.scanners",
         ),
         (
             GenConfig {
-                scan: Some(ScanConfig {
-                    open_fraction: 3.0,
-                    ..ScanConfig::default()
-                }),
+                scan: Some(ScanConfig { open_fraction: 3.0, ..ScanConfig::default() }),
                 ..GenConfig::default()
             },
             "scan.open_fraction",
         ),
         (
-            GenConfig {
-                trojan: Some(TrojanConfig {
-                    hosts: 500,
-                    decoys: 0,
-                }),
-                ..GenConfig::default()
-            },
+            GenConfig { trojan: Some(TrojanConfig { hosts: 500, decoys: 0 }), ..GenConfig::default() },
             "trojan.hosts",
         ),
     ];
@@ -687,12 +519,7 @@ fn invalid_configs_name_the_parameter() {
         assert!(err.to_string().contains(name), "{err}");
     }
     // http disabled → url_pool 0 is fine.
-    assert!(Generator::new(GenConfig {
-        url_pool: 0,
-        http_fraction: 0.0,
-        ..small(1, 50)
-    })
-    .is_ok());
+    assert!(Generator::new(GenConfig { url_pool: 0, http_fraction: 0.0, ..small(1, 50) }).is_ok());
 }
 
 #[test]
@@ -709,11 +536,7 @@ fn stats_update_as_it_goes() {
 
 #[test]
 fn flows_parameter_roughly_respected() {
-    let cfg = GenConfig {
-        flows: 200,
-        packets: 20_000,
-        ..GenConfig::default()
-    };
+    let cfg = GenConfig { flows: 200, packets: 20_000, ..GenConfig::default() };
     let (_, g) = run(cfg);
     let n = g.stats().flows_started;
     assert!((100..=400).contains(&n), "flows started {n}");
@@ -742,24 +565,16 @@ fn default_scan_and_trojans_complete() {
 #[test]
 #[ignore]
 fn throughput_1m() {
-    let n: u64 = std::env::var("TRACEGEN_BENCH_PACKETS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000_000);
-    let cfg = GenConfig {
-        packets: n,
-        ..GenConfig::default()
-    };
+    let n: u64 =
+        std::env::var("TRACEGEN_BENCH_PACKETS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    let cfg = GenConfig { packets: n, ..GenConfig::default() };
     let t = std::time::Instant::now();
     let mut bytes = 0u64;
     for p in Generator::new(cfg).unwrap() {
         bytes += p.data.len() as u64;
     }
     let dt = t.elapsed().as_secs_f64();
-    println!(
-        "{n} packets ({bytes} bytes) in {dt:.3}s = {:.0} packets/s",
-        n as f64 / dt
-    );
+    println!("{n} packets ({bytes} bytes) in {dt:.3}s = {:.0} packets/s", n as f64 / dt);
 }
 
 proptest! {

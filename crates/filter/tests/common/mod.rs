@@ -59,12 +59,7 @@ pub fn read_capture(b: &[u8]) -> Result<Vec<Rec>, String> {
             return Err("truncated record".into());
         }
         let ts_ns = sec * 1_000_000_000 + if nanos { frac } else { frac * 1000 };
-        out.push(Rec {
-            link,
-            ts_ns,
-            orig_len,
-            data: b[off..off + caplen].to_vec(),
-        });
+        out.push(Rec { link, ts_ns, orig_len, data: b[off..off + caplen].to_vec() });
         off += caplen;
     }
     Ok(out)
@@ -78,8 +73,7 @@ fn read_pcapng(b: &[u8]) -> Result<Vec<Rec>, String> {
     while off + 12 <= b.len() {
         let ty_le = u32::from_le_bytes([b[off], b[off + 1], b[off + 2], b[off + 3]]);
         if ty_le == 0x0A0D0D0A {
-            le = u32::from_le_bytes([b[off + 8], b[off + 9], b[off + 10], b[off + 11]])
-                == 0x1A2B3C4D;
+            le = u32::from_le_bytes([b[off + 8], b[off + 9], b[off + 10], b[off + 11]]) == 0x1A2B3C4D;
             ifaces.clear();
         }
         let ty = rd32(&b[off..], le);
@@ -101,11 +95,7 @@ fn read_pcapng(b: &[u8]) -> Result<Vec<Rec>, String> {
                     }
                     if code == 9 && olen >= 1 {
                         let r = body[o + 4];
-                        tps = if r & 0x80 != 0 {
-                            1u64 << (r & 0x7f)
-                        } else {
-                            10u64.pow(u32::from(r))
-                        };
+                        tps = if r & 0x80 != 0 { 1u64 << (r & 0x7f) } else { 10u64.pow(u32::from(r)) };
                     }
                     o += 4 + olen.div_ceil(4) * 4;
                 }
@@ -118,23 +108,13 @@ fn read_pcapng(b: &[u8]) -> Result<Vec<Rec>, String> {
                 let orig_len = rd32(&body[16..], le);
                 let (link, tps) = *ifaces.get(iface).ok_or("unknown interface")?;
                 let ts_ns = (u128::from(ts) * 1_000_000_000 / u128::from(tps)) as u64;
-                out.push(Rec {
-                    link,
-                    ts_ns,
-                    orig_len,
-                    data: body[20..20 + caplen].to_vec(),
-                });
+                out.push(Rec { link, ts_ns, orig_len, data: body[20..20 + caplen].to_vec() });
             }
             3 => {
                 let orig_len = rd32(body, le);
                 let (link, _) = *ifaces.first().ok_or("no interface")?;
                 let caplen = (orig_len as usize).min(body.len() - 4);
-                out.push(Rec {
-                    link,
-                    ts_ns: 0,
-                    orig_len,
-                    data: body[4..4 + caplen].to_vec(),
-                });
+                out.push(Rec { link, ts_ns: 0, orig_len, data: body[4..4 + caplen].to_vec() });
             }
             _ => {}
         }
@@ -172,14 +152,7 @@ pub fn eth(dst: [u8; 6], src: [u8; 6], vlans: &[u16], ether_type: u16, payload: 
     v.extend_from_slice(&dst);
     v.extend_from_slice(&src);
     for (i, id) in vlans.iter().enumerate() {
-        v.extend_from_slice(
-            &(if i == 0 && vlans.len() > 1 {
-                0x88a8u16
-            } else {
-                0x8100u16
-            })
-            .to_be_bytes(),
-        );
+        v.extend_from_slice(&(if i == 0 && vlans.len() > 1 { 0x88a8u16 } else { 0x8100u16 }).to_be_bytes());
         v.extend_from_slice(&id.to_be_bytes());
     }
     v.extend_from_slice(&ether_type.to_be_bytes());
@@ -236,17 +209,8 @@ pub fn v6(s: &str) -> [u8; 16] {
 }
 
 /// IPv4 TCP frame via etherparse, with the given flags byte applied.
-pub fn tcp4(
-    src: [u8; 4],
-    dst: [u8; 4],
-    sport: u16,
-    dport: u16,
-    flags: u8,
-    payload: &[u8],
-) -> Vec<u8> {
-    let b = PacketBuilder::ethernet2(MAC_A, MAC_B)
-        .ipv4(src, dst, 64)
-        .tcp(sport, dport, 1000, 512);
+pub fn tcp4(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, flags: u8, payload: &[u8]) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(MAC_A, MAC_B).ipv4(src, dst, 64).tcp(sport, dport, 1000, 512);
     let mut v = Vec::new();
     b.write(&mut v, payload).unwrap();
     v[14 + 20 + 13] = flags;
@@ -254,18 +218,14 @@ pub fn tcp4(
 }
 
 pub fn udp4(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
-    let b = PacketBuilder::ethernet2(MAC_A, MAC_B)
-        .ipv4(src, dst, 64)
-        .udp(sport, dport);
+    let b = PacketBuilder::ethernet2(MAC_A, MAC_B).ipv4(src, dst, 64).udp(sport, dport);
     let mut v = Vec::new();
     b.write(&mut v, payload).unwrap();
     v
 }
 
 pub fn tcp6(src: &str, dst: &str, sport: u16, dport: u16, flags: u8) -> Vec<u8> {
-    let b = PacketBuilder::ethernet2(MAC_A, MAC_B)
-        .ipv6(v6(src), v6(dst), 64)
-        .tcp(sport, dport, 1, 512);
+    let b = PacketBuilder::ethernet2(MAC_A, MAC_B).ipv6(v6(src), v6(dst), 64).tcp(sport, dport, 1, 512);
     let mut v = Vec::new();
     b.write(&mut v, &[1, 2, 3]).unwrap();
     v[14 + 40 + 13] = flags;
@@ -273,9 +233,7 @@ pub fn tcp6(src: &str, dst: &str, sport: u16, dport: u16, flags: u8) -> Vec<u8> 
 }
 
 pub fn udp6(src: &str, dst: &str, sport: u16, dport: u16) -> Vec<u8> {
-    let b = PacketBuilder::ethernet2(MAC_A, MAC_B)
-        .ipv6(v6(src), v6(dst), 64)
-        .udp(sport, dport);
+    let b = PacketBuilder::ethernet2(MAC_A, MAC_B).ipv6(v6(src), v6(dst), 64).udp(sport, dport);
     let mut v = Vec::new();
     b.write(&mut v, &[9; 12]).unwrap();
     v
@@ -283,54 +241,33 @@ pub fn udp6(src: &str, dst: &str, sport: u16, dport: u16) -> Vec<u8> {
 
 pub fn icmp4_echo(src: [u8; 4], dst: [u8; 4], reply: bool) -> Vec<u8> {
     let b = PacketBuilder::ethernet2(MAC_A, MAC_B).ipv4(src, dst, 64);
-    let b = if reply {
-        b.icmpv4_echo_reply(7, 1)
-    } else {
-        b.icmpv4_echo_request(7, 1)
-    };
+    let b = if reply { b.icmpv4_echo_reply(7, 1) } else { b.icmpv4_echo_request(7, 1) };
     let mut v = Vec::new();
     b.write(&mut v, &[0xab; 16]).unwrap();
     v
 }
 
 pub fn icmp6_echo(src: &str, dst: &str) -> Vec<u8> {
-    let b = PacketBuilder::ethernet2(MAC_A, MAC_B)
-        .ipv6(v6(src), v6(dst), 64)
-        .icmpv6_echo_request(7, 1);
+    let b = PacketBuilder::ethernet2(MAC_A, MAC_B).ipv6(v6(src), v6(dst), 64).icmpv6_echo_request(7, 1);
     let mut v = Vec::new();
     b.write(&mut v, &[0xcd; 8]).unwrap();
     v
 }
 
 pub fn vlan_tcp4(vlans: &[u16], src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16) -> Vec<u8> {
-    let t = ports(
-        sport,
-        dport,
-        &[0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x02, 2, 0, 0, 0, 0, 0],
-    );
+    let t = ports(sport, dport, &[0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x02, 2, 0, 0, 0, 0, 0]);
     eth(MAC_B, MAC_A, vlans, 0x0800, &ipv4(src, dst, 6, 0, &t))
 }
 
 /// A varied set of frames covering every primitive kind (all Ethernet).
 pub fn synthetic_frames() -> Vec<(Vec<u8>, u32)> {
     let tcp_hdr = |sport: u16, dport: u16, flags: u8| {
-        ports(
-            sport,
-            dport,
-            &[0, 0, 0, 1, 0, 0, 0, 0, 0x50, flags, 2, 0, 0, 0, 0, 0],
-        )
+        ports(sport, dport, &[0, 0, 0, 1, 0, 0, 0, 0, 0x50, flags, 2, 0, 0, 0, 0, 0])
     };
     let mut v: Vec<Vec<u8>> = vec![
         tcp4([10, 0, 0, 1], [10, 0, 0, 2], 1234, 80, 0x02, b""),
         tcp4([10, 0, 0, 2], [10, 0, 0, 1], 80, 1234, 0x12, b""),
-        tcp4(
-            [10, 0, 0, 1],
-            [10, 0, 0, 2],
-            1234,
-            80,
-            0x18,
-            b"GET / HTTP/1.1\r\n\r\n",
-        ),
+        tcp4([10, 0, 0, 1], [10, 0, 0, 2], 1234, 80, 0x18, b"GET / HTTP/1.1\r\n\r\n"),
         tcp4([10, 0, 0, 1], [10, 0, 0, 2], 1234, 80, 0x11, b""),
         tcp4([192, 168, 1, 7], [172, 16, 5, 4], 40000, 22, 0x04, b""),
         tcp4([192, 168, 1, 7], [172, 16, 5, 4], 2000, 443, 0xc2, b""),
@@ -346,60 +283,24 @@ pub fn synthetic_frames() -> Vec<(Vec<u8>, u32)> {
         vlan_tcp4(&[100], [10, 9, 9, 1], [10, 9, 9, 2], 3333, 22),
         vlan_tcp4(&[200], [10, 9, 9, 1], [10, 9, 9, 2], 3333, 80),
         vlan_tcp4(&[200, 300], [10, 9, 9, 3], [10, 9, 9, 4], 4444, 80),
-        eth(
-            [0xff; 6],
-            MAC_A,
-            &[],
-            0x0806,
-            &arp(1, MAC_A, [10, 0, 0, 1], [10, 0, 0, 254]),
-        ),
-        eth(
-            MAC_A,
-            MAC_B,
-            &[],
-            0x0806,
-            &arp(2, MAC_B, [10, 0, 0, 254], [10, 0, 0, 1]),
-        ),
-        eth(
-            [0xff; 6],
-            MAC_A,
-            &[],
-            0x8035,
-            &arp(3, MAC_A, [0, 0, 0, 0], [0, 0, 0, 0]),
-        ),
-        eth(
-            [0xff; 6],
-            MAC_A,
-            &[100],
-            0x0806,
-            &arp(1, MAC_A, [10, 9, 9, 1], [10, 9, 9, 254]),
-        ),
+        eth([0xff; 6], MAC_A, &[], 0x0806, &arp(1, MAC_A, [10, 0, 0, 1], [10, 0, 0, 254])),
+        eth(MAC_A, MAC_B, &[], 0x0806, &arp(2, MAC_B, [10, 0, 0, 254], [10, 0, 0, 1])),
+        eth([0xff; 6], MAC_A, &[], 0x8035, &arp(3, MAC_A, [0, 0, 0, 0], [0, 0, 0, 0])),
+        eth([0xff; 6], MAC_A, &[100], 0x0806, &arp(1, MAC_A, [10, 9, 9, 1], [10, 9, 9, 254])),
         // IPv4 first fragment (MF) and a later fragment, both TCP port 80.
         eth(
             MAC_B,
             MAC_A,
             &[],
             0x0800,
-            &ipv4(
-                [10, 0, 0, 1],
-                [10, 0, 0, 2],
-                6,
-                0x2000,
-                &tcp_hdr(1234, 80, 0x18),
-            ),
+            &ipv4([10, 0, 0, 1], [10, 0, 0, 2], 6, 0x2000, &tcp_hdr(1234, 80, 0x18)),
         ),
         eth(
             MAC_B,
             MAC_A,
             &[],
             0x0800,
-            &ipv4(
-                [10, 0, 0, 1],
-                [10, 0, 0, 2],
-                6,
-                0x00b9,
-                &tcp_hdr(1234, 80, 0x18),
-            ),
+            &ipv4([10, 0, 0, 1], [10, 0, 0, 2], 6, 0x00b9, &tcp_hdr(1234, 80, 0x18)),
         ),
         // IPv6 fragment header then TCP; IPv6 hop-by-hop then UDP.
         eth(
@@ -430,54 +331,25 @@ pub fn synthetic_frames() -> Vec<(Vec<u8>, u32)> {
             MAC_A,
             &[],
             0x0800,
-            &ipv4(
-                [10, 0, 0, 1],
-                [10, 0, 0, 2],
-                132,
-                0,
-                &ports(2905, 2905, &[0; 8]),
-            ),
+            &ipv4([10, 0, 0, 1], [10, 0, 0, 2], 132, 0, &ports(2905, 2905, &[0; 8])),
         ),
         eth(
             MAC_B,
             MAC_A,
             &[],
             0x86dd,
-            &ipv6(
-                v6("2001:db8::1"),
-                v6("2001:db8::2"),
-                132,
-                &ports(80, 36412, &[0; 8]),
-            ),
+            &ipv6(v6("2001:db8::1"), v6("2001:db8::2"), 132, &ports(80, 36412, &[0; 8])),
         ),
         // Non-IP (LLDP), IGMP, GRE.
-        eth(
-            [0x01, 0x80, 0xc2, 0, 0, 0x0e],
-            MAC_A,
-            &[],
-            0x88cc,
-            &[0u8; 40],
-        ),
+        eth([0x01, 0x80, 0xc2, 0, 0, 0x0e], MAC_A, &[], 0x88cc, &[0u8; 40]),
         eth(
             [0x01, 0, 0x5e, 0, 0, 1],
             MAC_A,
             &[],
             0x0800,
-            &ipv4(
-                [10, 0, 0, 1],
-                [224, 0, 0, 1],
-                2,
-                0,
-                &[0x11, 0, 0, 0, 0, 0, 0, 0],
-            ),
+            &ipv4([10, 0, 0, 1], [224, 0, 0, 1], 2, 0, &[0x11, 0, 0, 0, 0, 0, 0, 0]),
         ),
-        eth(
-            MAC_B,
-            MAC_A,
-            &[],
-            0x0800,
-            &ipv4([10, 0, 0, 1], [255, 255, 255, 255], 47, 0, &[0u8; 24]),
-        ),
+        eth(MAC_B, MAC_A, &[], 0x0800, &ipv4([10, 0, 0, 1], [255, 255, 255, 255], 47, 0, &[0u8; 24])),
         // Runt frames.
         vec![0xff; 10],
         eth(MAC_B, MAC_A, &[], 0x0800, &[0x45, 0, 0]),

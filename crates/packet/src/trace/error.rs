@@ -48,12 +48,7 @@ pub struct TraceError {
 impl TraceError {
     /// Builds an error for `path` at `offset` / `record`.
     pub fn new(path: impl Into<PathBuf>, offset: u64, record: u64, kind: TraceErrorKind) -> Self {
-        TraceError {
-            path: path.into(),
-            offset,
-            record,
-            kind,
-        }
+        TraceError { path: path.into(), offset, record, kind }
     }
 
     /// An open failure for `path`.
@@ -64,12 +59,7 @@ impl TraceError {
     fn prefix(&self) -> String {
         match self.kind {
             TraceErrorKind::Open(_) => format!("{}: ", self.path.display()),
-            _ => format!(
-                "{}: byte {} (record {}): ",
-                self.path.display(),
-                self.offset,
-                self.record
-            ),
+            _ => format!("{}: byte {} (record {}): ", self.path.display(), self.offset, self.record),
         }
     }
 }
@@ -85,17 +75,11 @@ pub(crate) struct Damage {
 impl Damage {
     /// Structural damage at `offset`.
     pub(crate) fn corrupt(offset: u64, message: impl Into<String>) -> Damage {
-        Damage {
-            offset,
-            kind: TraceErrorKind::Corrupt(message.into()),
-        }
+        Damage { offset, kind: TraceErrorKind::Corrupt(message.into()) }
     }
 
     /// An I/O failure at `offset`.
     pub(crate) fn io(offset: u64, err: io::Error) -> Damage {
-        Damage {
-            offset,
-            kind: TraceErrorKind::Io(err),
-        }
+        Damage { offset, kind: TraceErrorKind::Io(err) }
     }
 }

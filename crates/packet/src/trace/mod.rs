@@ -122,10 +122,7 @@ impl TraceReader {
             return Err(TraceError::new(path, 0, 0, TraceErrorKind::Empty));
         }
         if n < magic.len() {
-            let d = Damage::corrupt(
-                0,
-                format!("file too short ({n} bytes) to be a pcap or pcapng file"),
-            );
+            let d = Damage::corrupt(0, format!("file too short ({n} bytes) to be a pcap or pcapng file"));
             return Err(fail(&path, d));
         }
         let (inner, format) = if let Some((endian, nanos)) = pcap::detect(magic) {
@@ -136,20 +133,10 @@ impl TraceReader {
             let st = PcapNgState::open(&mut src).map_err(|d| fail(&path, d))?;
             (Inner::PcapNg(st), TraceFormat::PcapNg)
         } else {
-            let kind = TraceErrorKind::NotACapture {
-                magic: u32::from_be_bytes(magic),
-            };
+            let kind = TraceErrorKind::NotACapture { magic: u32::from_be_bytes(magic) };
             return Err(TraceError::new(path, 0, 0, kind));
         };
-        let mut r = TraceReader {
-            path,
-            src,
-            inner,
-            format,
-            records: 0,
-            pending: None,
-            done: false,
-        };
+        let mut r = TraceReader { path, src, inner, format, records: 0, pending: None, done: false };
         r.find_first_interface();
         Ok(r)
     }
@@ -242,12 +229,7 @@ impl Iterator for TraceReader {
             }
             Err(d) => {
                 self.done = true;
-                Some(Err(TraceError::new(
-                    self.path.clone(),
-                    d.offset,
-                    self.records,
-                    d.kind,
-                )))
+                Some(Err(TraceError::new(self.path.clone(), d.offset, self.records, d.kind)))
             }
         }
     }
@@ -258,9 +240,7 @@ impl FusedIterator for TraceReader {}
 /// Reads a whole trace into memory (for replay): the records before any damage, and the
 /// damage if there was some. Open errors (missing file, empty file, unknown magic,
 /// damaged file header) are returned as `Err`.
-pub fn read_all(
-    path: impl AsRef<Path>,
-) -> Result<(Vec<RawRecord>, Option<TraceError>), TraceError> {
+pub fn read_all(path: impl AsRef<Path>) -> Result<(Vec<RawRecord>, Option<TraceError>), TraceError> {
     let reader = TraceReader::open(path)?;
     let mut out = Vec::new();
     for r in reader {

@@ -36,21 +36,14 @@ impl PcapState {
         if n < rest.len() {
             return Err(Damage::corrupt(
                 0,
-                format!(
-                    "truncated pcap global header: {GLOBAL_HEADER_LEN} bytes needed, {} present",
-                    n + 4
-                ),
+                format!("truncated pcap global header: {GLOBAL_HEADER_LEN} bytes needed, {} present", n + 4),
             ));
         }
         // Offsets within `rest` (global header offset minus 4): network at 16.
         let network = endian.u32(&rest, 16).unwrap_or(0);
         // Upper bits carry FCS-length information; the link type is in the low bits.
         let link = LinkType::from_linktype(network & 0x03FF_FFFF);
-        Ok(PcapState {
-            endian,
-            nanos,
-            link,
-        })
+        Ok(PcapState { endian, nanos, link })
     }
 
     /// The file's link type.
@@ -78,12 +71,9 @@ impl PcapState {
             ));
         }
         let e = self.endian;
-        let (Some(sec), Some(frac), Some(incl), Some(orig)) = (
-            e.u32(&hdr, 0),
-            e.u32(&hdr, 4),
-            e.u32(&hdr, 8),
-            e.u32(&hdr, 12),
-        ) else {
+        let (Some(sec), Some(frac), Some(incl), Some(orig)) =
+            (e.u32(&hdr, 0), e.u32(&hdr, 4), e.u32(&hdr, 8), e.u32(&hdr, 12))
+        else {
             return Err(Damage::corrupt(start, "unreadable record header"));
         };
         if incl > MAX_CAPLEN {
@@ -96,25 +86,11 @@ impl PcapState {
         if data.len() < incl as usize {
             return Err(Damage::corrupt(
                 start,
-                format!(
-                    "truncated record: header says {incl} bytes, {} left",
-                    data.len()
-                ),
+                format!("truncated record: header says {incl} bytes, {} left", data.len()),
             ));
         }
-        let frac_ns = if self.nanos {
-            u64::from(frac)
-        } else {
-            u64::from(frac) * 1000
-        };
-        let ts_ns = u64::from(sec)
-            .saturating_mul(1_000_000_000)
-            .saturating_add(frac_ns);
-        Ok(Some(RawRecord {
-            link: self.link,
-            ts_ns,
-            orig_len: orig.max(incl),
-            data,
-        }))
+        let frac_ns = if self.nanos { u64::from(frac) } else { u64::from(frac) * 1000 };
+        let ts_ns = u64::from(sec).saturating_mul(1_000_000_000).saturating_add(frac_ns);
+        Ok(Some(RawRecord { link: self.link, ts_ns, orig_len: orig.max(incl), data }))
     }
 }

@@ -88,11 +88,7 @@ pub(crate) struct PcapNgState {
 impl PcapNgState {
     /// Reads the first Section Header Block (its 4 type bytes were already consumed).
     pub(crate) fn open(src: &mut Source) -> Result<PcapNgState, Damage> {
-        let mut st = PcapNgState {
-            endian: Endian::Little,
-            interfaces: Vec::new(),
-            first_link: None,
-        };
+        let mut st = PcapNgState { endian: Endian::Little, interfaces: Vec::new(), first_link: None };
         st.read_shb(src, 0)?;
         Ok(st)
     }
@@ -109,11 +105,7 @@ impl PcapNgState {
         if n < hdr.len() {
             return Err(Damage::corrupt(
                 start,
-                format!(
-                    "truncated section header block: {} bytes needed, {} left",
-                    MIN_SHB,
-                    n + 4
-                ),
+                format!("truncated section header block: {} bytes needed, {} left", MIN_SHB, n + 4),
             ));
         }
         let endian = match (Endian::Little.u32(&hdr, 4), Endian::Big.u32(&hdr, 4)) {
@@ -144,10 +136,7 @@ impl PcapNgState {
         let major = endian.u16(&body, 0).unwrap_or(0);
         let minor = endian.u16(&body, 2).unwrap_or(0);
         if major != 1 {
-            return Err(Damage::corrupt(
-                start,
-                format!("unsupported pcapng version {major}.{minor}"),
-            ));
+            return Err(Damage::corrupt(start, format!("unsupported pcapng version {major}.{minor}")));
         }
         self.endian = endian;
         self.interfaces.clear();
@@ -179,10 +168,7 @@ impl PcapNgState {
         if n < lenb.len() {
             return Err(Damage::corrupt(
                 start,
-                format!(
-                    "truncated block header: {MIN_BLOCK} bytes needed, {} left",
-                    n + 4
-                ),
+                format!("truncated block header: {MIN_BLOCK} bytes needed, {} left", n + 4),
             ));
         }
         let len = e.u32(&lenb, 0).unwrap_or(0);
@@ -210,17 +196,10 @@ impl PcapNgState {
     fn interface(&mut self, start: u64, body: &[u8]) -> Result<(), Damage> {
         let e = self.endian;
         let (Some(link), Some(snaplen)) = (e.u16(body, 0), e.u32(body, 4)) else {
-            return Err(Damage::corrupt(
-                start,
-                "interface description block shorter than 20 bytes",
-            ));
+            return Err(Damage::corrupt(start, "interface description block shorter than 20 bytes"));
         };
-        let mut ifc = Interface {
-            link: LinkType::from_linktype(u32::from(link)),
-            snaplen,
-            tsresol: 6,
-            tsoffset: 0,
-        };
+        let mut ifc =
+            Interface { link: LinkType::from_linktype(u32::from(link)), snaplen, tsresol: 6, tsoffset: 0 };
         let mut at = 8usize;
         while at < body.len() {
             let (Some(code), Some(olen)) = (e.u16(body, at), e.u16(body, at + 2)) else {
@@ -297,10 +276,7 @@ impl PcapNgState {
         let Some(data) = rest.get(..caplen as usize) else {
             return Err(Damage::corrupt(
                 start,
-                format!(
-                    "captured length {caplen} exceeds the block ({} bytes of packet data)",
-                    rest.len()
-                ),
+                format!("captured length {caplen} exceeds the block ({} bytes of packet data)", rest.len()),
             ));
         };
         Ok(RawRecord {
@@ -313,17 +289,10 @@ impl PcapNgState {
 
     fn epb(&self, start: u64, body: &[u8]) -> Result<RawRecord, Damage> {
         let e = self.endian;
-        let (Some(id), Some(hi), Some(lo), Some(cap), Some(orig)) = (
-            e.u32(body, 0),
-            e.u32(body, 4),
-            e.u32(body, 8),
-            e.u32(body, 12),
-            e.u32(body, 16),
-        ) else {
-            return Err(Damage::corrupt(
-                start,
-                "enhanced packet block shorter than 32 bytes",
-            ));
+        let (Some(id), Some(hi), Some(lo), Some(cap), Some(orig)) =
+            (e.u32(body, 0), e.u32(body, 4), e.u32(body, 8), e.u32(body, 12), e.u32(body, 16))
+        else {
+            return Err(Damage::corrupt(start, "enhanced packet block shorter than 32 bytes"));
         };
         let ifc = self.iface(start, id)?;
         let units = (u64::from(hi) << 32) | u64::from(lo);
@@ -332,13 +301,9 @@ impl PcapNgState {
 
     fn pb(&self, start: u64, body: &[u8]) -> Result<RawRecord, Damage> {
         let e = self.endian;
-        let (Some(id), Some(hi), Some(lo), Some(cap), Some(orig)) = (
-            e.u16(body, 0),
-            e.u32(body, 4),
-            e.u32(body, 8),
-            e.u32(body, 12),
-            e.u32(body, 16),
-        ) else {
+        let (Some(id), Some(hi), Some(lo), Some(cap), Some(orig)) =
+            (e.u16(body, 0), e.u32(body, 4), e.u32(body, 8), e.u32(body, 12), e.u32(body, 16))
+        else {
             return Err(Damage::corrupt(start, "packet block shorter than 32 bytes"));
         };
         let ifc = self.iface(start, u32::from(id))?;
@@ -348,10 +313,7 @@ impl PcapNgState {
 
     fn spb(&self, start: u64, body: &[u8]) -> Result<RawRecord, Damage> {
         let Some(orig) = self.endian.u32(body, 0) else {
-            return Err(Damage::corrupt(
-                start,
-                "simple packet block shorter than 16 bytes",
-            ));
+            return Err(Damage::corrupt(start, "simple packet block shorter than 16 bytes"));
         };
         let Some(ifc) = self.interfaces.first().copied() else {
             return Err(Damage::corrupt(
@@ -381,24 +343,15 @@ fn block_name(ty: u32) -> &'static str {
 }
 
 fn too_big(start: u64, name: &str, len: u32) -> Damage {
-    Damage::corrupt(
-        start,
-        format!("{name} block length {len} exceeds the {MAX_PARSED_BLOCK}-byte maximum"),
-    )
+    Damage::corrupt(start, format!("{name} block length {len} exceeds the {MAX_PARSED_BLOCK}-byte maximum"))
 }
 
 fn check_len(start: u64, len: u32) -> Result<(), Damage> {
     if len < MIN_BLOCK {
-        return Err(Damage::corrupt(
-            start,
-            format!("block total length {len} is less than {MIN_BLOCK}"),
-        ));
+        return Err(Damage::corrupt(start, format!("block total length {len} is less than {MIN_BLOCK}")));
     }
     if len % 4 != 0 {
-        return Err(Damage::corrupt(
-            start,
-            format!("block total length {len} is not a multiple of 4"),
-        ));
+        return Err(Damage::corrupt(start, format!("block total length {len} is not a multiple of 4")));
     }
     Ok(())
 }
@@ -423,17 +376,10 @@ fn read_rest(
         (Vec::new(), src.skip(body_len)?)
     };
     let mut trailer = [0u8; 4];
-    let t = if got == body_len {
-        src.read_up_to(&mut trailer)?
-    } else {
-        0
-    };
+    let t = if got == body_len { src.read_up_to(&mut trailer)? } else { 0 };
     if got < body_len || t < trailer.len() {
         let left = u64::from(done) + got + t as u64;
-        return Err(Damage::corrupt(
-            start,
-            format!("truncated block: header says {len} bytes, {left} left"),
-        ));
+        return Err(Damage::corrupt(start, format!("truncated block: header says {len} bytes, {left} left")));
     }
     let trailing = e.u32(&trailer, 0).unwrap_or(0);
     if trailing != len {

@@ -53,10 +53,7 @@ pub(crate) struct Source {
 
 impl Source {
     pub(crate) fn new(r: Box<dyn Read + Send>) -> Source {
-        Source {
-            inner: BufReader::with_capacity(64 * 1024, r),
-            pos: 0,
-        }
+        Source { inner: BufReader::with_capacity(64 * 1024, r), pos: 0 }
     }
 
     /// Offset of the next byte to be read.

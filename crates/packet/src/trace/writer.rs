@@ -61,10 +61,7 @@ impl<W: Write> PcapWriter<W> {
     pub fn write_packet(&mut self, ts_ns: u64, orig_len: u32, data: &[u8]) -> io::Result<()> {
         let (data, orig_len) = clip(orig_len, data);
         let sec = u32::try_from(ts_ns / 1_000_000_000).map_err(|_| {
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "timestamp beyond the pcap range (year 2106)",
-            )
+            io::Error::new(io::ErrorKind::InvalidInput, "timestamp beyond the pcap range (year 2106)")
         })?;
         let nsec = (ts_ns % 1_000_000_000) as u32;
         let mut h = [0u8; 16];
@@ -130,10 +127,7 @@ impl<W: Write> PcapNgWriter<W> {
         b.extend_from_slice(&28u32.to_le_bytes());
         // Interface Description Block with if_tsresol = 9 and opt_endofopt.
         let link16 = u16::try_from(link.to_linktype()).map_err(|_| {
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "link type does not fit pcapng's 16 bits",
-            )
+            io::Error::new(io::ErrorKind::InvalidInput, "link type does not fit pcapng's 16 bits")
         })?;
         b.extend_from_slice(&IDB_TYPE.to_le_bytes());
         b.extend_from_slice(&32u32.to_le_bytes());
@@ -166,8 +160,7 @@ impl<W: Write> PcapNgWriter<W> {
         self.out.write_all(&h)?;
         self.out.write_all(data)?;
         let pad = [0u8; 3];
-        self.out
-            .write_all(pad.get(..(padded - caplen) as usize).unwrap_or(&[]))?;
+        self.out.write_all(pad.get(..(padded - caplen) as usize).unwrap_or(&[]))?;
         self.out.write_all(&total.to_le_bytes())?;
         self.packets += 1;
         Ok(())
@@ -204,10 +197,7 @@ fn create_file(path: &Path) -> io::Result<File> {
 /// (any case), nanosecond pcap otherwise.
 pub fn create_writer(path: impl AsRef<Path>, link: LinkType) -> io::Result<Box<dyn CaptureWriter>> {
     let path = path.as_ref();
-    let ng = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| e.eq_ignore_ascii_case("pcapng"));
+    let ng = path.extension().and_then(|e| e.to_str()).is_some_and(|e| e.eq_ignore_ascii_case("pcapng"));
     if ng {
         Ok(Box::new(PcapNgWriter::create(path, link)?))
     } else {
