@@ -43,6 +43,9 @@ pub struct BenchArgs {
     /// Operations per thread (store benchmark).
     #[arg(long, default_value_t = 5_000_000)]
     ops: u64,
+    /// Distinct keys the store benchmark spreads its operations over.
+    #[arg(long, default_value_t = 10_000)]
+    keys: u32,
 }
 
 /// Runs one benchmark.
@@ -60,7 +63,7 @@ pub fn bench(a: BenchArgs) -> Result<(), String> {
             }
             Ok(())
         }
-        BenchName::Store => bench_store(a.ops, a.rounds),
+        BenchName::Store => bench_store(a.ops, a.keys, a.rounds),
         BenchName::Nat => {
             let pkts = trace(a.packets, false)?;
             let nat = streamnf_nfs::nat::Nat::default();
@@ -199,7 +202,7 @@ fn bench_nfs(packets: u64, rounds: u32) -> Result<(), String> {
     Ok(())
 }
 
-fn bench_store(ops: u64, rounds: u32) -> Result<(), String> {
+fn bench_store(ops: u64, keys: u32, rounds: u32) -> Result<(), String> {
     use streamnf_store::bench::{cas_throughput, get_throughput, incr_throughput, set_throughput};
     type OpBench = fn(&dyn StateStore, usize, u64, u32) -> f64;
     let benches: [(&str, OpBench); 4] = [
@@ -208,13 +211,13 @@ fn bench_store(ops: u64, rounds: u32) -> Result<(), String> {
         ("set", set_throughput),
         ("compare-and-set", cas_throughput),
     ];
-    println!("bench store: {ops} ops per thread on 10000 keys, best of {} rounds", rounds.max(1));
+    println!("bench store: {ops} ops per thread on {keys} keys, best of {} rounds", rounds.max(1));
     for (name, f) in benches {
         let mut res = [0f64; 3];
         for _ in 0..rounds.max(1) {
-            let emb1 = f(&EmbeddedStore::new(), 1, ops, 10_000);
-            let emb2 = f(&EmbeddedStore::new(), 2, ops, 10_000);
-            let loc1 = f(&LocalStore::new(), 1, ops, 10_000);
+            let emb1 = f(&EmbeddedStore::new(), 1, ops, keys);
+            let emb2 = f(&EmbeddedStore::new(), 2, ops, keys);
+            let loc1 = f(&LocalStore::new(), 1, ops, keys);
             for (r, v) in res.iter_mut().zip([emb1, emb2, loc1]) {
                 *r = r.max(v);
             }

@@ -54,9 +54,26 @@ fn physical_dot(dag: &LogicalDag) -> String {
         }
     };
     for e in &dag.edges {
+        let port = |ep: &Endpoint, outgoing: bool| {
+            let full = dag.endpoint_name(ep, outgoing);
+            match ep {
+                Endpoint::Port { .. } => full.split_once('.').map(|x| x.1.to_string()).unwrap_or(full),
+                _ => String::new(),
+            }
+        };
+        let label = format!("{} → {}", port(&e.from, true), port(&e.to, false));
+        let dashed = match &e.from {
+            Endpoint::Port { vertex, port } => dag.vertices[*vertex]
+                .spec
+                .outputs
+                .get(*port)
+                .is_some_and(|p| p.class != streamnf_dag::PortClass::Packets),
+            _ => false,
+        };
+        let style = if dashed { ", style=dashed" } else { "" };
         for f in tasks(&e.from) {
             for t in tasks(&e.to) {
-                let _ = writeln!(out, "  \"{f}\" -> \"{t}\";");
+                let _ = writeln!(out, "  \"{f}\" -> \"{t}\" [label=\"{}\"{style}];", label.trim());
             }
         }
     }

@@ -57,7 +57,10 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(msg) => {
-            eprintln!("streamnf: error: {msg}");
+            // One line per problem (a chain file can have several).
+            for line in msg.lines() {
+                eprintln!("streamnf: error: {line}");
+            }
             ExitCode::from(2)
         }
     }

@@ -36,7 +36,7 @@ pub struct RunArgs {
     /// baseline, for benchmarks only (no failover or scaling guarantees).
     #[arg(long)]
     pub local_state: bool,
-    /// Worker threads (default: number of cores).
+    /// Worker threads (this build runs a chain on one thread: only 1 is accepted).
     #[arg(long)]
     pub workers: Option<usize>,
     /// Instances of a vertex, VERTEX=N (repeatable).
@@ -84,10 +84,14 @@ pub fn run(a: RunArgs) -> Result<(), String> {
             Ok(_) => return Err(format!("--instances {spec}: several instances per vertex need the parallel physical DAG, which this build does not have yet")),
         }
     }
-    if let Some(w) = a.workers {
-        if w == 0 {
-            return Err("--workers must be at least 1".into());
+    match a.workers {
+        Some(0) => return Err("--workers must be at least 1".into()),
+        Some(w) if w > 1 => {
+            return Err(format!(
+                "--workers {w}: this build runs a chain on one thread; several workers need the parallel physical DAG, which it does not have yet"
+            ))
         }
+        _ => {}
     }
     if !a.events.is_empty() || a.events_file.is_some() {
         return Err(

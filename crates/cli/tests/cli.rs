@@ -752,6 +752,9 @@ fn error_bad_pace_workers_instances() {
     assert!(msg.contains("ids=zero"), "{msg}");
     let msg = run(&["--workers", "0"]);
     assert!(msg.contains("--workers"), "{msg}");
+    // More than one worker is refused, not silently ignored, until the parallel DAG exists.
+    let msg = run(&["--workers", "2"]);
+    assert!(msg.contains("--workers 2") && msg.contains("one thread"), "{msg}");
 }
 
 #[test]

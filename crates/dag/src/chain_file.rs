@@ -86,7 +86,8 @@ pub fn load_chain(path: &Path, registry: &NfRegistry) -> Result<LogicalDag, DagE
 pub fn parse_chain(src: &str, file: &str, registry: &NfRegistry) -> Result<LogicalDag, DagErrors> {
     let parsed: ChainToml = toml::from_str(src).map_err(|e| {
         let line = e.span().map(|s| line_of(src, s.start));
-        let msg = e.message().trim().to_string();
+        // One line per problem: the toml crate's message may span several lines.
+        let msg = e.message().trim().lines().map(str::trim).collect::<Vec<_>>().join("; ");
         DagErrors::from(DagError {
             kind: DagErrorKind::Syntax,
             location: Some(match line {

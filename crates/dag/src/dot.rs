@@ -3,8 +3,10 @@
 use crate::graph::{Endpoint, LogicalDag, Partition};
 use std::fmt::Write;
 
-fn quote(s: &str) -> String {
-    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+/// Quotes a DOT identifier or label: escapes backslashes and quotes, and turns real
+/// newlines into DOT line breaks.
+pub fn quote(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n"))
 }
 
 /// Renders the logical DAG as a Graphviz digraph.
@@ -17,11 +19,11 @@ pub fn logical_dot(dag: &LogicalDag) -> String {
     for v in &dag.vertices {
         let fs: Vec<String> = v.flowspaces.iter().map(|f| f.to_string()).collect();
         let label = format!(
-            "{}\\n{} ×{}{}",
+            "{}\n{} ×{}{}",
             v.name,
             v.nf_name,
             v.instances,
-            if fs.is_empty() { String::new() } else { format!("\\nscope {}", fs.join(" ")) }
+            if fs.is_empty() { String::new() } else { format!("\nscope {}", fs.join(" ")) }
         );
         let _ = writeln!(out, "  {} [label={}];", quote(&v.name), quote(&label));
     }
@@ -45,16 +47,16 @@ pub fn logical_dot(dag: &LogicalDag) -> String {
             label.push_str(full.split_once('.').map(|x| x.1).unwrap_or(""));
         }
         if let Some(f) = &e.filter {
-            let _ = write!(label, "\\n[{}]", f.expr());
+            let _ = write!(label, "\n[{}]", f.expr());
         }
         match &e.partition {
             Partition::Scope => {}
             Partition::Flowspace(fs) => {
-                let _ = write!(label, "\\nby {fs}");
+                let _ = write!(label, "\nby {fs}");
             }
-            Partition::Broadcast => label.push_str("\\nbroadcast"),
+            Partition::Broadcast => label.push_str("\nbroadcast"),
             Partition::Custom(n) => {
-                let _ = write!(label, "\\nsplitter {n}");
+                let _ = write!(label, "\nsplitter {n}");
             }
         }
         let style = match &e.from {

@@ -119,6 +119,9 @@ fn chain_file_loads_with_filters_and_instances() {
     assert!(dot.contains("\"input\" -> \"a\""), "{dot}");
     assert!(dot.contains("tcp port 80 or udp"), "{dot}");
     assert!(dot.contains("\"a\" -> \"output.web\""), "{dot}");
+    // Multi-line labels use DOT line breaks (`\n`), not escaped backslashes.
+    assert!(dot.contains("a\\npass ×2"), "{dot}");
+    assert!(!dot.contains("\\\\"), "no doubled backslashes: {dot}");
 }
 
 fn errors(src: &str) -> streamnf_dag::DagErrors {
