@@ -106,16 +106,7 @@ fn single(nf: Arc<dyn NetworkFunction>) -> Result<LogicalDag, String> {
 fn figure1() -> Result<LogicalDag, String> {
     use streamnf_nfs::{dpi::Dpi, ids::LightIds, rate_limiter::RateLimiter};
     let dpi = Dpi::new(streamnf_nfs::dpi::DEFAULT_SIGNATURES.iter().map(|s| s.to_string()).collect(), true)?;
-    ChainBuilder::new("figure1")
-        .vertex("ids", Arc::new(LightIds::default()))
-        .vertex("limiter", Arc::new(RateLimiter::default()))
-        .vertex("dpi", Arc::new(dpi))
-        .edge("input", "ids.in")
-        .edge("ids.out", "limiter.in")
-        .edge("ids.verdict", "limiter.verdict")
-        .edge("ids.flagged", "dpi.in")
-        .edge("limiter.out", "output.out")
-        .build()
+    streamnf_nfs::chains::figure1("figure1", LightIds::default(), RateLimiter::default(), dpi)
         .map_err(|e| e.to_string())
 }
 

@@ -465,7 +465,7 @@ fn run_nat_on_generated_trace() {
                 ip.src,
                 ip.dst
             );
-            translated += usize::from(ip.src == "203.0.113.1".parse::<IpAddr>().unwrap());
+            translated += usize::from(ip.src == "100.64.0.1".parse::<IpAddr>().unwrap());
         }
     }
     assert!(translated > 0, "some packets carry the external address");

@@ -18,6 +18,9 @@ impl Params {
     /// Fails when a key is not in `allowed`, naming the key and the allowed ones.
     pub fn allow_only(&self, allowed: &[&str]) -> Result<(), String> {
         for k in self.0.keys() {
+            if allowed.is_empty() {
+                return Err(format!("unknown parameter `{k}`: this NF takes no parameters"));
+            }
             if !allowed.contains(&k.as_str()) {
                 return Err(format!("unknown parameter `{k}` (known: {})", allowed.join(", ")));
             }

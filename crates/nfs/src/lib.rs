@@ -9,6 +9,7 @@
 
 #![warn(missing_docs)]
 
+pub mod chains;
 pub mod dpi;
 pub mod forward;
 pub mod ids;

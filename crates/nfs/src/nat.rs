@@ -4,17 +4,20 @@
 //! get the source address `external_ip` and a port from a pool shared by every instance;
 //! the mapping is remembered per connection, and replies to `external_ip:port` are
 //! translated back to the original endpoint. IPv4 header and TCP/UDP checksums are fixed
-//! incrementally. Traffic that is neither (transit, internal-to-internal, IPv6) passes
-//! unchanged; unsolicited inbound packets and untranslatable outbound ones (ICMP, later
-//! fragments) are dropped and counted.
+//! incrementally. Traffic that is neither (transit, internal-to-internal) passes
+//! unchanged; unsolicited inbound packets and untranslatable outbound ones (ICMP, SCTP,
+//! IPv6, later fragments) are dropped and counted.
+//!
+//! Limits (a later issue): ports are never returned to the pool (no idle or teardown
+//! timeouts yet), and ICMP is not translated.
 //!
 //! State (all in the store):
 //! - `conn` (per-flow, `[connection]`): outbound connection → external port.
 //! - `reverse` (shared): (proto, external port, remote address, remote port) → internal
 //!   endpoint; written once per connection by its owner, read by whichever task gets replies.
 //! - `free_ports` (shared list) and `next_port` (shared counter): the port pool; a port
-//!   comes from the free list first, else the counter (allocation order is the order of
-//!   logical clocks in the reference run).
+//!   comes from the free list first (nothing refills it until timeouts exist), else the
+//!   counter (allocation order is the order of logical clocks in the reference run).
 //! - `counters` (shared): per-protocol and per-outcome counters.
 
 use crate::net::{ip_from_key, ip_key, Cidr, KeyBuf};
@@ -45,7 +48,7 @@ pub struct Nat {
 impl Default for Nat {
     fn default() -> Self {
         Nat {
-            external_ip: IpAddr::from([203, 0, 113, 1]),
+            external_ip: IpAddr::from([100, 64, 0, 1]),
             internal: ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"]
                 .iter()
                 .filter_map(|s| Cidr::parse(s).ok())
@@ -70,6 +73,9 @@ impl Nat {
         if port_min == 0 || port_min > port_max {
             return Err(format!("port range {port_min}-{port_max} is empty or starts at 0"));
         }
+        if internal.iter().any(|c| c.contains(external_ip)) {
+            return Err(format!("external_ip {external_ip} lies inside internal_nets"));
+        }
         Ok(Nat { external_ip, internal, port_min, port_max })
     }
 
@@ -77,7 +83,7 @@ impl Nat {
     pub fn from_params(p: &Params) -> Result<Arc<dyn NetworkFunction>, String> {
         p.allow_only(&["external_ip", "internal_nets", "port_min", "port_max"])?;
         let d = Nat::default();
-        let ext = p.string("external_ip", "203.0.113.1")?;
+        let ext = p.string("external_ip", "100.64.0.1")?;
         let external_ip: IpAddr =
             ext.parse().map_err(|_| format!("parameter `external_ip`: `{ext}` is not an IP address"))?;
         let nets = p.strings("internal_nets", &["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"])?;
@@ -110,11 +116,13 @@ impl Nat {
                 return Ok(Some(u16::from_be_bytes([hi, lo])));
             }
         }
-        let n = ctx.incr(NEXT_PORT, b"", 1)?;
+        // The counter stops at the pool size, so an exhausted pool stays exhausted without
+        // the counter growing on every refused connection.
         let size = i64::from(self.port_max) - i64::from(self.port_min) + 1;
-        if n < 1 || n > size {
+        if ctx.get_int(NEXT_PORT, b"")? >= size {
             return Ok(None);
         }
+        let n = ctx.incr(NEXT_PORT, b"", 1)?;
         Ok(u16::try_from(i64::from(self.port_min) + n - 1).ok())
     }
 

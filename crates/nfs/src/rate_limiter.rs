@@ -130,7 +130,10 @@ impl NetworkFunction for RateLimiter {
             .and_then(|v| v.as_str())
             .and_then(|s| s.parse::<std::net::IpAddr>().ok())
             .ok_or_else(|| NfError::BadInput(format!("verdict without a valid src_ip: {msg}")))?;
-        let suspicious = msg.get("suspicious").and_then(|v| v.as_bool()).unwrap_or(false);
+        let suspicious = msg
+            .get("suspicious")
+            .and_then(|v| v.as_bool())
+            .ok_or_else(|| NfError::BadInput(format!("verdict without a boolean `suspicious`: {msg}")))?;
         ctx.set(FLAGGED, &ip_key(ip), Value::Int(i64::from(suspicious)))
     }
 

@@ -34,17 +34,13 @@ fn data(src: [u8; 4], payload: &[u8], ts: u64) -> Packet {
 
 fn figure1(threshold: u64, rate_pps: u64, burst: u64) -> Engine {
     let dpi = Dpi::new(vec!["<script".into(), "cmd.exe".into()], true).expect("dpi");
-    let dag = ChainBuilder::new("figure1-test")
-        .vertex("ids", Arc::new(LightIds::new(threshold, 1_000_000_000)))
-        .vertex("limiter", Arc::new(RateLimiter::new(rate_pps, burst, false)))
-        .vertex("dpi", Arc::new(dpi))
-        .edge("input", "ids.in")
-        .edge("ids.out", "limiter.in")
-        .edge("ids.verdict", "limiter.verdict")
-        .edge("ids.flagged", "dpi.in")
-        .edge("limiter.out", "output.out")
-        .build()
-        .expect("chain");
+    let dag = streamnf_nfs::chains::figure1(
+        "figure1-test",
+        LightIds::new(threshold, 1_000_000_000),
+        RateLimiter::new(rate_pps, burst, false),
+        dpi,
+    )
+    .expect("chain");
     Engine::new(
         Arc::new(dag),
         Arc::new(EmbeddedStore::new()),
@@ -153,6 +149,8 @@ fn bad_parameters_are_rejected_with_the_parameter_name() {
         ("nat", "external_ip = \"nope\"", "external_ip"),
         ("nat", "internal_nets = [\"10.0.0.0/40\"]", "internal_nets"),
         ("nat", "port_min = 70000", "port_min"),
+        ("nat", "external_ip = \"10.1.2.3\"", "inside internal_nets"),
+        ("forward", "speed = 1", "takes no parameters"),
         ("light_ids", "window_ms = 0", "window_ms"),
         ("light_ids", "syn_threshold = -1", "syn_threshold"),
         ("rate_limiter", "scope = \"some\"", "scope"),

@@ -262,3 +262,40 @@ fn patched_headers_equal_a_fresh_parse() {
     assert!(check.packets_in > 1_000, "{check:?}");
     assert_eq!(check.nf_errors, 0, "patched headers differ from a fresh parse");
 }
+
+#[test]
+fn exhausted_pool_refuses_new_connections_and_stays_bounded() {
+    let nat = Nat::new(
+        "100.64.0.1".parse().expect("ip"),
+        vec![Cidr::parse("10.0.0.0/8").expect("cidr")],
+        5000,
+        5001,
+    )
+    .expect("nat");
+    let dag = ChainBuilder::new("exhaust")
+        .vertex("nat", Arc::new(nat))
+        .edge("input", "nat.in")
+        .edge("nat.out", "output.out")
+        .build()
+        .expect("chain");
+    let store = Arc::new(EmbeddedStore::new());
+    let mut engine = Engine::new(Arc::new(dag), store.clone(), EngineConfig::default()).expect("engine");
+    for sport in 40_000u16..40_005 {
+        let mut v = Vec::new();
+        etherparse::PacketBuilder::ethernet2([1; 6], [2; 6])
+            .ipv4([10, 0, 0, 1], [192, 0, 2, 1], 64)
+            .tcp(sport, 80, 1, 1000)
+            .syn()
+            .write(&mut v, b"")
+            .expect("build");
+        engine.process(Packet::new(LinkType::Ethernet, v, 0)).expect("p");
+    }
+    let state = engine.final_state();
+    let r = engine.finish().expect("finish");
+    assert_eq!(r.chain.packets_out["out"], 2, "two ports, two connections");
+    assert_eq!(r.alerts.get("nat_port_exhausted"), Some(&3));
+    // The pool counter stops at the pool size.
+    let next_port: Vec<&streamnf_store::Value> =
+        state.iter().filter(|(k, _)| k.contains("/*/3/")).map(|(_, v)| v).collect();
+    assert_eq!(next_port, vec![&streamnf_store::Value::Int(2)], "{state:?}");
+}

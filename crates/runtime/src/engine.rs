@@ -343,7 +343,8 @@ impl Engine {
         self.emits.clear();
         self.alerts_buf.clear();
         self.timers_buf.clear();
-        let dag = Arc::clone(&self.dag);
+        // Disjoint field borrows: the chain is read while the context writes the buffers.
+        let dag = &*self.dag;
         let vertex = &dag.vertices[vid];
         let mut ctx = TaskContext {
             store: &*self.store,
@@ -386,24 +387,22 @@ impl Engine {
         if let Some(t0) = t0 {
             stats.busy_ns += t0.elapsed().as_nanos() as u64 * BUSY_SAMPLE;
         }
-        self.after_nf(&dag, vid, task, clock, now_ns, payload)
+        self.after_nf(vid, task, clock, now_ns, payload)
     }
 
     fn after_nf(
         &mut self,
-        dag: &LogicalDag,
         vid: usize,
         task: u32,
         clock: u64,
         now_ns: u64,
         payload: Payload,
     ) -> io::Result<()> {
-        let vertex = &dag.vertices[vid];
         for a in self.alerts_buf.drain(..) {
             self.tasks[vid].alerts += 1;
             self.alerts.push(AlertRecord {
                 kind: a.kind,
-                vertex: vertex.name.clone(),
+                vertex: self.dag.vertices[vid].name.clone(),
                 task,
                 clock,
                 ts_ns: now_ns,
@@ -411,7 +410,7 @@ impl Engine {
             })?;
         }
         for (at, p) in self.timers_buf.drain(..) {
-            self.store.schedule_timer(at, dag.id, vid as u32, Some(task), p);
+            self.store.schedule_timer(at, self.dag.id, vid as u32, Some(task), p);
             self.pending_timers += 1;
         }
         let emits = std::mem::take(&mut self.emits);
@@ -442,7 +441,6 @@ impl Engine {
                 Emit::Packet(port) => {
                     packet_emits_seen += 1;
                     let Some(p) = pkt.as_ref() else { continue };
-                    self.tasks[vid].packets_out += 1;
                     let out = if packet_emits_seen == last_packet_emit {
                         match pkt.take() {
                             Some(p) => p,
@@ -456,6 +454,9 @@ impl Engine {
                     let r = self.route_packet(&routes, out, &mut admitted);
                     self.put_routes(vid, *port, routes);
                     r?;
+                    if admitted {
+                        self.tasks[vid].packets_out += 1;
+                    }
                 }
             }
         }
@@ -516,7 +517,7 @@ impl Engine {
             }
             // A timer has no packet: only its context messages, alerts and timers count.
             self.emits.retain(|e| matches!(e, Emit::Context(..)));
-            self.after_nf(&dag, vid, task, clock, t.at_ns, Payload::Context(ContextMsg::Null))?;
+            self.after_nf(vid, task, clock, t.at_ns, Payload::Context(ContextMsg::Null))?;
             self.drain()?;
         }
         Ok(())

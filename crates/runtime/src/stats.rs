@@ -13,7 +13,8 @@ pub struct TaskStats {
     pub bytes_in: u64,
     /// Context messages received.
     pub contexts_in: u64,
-    /// Packets sent on output ports (copies count once per port).
+    /// Packets that left on an output port with an edge that admitted them (copies count
+    /// once per port; a port with no edge, like an off-path DPI's `out`, sends nothing).
     pub packets_out: u64,
     /// Context messages sent.
     pub contexts_out: u64,
