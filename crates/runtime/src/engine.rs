@@ -18,7 +18,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
-use streamnf_dag::{Alert, ContextMsg, Endpoint, LogicalDag, NfError, StateScope};
+use streamnf_dag::{Alert, ContextMsg, Endpoint, LogicalDag, StateScope};
 use streamnf_packet::{LinkType, MalformedPolicy, Packet};
 use streamnf_store::{StateStore, Value};
 
@@ -59,6 +59,13 @@ impl Default for EngineConfig {
             default_link: LinkType::Ethernet,
         }
     }
+}
+
+/// One input as handed to an NF.
+enum NfInput<'a> {
+    Packet(usize, &'a mut Packet),
+    Context(usize, &'a ContextMsg),
+    Timer(&'a [u8]),
 }
 
 enum Payload {
@@ -338,17 +345,36 @@ impl Engine {
         port: usize,
         mut payload: Payload,
     ) -> io::Result<()> {
+        let stats = &mut self.tasks[vid];
+        let input = match &mut payload {
+            Payload::Packet(p) => {
+                stats.packets_in += 1;
+                stats.bytes_in += p.data.len() as u64;
+                NfInput::Packet(port, p)
+            }
+            Payload::Context(m) => {
+                stats.contexts_in += 1;
+                NfInput::Context(port, m)
+            }
+        };
+        self.call_nf(vid, task, clock, now_ns, input);
+        self.after_nf(vid, task, clock, now_ns, payload)
+    }
+
+    /// Runs one input through the NF of `vid` with a fresh [`TaskContext`], isolating
+    /// errors and panics (both drop what the input emitted) and updating the task's
+    /// counters. What the NF emitted is left in the engine's buffers for [`Self::after_nf`].
+    fn call_nf(&mut self, vid: usize, task: u32, clock: u64, now_ns: u64, input: NfInput<'_>) {
         self.nf_calls += 1;
         let t0 = (self.nf_calls % BUSY_SAMPLE == 0).then(Instant::now);
         self.emits.clear();
         self.alerts_buf.clear();
         self.timers_buf.clear();
         // Disjoint field borrows: the chain is read while the context writes the buffers.
-        let dag = &*self.dag;
-        let vertex = &dag.vertices[vid];
+        let nf = &*self.dag.vertices[vid].nf;
         let mut ctx = TaskContext {
             store: &*self.store,
-            dag_id: dag.id,
+            dag_id: self.dag.id,
             vertex: vid as u32,
             task,
             per_flow: &self.per_flow[vid],
@@ -360,18 +386,12 @@ impl Engine {
             timers: &mut self.timers_buf,
             state_ops: 0,
         };
+        let outcome = catch_unwind(AssertUnwindSafe(|| match input {
+            NfInput::Packet(port, p) => nf.on_packet(port, p, &mut ctx),
+            NfInput::Context(port, m) => nf.on_context(port, m, &mut ctx),
+            NfInput::Timer(payload) => nf.on_timer(payload, &mut ctx),
+        }));
         let stats = &mut self.tasks[vid];
-        let outcome: std::thread::Result<Result<(), NfError>> = match &mut payload {
-            Payload::Packet(p) => {
-                stats.packets_in += 1;
-                stats.bytes_in += p.data.len() as u64;
-                catch_unwind(AssertUnwindSafe(|| vertex.nf.on_packet(port, p, &mut ctx)))
-            }
-            Payload::Context(m) => {
-                stats.contexts_in += 1;
-                catch_unwind(AssertUnwindSafe(|| vertex.nf.on_context(port, m, &mut ctx)))
-            }
-        };
         stats.state_ops += ctx.state_ops;
         match outcome {
             Ok(Ok(())) => {}
@@ -387,7 +407,6 @@ impl Engine {
         if let Some(t0) = t0 {
             stats.busy_ns += t0.elapsed().as_nanos() as u64 * BUSY_SAMPLE;
         }
-        self.after_nf(vid, task, clock, now_ns, payload)
     }
 
     fn after_nf(
@@ -487,34 +506,8 @@ impl Engine {
             self.next_clock += 1;
             self.cur_ts = t.at_ns;
             let task = t.task.unwrap_or(0);
-            self.emits.clear();
-            self.alerts_buf.clear();
-            self.timers_buf.clear();
-            let dag = Arc::clone(&self.dag);
-            let mut ctx = TaskContext {
-                store: &*self.store,
-                dag_id: dag.id,
-                vertex: t.vertex,
-                task,
-                per_flow: &self.per_flow[vid],
-                clock,
-                now_ns: t.at_ns,
-                seq: 0,
-                emits: &mut self.emits,
-                alerts: &mut self.alerts_buf,
-                timers: &mut self.timers_buf,
-                state_ops: 0,
-            };
-            let nf = &dag.vertices[vid].nf;
-            let outcome = catch_unwind(AssertUnwindSafe(|| nf.on_timer(&t.payload, &mut ctx)));
-            let stats = &mut self.tasks[vid];
-            stats.timers += 1;
-            stats.state_ops += ctx.state_ops;
-            match outcome {
-                Ok(Ok(())) => {}
-                Ok(Err(_)) => stats.nf_errors += 1,
-                Err(_) => stats.nf_panics += 1,
-            }
+            self.tasks[vid].timers += 1;
+            self.call_nf(vid, task, clock, t.at_ns, NfInput::Timer(&t.payload));
             // A timer has no packet: only its context messages, alerts and timers count.
             self.emits.retain(|e| matches!(e, Emit::Context(..)));
             self.after_nf(vid, task, clock, t.at_ns, Payload::Context(ContextMsg::Null))?;
