@@ -83,6 +83,19 @@ mod tests {
     }
 
     #[test]
+    fn recorded_pace_keeps_the_trace_gaps_and_reports_the_wait() {
+        let mut p = Pacer::new(Pace::Recorded);
+        let t = Instant::now();
+        let base = 1_700_000_000_000_000_000u64;
+        assert_eq!(p.wait(0, base), Duration::ZERO, "the first packet is due at once");
+        let waited = p.wait(1, base + 3_000_000);
+        // Due 3 ms after the first packet: never early, and the wait is reported.
+        assert!(t.elapsed() >= Duration::from_millis(3));
+        assert!(waited > Duration::from_millis(1) && waited <= Duration::from_millis(3), "{waited:?}");
+        assert_eq!(Pacer::new(Pace::Max).wait(5, base), Duration::ZERO);
+    }
+
+    #[test]
     fn fixed_rate_is_never_early() {
         let mut p = Pacer::new(Pace::Pps(10_000.0));
         let t = Instant::now();
