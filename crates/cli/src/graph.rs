@@ -4,7 +4,7 @@ use clap::Args;
 use std::fmt::Write;
 use std::path::PathBuf;
 use streamnf_dag::chain_file::load_chain;
-use streamnf_dag::dot::logical_dot;
+use streamnf_dag::dot::{logical_dot, quote};
 use streamnf_dag::{Endpoint, LogicalDag};
 
 /// Arguments of `streamnf graph`.
@@ -54,26 +54,11 @@ fn physical_dot(dag: &LogicalDag) -> String {
         }
     };
     for e in &dag.edges {
-        let port = |ep: &Endpoint, outgoing: bool| {
-            let full = dag.endpoint_name(ep, outgoing);
-            match ep {
-                Endpoint::Port { .. } => full.split_once('.').map(|x| x.1.to_string()).unwrap_or(full),
-                _ => String::new(),
-            }
-        };
-        let label = format!("{} → {}", port(&e.from, true), port(&e.to, false));
-        let dashed = match &e.from {
-            Endpoint::Port { vertex, port } => dag.vertices[*vertex]
-                .spec
-                .outputs
-                .get(*port)
-                .is_some_and(|p| p.class != streamnf_dag::PortClass::Packets),
-            _ => false,
-        };
-        let style = if dashed { ", style=dashed" } else { "" };
+        let label = quote(&dag.edge_ports(e));
+        let style = if dag.is_context_edge(e) { ", style=dashed" } else { "" };
         for f in tasks(&e.from) {
             for t in tasks(&e.to) {
-                let _ = writeln!(out, "  \"{f}\" -> \"{t}\" [label=\"{}\"{style}];", label.trim());
+                let _ = writeln!(out, "  \"{f}\" -> \"{t}\" [label={label}{style}];");
             }
         }
     }

@@ -36,16 +36,7 @@ pub fn logical_dot(dag: &LogicalDag) -> String {
             Endpoint::Sink(s) => format!("output.{s}"),
             Endpoint::Port { vertex, .. } => dag.vertices[*vertex].name.clone(),
         };
-        let mut label = String::new();
-        if let Endpoint::Port { .. } = e.from {
-            let full = dag.endpoint_name(&e.from, true);
-            label.push_str(full.split_once('.').map(|x| x.1).unwrap_or(""));
-        }
-        label.push_str(" → ");
-        if let Endpoint::Port { .. } = e.to {
-            let full = dag.endpoint_name(&e.to, false);
-            label.push_str(full.split_once('.').map(|x| x.1).unwrap_or(""));
-        }
+        let mut label = dag.edge_ports(e);
         if let Some(f) = &e.filter {
             let _ = write!(label, "\n[{}]", f.expr());
         }
@@ -59,13 +50,7 @@ pub fn logical_dot(dag: &LogicalDag) -> String {
                 let _ = write!(label, "\nsplitter {n}");
             }
         }
-        let style = match &e.from {
-            Endpoint::Port { vertex, port } => match dag.vertices[*vertex].spec.outputs.get(*port) {
-                Some(p) if p.class != crate::nf::PortClass::Packets => ", style=dashed",
-                _ => "",
-            },
-            _ => "",
-        };
+        let style = if dag.is_context_edge(e) { ", style=dashed" } else { "" };
         let _ = writeln!(
             out,
             "  {} -> {} [label={}{}];",

@@ -164,12 +164,35 @@ impl LogicalDag {
         match ep {
             Endpoint::Input => INPUT.to_string(),
             Endpoint::Sink(n) => format!("{OUTPUT_PREFIX}.{n}"),
-            Endpoint::Port { vertex, port } => {
-                let v = &self.vertices[*vertex];
-                let ports = if outgoing { &v.spec.outputs } else { &v.spec.inputs };
-                let pname = ports.get(*port).map(|p| p.name.as_str()).unwrap_or("?");
-                format!("{}.{}", v.name, pname)
+            Endpoint::Port { vertex, .. } => {
+                format!("{}.{}", self.vertices[*vertex].name, self.port_name(ep, outgoing))
             }
+        }
+    }
+
+    /// The port name of an endpoint: `""` for the input and sinks, `"?"` for a port index
+    /// the vertex does not have.
+    pub fn port_name(&self, ep: &Endpoint, outgoing: bool) -> &str {
+        let Endpoint::Port { vertex, port } = ep else { return "" };
+        let v = &self.vertices[*vertex];
+        let ports = if outgoing { &v.spec.outputs } else { &v.spec.inputs };
+        ports.get(*port).map(|p| p.name.as_str()).unwrap_or("?")
+    }
+
+    /// `from-port → to-port` of an edge, as drawn on graph edges (`→ in` from the input).
+    pub fn edge_ports(&self, e: &Edge) -> String {
+        format!("{} → {}", self.port_name(&e.from, true), self.port_name(&e.to, false)).trim().to_string()
+    }
+
+    /// True when the edge carries context messages rather than packets.
+    pub fn is_context_edge(&self, e: &Edge) -> bool {
+        match &e.from {
+            Endpoint::Port { vertex, port } => self.vertices[*vertex]
+                .spec
+                .outputs
+                .get(*port)
+                .is_some_and(|p| p.class != crate::nf::PortClass::Packets),
+            _ => false,
         }
     }
 }
