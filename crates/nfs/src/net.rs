@@ -96,18 +96,9 @@ impl KeyBuf {
 
 /// Key bytes of an address: family tag + octets.
 pub fn ip_key(ip: IpAddr) -> Vec<u8> {
-    match ip {
-        IpAddr::V4(a) => {
-            let mut v = vec![4];
-            v.extend_from_slice(&a.octets());
-            v
-        }
-        IpAddr::V6(a) => {
-            let mut v = vec![6];
-            v.extend_from_slice(&a.octets());
-            v
-        }
-    }
+    let mut k = KeyBuf::new();
+    k.ip(ip);
+    k.as_bytes().to_vec()
 }
 
 /// Inverse of [`ip_key`].
@@ -149,9 +140,12 @@ mod tests {
         let ip: IpAddr = "2001:db8::7".parse().expect("ip");
         let mut k = KeyBuf::new();
         k.ip(ip).u16(80);
-        let mut want = ip_key(ip);
-        want.extend_from_slice(&80u16.to_be_bytes());
+        // Family tag, the 16 address octets, then the big-endian port.
+        let mut want = vec![6, 0x20, 0x01, 0x0d, 0xb8];
+        want.extend_from_slice(&[0; 11]);
+        want.extend_from_slice(&[7, 0, 80]);
         assert_eq!(k.as_bytes(), &want[..]);
+        assert_eq!(ip_key("10.1.2.3".parse().expect("ip")), vec![4, 10, 1, 2, 3]);
     }
 
     #[test]
