@@ -139,7 +139,14 @@ pub struct Engine {
     sink_writes: u64,
     cur_ts: u64,
     nf_calls: u64,
+    /// Frame buffers of finished packets, reused for the next inputs (a buffer pool in
+    /// the manner of DPDK's mbuf pools: no allocation per packet, and the buffers stay
+    /// in cache).
+    spare: Vec<Vec<u8>>,
 }
+
+/// Most frame buffers kept for reuse.
+const SPARE_BUFFERS: usize = 256;
 
 /// Chain latency is measured for one input packet in this many (clock reads cost about
 /// 25 ns each here, a tenth of a packet's budget).
@@ -217,6 +224,7 @@ impl Engine {
             sink_writes: 0,
             cur_ts: 0,
             nf_calls: 0,
+            spare: Vec::new(),
         })
     }
 
@@ -228,6 +236,34 @@ impl Engine {
     /// The chain.
     pub fn dag(&self) -> &LogicalDag {
         &self.dag
+    }
+
+    /// An empty frame buffer, reused from a finished packet when there is one.
+    pub fn buffer(&mut self) -> Vec<u8> {
+        self.spare.pop().unwrap_or_default()
+    }
+
+    /// Takes back a finished packet's frame buffer for reuse.
+    fn recycle(&mut self, pkt: Packet) {
+        if self.spare.len() < SPARE_BUFFERS {
+            let mut data = pkt.data;
+            data.clear();
+            self.spare.push(data);
+        }
+    }
+
+    /// Root splitter entry for a captured frame: copies `frame` into a pooled buffer,
+    /// parses it once and pushes it through the whole chain.
+    pub fn process_frame(
+        &mut self,
+        link: LinkType,
+        frame: &[u8],
+        ts_ns: u64,
+        orig_len: u32,
+    ) -> io::Result<()> {
+        let mut data = self.buffer();
+        data.extend_from_slice(frame);
+        self.process(Packet::with_orig_len(link, data, ts_ns, orig_len))
     }
 
     /// Pushes one input packet through the whole chain.
@@ -251,6 +287,7 @@ impl Engine {
             if self.dag.malformed == MalformedPolicy::Drop {
                 self.chain.dropped += 1;
                 self.chain.dropped_malformed += 1;
+                self.recycle(pkt);
                 return Ok(());
             }
         }
@@ -285,15 +322,28 @@ impl Engine {
         for r in routes {
             if r.filter.as_ref().is_none_or(|f| f.matches(&pkt)) {
                 if let Some(prev) = last.replace(&r.route) {
-                    self.deliver(prev, Payload::Packet(pkt.clone()))?;
+                    let copy = self.copy_packet(&pkt);
+                    self.deliver(prev, Payload::Packet(copy))?;
                 }
             }
         }
-        if let Some(r) = last {
-            *admitted = true;
-            self.deliver(r, Payload::Packet(pkt))?;
+        match last {
+            Some(r) => {
+                *admitted = true;
+                self.deliver(r, Payload::Packet(pkt))
+            }
+            None => {
+                self.recycle(pkt);
+                Ok(())
+            }
         }
-        Ok(())
+    }
+
+    /// A copy of `pkt` in a pooled buffer.
+    fn copy_packet(&mut self, pkt: &Packet) -> Packet {
+        let mut data = self.buffer();
+        data.extend_from_slice(&pkt.data);
+        Packet { data, ..*pkt }
     }
 
     fn deliver(&mut self, route: &Route, payload: Payload) -> io::Result<()> {
@@ -305,6 +355,7 @@ impl Engine {
                 if let Payload::Packet(p) = payload {
                     self.sinks.write(*idx, &p)?;
                     self.sink_writes += 1;
+                    self.recycle(p);
                 }
             }
         }
@@ -466,7 +517,7 @@ impl Engine {
                             None => continue,
                         }
                     } else {
-                        p.clone()
+                        self.copy_packet(p)
                     };
                     let routes = self.take_routes(vid, *port);
                     let mut admitted = false;
@@ -480,6 +531,9 @@ impl Engine {
             }
         }
         self.emits = emits;
+        if let Some(p) = pkt {
+            self.recycle(p);
+        }
         Ok(())
     }
 

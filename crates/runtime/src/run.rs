@@ -123,10 +123,10 @@ pub fn run_trace(
     let mut bar_visible = false;
     let mut pacer = Pacer::new(opts.pace);
     let io_err = |err| RunError::Io { what: "writing outputs".into(), err };
-    for (i, rec) in records.into_iter().enumerate() {
+    for (i, rec) in records.iter().enumerate() {
         let waited = pacer.wait(i as u64, rec.ts_ns);
         engine.add_idle(waited);
-        engine.process(rec.into_packet()).map_err(io_err)?;
+        engine.process_frame(rec.link, &rec.data, rec.ts_ns, rec.orig_len).map_err(io_err)?;
         if i % 4096 == 0 {
             if show_bar && !bar_visible && started.elapsed() > Duration::from_secs(1) {
                 bar.set_draw_target(ProgressDrawTarget::stderr());
