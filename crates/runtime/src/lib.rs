@@ -14,7 +14,10 @@
 pub mod alerts;
 pub mod context;
 pub mod engine;
+pub mod manager;
 pub mod pace;
+pub mod packet_log;
+pub mod queue;
 pub mod run;
 pub mod sink;
 pub mod stats;
