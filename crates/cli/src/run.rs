@@ -36,10 +36,12 @@ pub struct RunArgs {
     /// baseline, for benchmarks only (no failover or scaling guarantees).
     #[arg(long)]
     pub local_state: bool,
-    /// Worker threads (this build runs a chain on one thread: only 1 is accepted).
+    /// Worker threads [default: the number of cores]. One worker with one instance per
+    /// vertex runs the single-instance reference engine.
     #[arg(long)]
     pub workers: Option<usize>,
-    /// Instances of a vertex, VERTEX=N (repeatable).
+    /// Instances (tasks) of a vertex, VERTEX=N (repeatable; default: the chain file's
+    /// `instances`, else 1). Independent of --workers: 8 tasks run on 2 threads.
     #[arg(long = "instances", value_name = "VERTEX=N")]
     pub instances: Vec<String>,
     /// Replay pace: max, recorded, or packets per second.
@@ -68,6 +70,7 @@ pub fn run(a: RunArgs) -> Result<(), String> {
     let store_url = StoreUrl::parse(&a.store)?;
     let registry = streamnf_nfs::builtin_registry();
     let dag = load_chain(&a.chain, &registry).map_err(|e| e.to_string())?;
+    let mut instances = Vec::new();
     for spec in &a.instances {
         let (v, n) = spec.split_once('=').ok_or_else(|| format!("--instances {spec}: expected VERTEX=N"))?;
         if dag.vertex_id(v).is_none() {
@@ -79,19 +82,12 @@ pub fn run(a: RunArgs) -> Result<(), String> {
             ));
         }
         match n.parse::<u32>() {
-            Ok(1) => {}
-            Ok(0) | Err(_) => return Err(format!("--instances {spec}: N must be a positive integer")),
-            Ok(_) => return Err(format!("--instances {spec}: several instances per vertex need the parallel physical DAG, which this build does not have yet")),
+            Ok(n @ 1..=4096) => instances.push((v.to_string(), n)),
+            _ => return Err(format!("--instances {spec}: N must be an integer from 1 to 4096")),
         }
     }
-    match a.workers {
-        Some(0) => return Err("--workers must be at least 1".into()),
-        Some(w) if w > 1 => {
-            return Err(format!(
-                "--workers {w}: this build runs a chain on one thread; several workers need the parallel physical DAG, which it does not have yet"
-            ))
-        }
-        _ => {}
+    if a.workers == Some(0) {
+        return Err("--workers must be at least 1".into());
     }
     if !a.events.is_empty() || a.events_file.is_some() {
         return Err(
@@ -119,6 +115,8 @@ pub fn run(a: RunArgs) -> Result<(), String> {
         pace,
         progress: !a.no_progress,
         keep: false,
+        workers: a.workers,
+        instances,
     };
     let outcome = run_trace(Arc::new(dag), store, &opts).map_err(|e| e.to_string())?;
     if !a.quiet {

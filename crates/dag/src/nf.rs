@@ -229,6 +229,15 @@ pub trait NetworkFunction: Send + Sync {
         Ok(())
     }
 
+    /// The partition key of a packet arriving for this NF, when the NF needs a split its
+    /// per-flow flowspaces cannot express (a NAT's replies are addressed to the external
+    /// address, not to the connection that owns them). `None` (the default) lets the
+    /// splitter use the vertex's flowspaces. Must depend on the packet only.
+    fn partition_hash(&self, pkt: &Packet) -> Option<u64> {
+        let _ = pkt;
+        None
+    }
+
     /// Custom store operations this NF needs, by name (registered once per store).
     fn custom_ops(&self) -> Vec<(String, streamnf_store::CustomOpFn)> {
         Vec::new()

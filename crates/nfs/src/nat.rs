@@ -8,16 +8,24 @@
 //! unchanged; unsolicited inbound packets and untranslatable outbound ones (ICMP, SCTP,
 //! IPv6, later fragments) are dropped and counted.
 //!
-//! Limits (a later issue): ports are never returned to the pool (no idle or teardown
-//! timeouts yet), and ICMP is not translated.
+//! Limits (a later issue): mappings are never removed (no idle or teardown timeouts yet),
+//! and ICMP is not translated.
+//!
+//! Port choice is deterministic, so runs with any number of instances translate exactly
+//! as one instance does: a connection's external port is `port_min + hash(connection) mod
+//! pool`, probing the next ports while that (port, remote endpoint) pair is taken. The
+//! claim is one compare-and-set on `reverse`, so two tasks can never take one pair. The
+//! NF partitions its input by the remote address ([`NetworkFunction::partition_hash`]):
+//! every connection to a remote host, and the replies from it, reach one task in the order
+//! the root sent them, so collisions resolve in logical-clock order, as in the
+//! single-instance run. (Behind a vertex with several instances, packets reach the NAT
+//! in per-upstream-task order; two new connections to one remote endpoint that hash to one
+//! port may then swap ports. docs/nfs/nat.md states this equivalence.)
 //!
 //! State (all in the store):
 //! - `conn` (per-flow, `[connection]`): outbound connection → external port.
 //! - `reverse` (shared): (proto, external port, remote address, remote port) → internal
-//!   endpoint; written once per connection by its owner, read by whichever task gets replies.
-//! - `free_ports` (shared list) and `next_port` (shared counter): the port pool; a port
-//!   comes from the free list first (nothing refills it until timeouts exist), else the
-//!   counter (allocation order is the order of logical clocks in the reference run).
+//!   endpoint; claimed once per connection by compare-and-set, read by replies.
 //! - `counters` (shared): per-protocol and per-outcome counters.
 
 use crate::net::{ip_from_key, ip_key, Cidr, KeyBuf};
@@ -32,9 +40,11 @@ use streamnf_store::{Op, Value};
 
 const CONN: usize = 0;
 const REVERSE: usize = 1;
-const FREE_PORTS: usize = 2;
-const NEXT_PORT: usize = 3;
-const COUNTERS: usize = 4;
+const COUNTERS: usize = 2;
+
+/// Ports tried for one new connection before the pool counts as exhausted for its remote
+/// endpoint.
+const MAX_PROBES: u32 = 256;
 
 /// Source NAT.
 #[derive(Debug, Clone)]
@@ -109,21 +119,29 @@ impl Nat {
         ctx.incr_nb(COUNTERS, what.as_bytes(), 1)
     }
 
-    /// Takes a port from the pool, or None when it is exhausted.
-    fn allocate(&self, ctx: &mut dyn NfContext) -> Result<Option<u16>, NfError> {
-        if let Some(Value::Bytes(b)) = ctx.state(FREE_PORTS, b"", Op::Pop { back: false })? {
-            if let [hi, lo] = b[..] {
-                return Ok(Some(u16::from_be_bytes([hi, lo])));
+    /// Claims an external port for a new connection to `remote:remote_port`, or None when
+    /// every probed port is taken for that endpoint. The first port tried depends only on
+    /// the connection, so the choice does not depend on which instance runs it.
+    fn allocate(
+        &self,
+        ctx: &mut dyn NfContext,
+        conn: &KeyBuf,
+        proto: u8,
+        remote: IpAddr,
+        remote_port: u16,
+        internal: &[u8],
+    ) -> Result<Option<u16>, NfError> {
+        let size = u32::from(self.port_max) - u32::from(self.port_min) + 1;
+        let start = (stable_hash(conn.as_bytes()) % u64::from(size)) as u32;
+        for i in 0..size.min(MAX_PROBES) {
+            let port = self.port_min + ((start + i) % size) as u16;
+            let claim = Op::CompareAndSet { expected: None, new: Some(Value::Bytes(internal.to_vec())) };
+            let key = reverse_key(proto, port, remote, remote_port);
+            if ctx.state(REVERSE, key.as_bytes(), claim)? == Some(Value::Int(1)) {
+                return Ok(Some(port));
             }
         }
-        // The counter stops at the pool size, so an exhausted pool stays exhausted without
-        // the counter growing on every refused connection.
-        let size = i64::from(self.port_max) - i64::from(self.port_min) + 1;
-        if ctx.get_int(NEXT_PORT, b"")? >= size {
-            return Ok(None);
-        }
-        let n = ctx.incr(NEXT_PORT, b"", 1)?;
-        Ok(u16::try_from(i64::from(self.port_min) + n - 1).ok())
+        Ok(None)
     }
 
     fn outbound(&self, pkt: &mut Packet, ctx: &mut dyn NfContext, proto_name: &str) -> Result<(), NfError> {
@@ -136,7 +154,9 @@ impl Nat {
                 u16::try_from(p).map_err(|_| NfError::State(format!("bad stored port {p}")))?
             }
             _ => {
-                let Some(port) = self.allocate(ctx)? else {
+                let mut internal = ip_key(ip.src);
+                internal.extend_from_slice(&sport.to_be_bytes());
+                let Some(port) = self.allocate(ctx, &conn, ip.proto, ip.dst, dport, &internal)? else {
                     self.count(ctx, "port_exhausted")?;
                     ctx.alert(
                         Alert::new("nat_port_exhausted")
@@ -148,13 +168,6 @@ impl Nat {
                     return Ok(());
                 };
                 ctx.set(CONN, conn.as_bytes(), Value::Int(i64::from(port)))?;
-                let mut internal = ip_key(ip.src);
-                internal.extend_from_slice(&sport.to_be_bytes());
-                ctx.set(
-                    REVERSE,
-                    reverse_key(ip.proto, port, ip.dst, dport).as_bytes(),
-                    Value::Bytes(internal),
-                )?;
                 self.count(ctx, "connections")?;
                 port
             }
@@ -269,7 +282,28 @@ fn rewrite(pkt: &mut Packet, side: Side, addr: IpAddr, port: u16) {
     }
 }
 
+/// FNV-1a, stable across runs and platforms (the port choice must not change with them).
+fn stable_hash(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+}
+
 impl NetworkFunction for Nat {
+    /// Outbound packets by destination, replies by source: the remote host either way.
+    /// Transit traffic uses the default split.
+    fn partition_hash(&self, pkt: &Packet) -> Option<u64> {
+        let ip = pkt.hdr.ip?;
+        let remote = if self.is_internal(ip.src) && !self.is_internal(ip.dst) {
+            ip.dst
+        } else if ip.dst == self.external_ip {
+            ip.src
+        } else {
+            return None;
+        };
+        let mut k = KeyBuf::new();
+        k.ip(remote);
+        Some(stable_hash(k.as_bytes()))
+    }
+
     fn spec(&self) -> NfSpec {
         NfSpec {
             inputs: vec![PortSpec::packets("in")],
@@ -277,8 +311,6 @@ impl NetworkFunction for Nat {
             state: vec![
                 StateObjectSpec::per_flow("conn", Flowspace(vec![Field::Connection])),
                 StateObjectSpec::shared("reverse"),
-                StateObjectSpec::shared("free_ports"),
-                StateObjectSpec::shared("next_port"),
                 StateObjectSpec::shared("counters"),
             ],
             connection_terminating: false,

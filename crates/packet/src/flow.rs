@@ -88,6 +88,35 @@ impl Flowspace {
     }
 }
 
+/// A field's value given outside a packet (the subject of a context message).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FieldValue {
+    /// An address (`src_ip`, `dst_ip`).
+    Ip(IpAddr),
+    /// A number (`proto`, ports, `vlan`).
+    Num(u64),
+}
+
+impl Flowspace {
+    /// The key of the flow whose fields have the values `value` returns, laid out exactly
+    /// as [`Flowspace::key`] lays out a packet's, so both hash alike. `None` when a field is
+    /// missing or of the wrong kind, or for `connection` (it needs a whole packet).
+    pub fn key_from_values(&self, mut value: impl FnMut(Field) -> Option<FieldValue>) -> Option<FlowKey> {
+        let mut k = FlowKey::EMPTY;
+        for &f in &self.0 {
+            match (f, value(f)?) {
+                (Field::SrcIp | Field::DstIp, FieldValue::Ip(ip)) => k.push_ip(Some(ip)),
+                (Field::Proto, FieldValue::Num(n)) => k.push(&[u8::try_from(n).ok()?]),
+                (Field::SrcPort | Field::DstPort | Field::Vlan, FieldValue::Num(n)) => {
+                    k.push(&u16::try_from(n).ok()?.to_be_bytes())
+                }
+                _ => return None,
+            }
+        }
+        Some(k)
+    }
+}
+
 impl fmt::Display for Flowspace {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("[")?;
@@ -217,6 +246,32 @@ impl fmt::Debug for FlowKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_from_values_match_keys_from_packets() {
+        let frame = etherparse::PacketBuilder::ethernet2([1; 6], [2; 6])
+            .ipv4([10, 0, 0, 1], [192, 0, 2, 9], 64)
+            .udp(5353, 53);
+        let mut data = Vec::new();
+        frame.write(&mut data, b"x").unwrap();
+        let pkt = Packet::new(LinkType::Ethernet, data, 0);
+        let fs = Flowspace(vec![Field::SrcIp, Field::Proto, Field::DstPort]);
+        let by_value = fs.key_from_values(|f| match f {
+            Field::SrcIp => Some(FieldValue::Ip(IpAddr::from([10, 0, 0, 1]))),
+            Field::Proto => Some(FieldValue::Num(17)),
+            Field::DstPort => Some(FieldValue::Num(53)),
+            _ => None,
+        });
+        assert_eq!(by_value, Some(fs.key(&pkt)));
+        let other = fs.key_from_values(|f| match f {
+            Field::SrcIp => Some(FieldValue::Ip(IpAddr::from([10, 0, 0, 2]))),
+            _ => Some(FieldValue::Num(17)),
+        });
+        assert_ne!(other, Some(fs.key(&pkt)));
+        assert_eq!(fs.key_from_values(|_| None), None, "a missing field gives no key");
+        assert_eq!(fs.key_from_values(|_| Some(FieldValue::Num(70_000))), None, "wrong kind or range");
+        assert_eq!(Flowspace(vec![Field::Connection]).key_from_values(|_| Some(FieldValue::Num(1))), None);
+    }
     use crate::headers::LinkType;
     use etherparse::PacketBuilder;
     use proptest::prelude::*;

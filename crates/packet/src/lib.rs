@@ -18,7 +18,7 @@ pub mod packet;
 pub mod parse;
 pub mod trace;
 
-pub use flow::{Field, FlowKey, Flowspace};
+pub use flow::{Field, FieldValue, FlowKey, Flowspace};
 pub use headers::{EthernetInfo, Headers, IpInfo, LinkType, TcpFlags, Transport};
 pub use malformed::{Malformed, MalformedPolicy};
 pub use meta::{Marks, Meta, TaskId};

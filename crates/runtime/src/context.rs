@@ -5,7 +5,10 @@
 //! store can emulate them), and buffers the NF's outputs, alerts and timers for the engine
 //! to route after the NF returns. It never routes anything itself.
 
-use streamnf_dag::{Alert, ContextMsg, NfContext, NfError};
+use crate::stats::TaskStats;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use streamnf_dag::{Alert, ContextMsg, NetworkFunction, NfContext, NfError};
+use streamnf_packet::Packet;
 use streamnf_store::{CustomOpId, KeyBytes, Op, StateKey, StateStore, TaskId, Update, UpdateTag, Value};
 
 /// Something the NF asked to send.
@@ -104,5 +107,90 @@ impl NfContext for TaskContext<'_> {
 
     fn custom_op(&self, name: &str) -> Option<CustomOpId> {
         self.store.custom_op_id(name)
+    }
+}
+
+/// One input as handed to an NF.
+pub enum NfInput<'a> {
+    /// A packet on an input port.
+    Packet(usize, &'a mut Packet),
+    /// A context message on an input port.
+    Context(usize, &'a ContextMsg),
+    /// A timer's payload.
+    Timer(&'a [u8]),
+}
+
+/// What an NF call wrote: outputs, alerts and timers, in order.
+#[derive(Default)]
+pub struct TaskBuffers {
+    /// Outputs to route.
+    pub emits: Vec<Emit>,
+    /// Alerts raised.
+    pub alerts: Vec<Alert>,
+    /// Timers asked for (due time, payload).
+    pub timers: Vec<(u64, Vec<u8>)>,
+}
+
+/// Where and when one NF call runs.
+pub struct CallSite<'a> {
+    /// The store.
+    pub store: &'a dyn StateStore,
+    /// DAG id (store namespace).
+    pub dag_id: u32,
+    /// Vertex index.
+    pub vertex: u32,
+    /// Task index within the vertex.
+    pub task: TaskId,
+    /// Per state object: true when per-flow.
+    pub per_flow: &'a [bool],
+    /// Logical clock of the input.
+    pub clock: u64,
+    /// Trace time of the input.
+    pub now_ns: u64,
+}
+
+/// Runs one input through `nf` with a fresh [`TaskContext`], leaving what it emitted in
+/// `bufs` (cleared first). An error or a panic is isolated: it is counted in `stats` and
+/// drops the input's outputs (alerts and timers already raised stay).
+pub fn invoke(
+    nf: &dyn NetworkFunction,
+    site: &CallSite<'_>,
+    input: NfInput<'_>,
+    bufs: &mut TaskBuffers,
+    stats: &mut TaskStats,
+) {
+    bufs.emits.clear();
+    bufs.alerts.clear();
+    bufs.timers.clear();
+    let mut ctx = TaskContext {
+        store: site.store,
+        dag_id: site.dag_id,
+        vertex: site.vertex,
+        task: site.task,
+        per_flow: site.per_flow,
+        clock: site.clock,
+        now_ns: site.now_ns,
+        seq: 0,
+        emits: &mut bufs.emits,
+        alerts: &mut bufs.alerts,
+        timers: &mut bufs.timers,
+        state_ops: 0,
+    };
+    let outcome = catch_unwind(AssertUnwindSafe(|| match input {
+        NfInput::Packet(port, p) => nf.on_packet(port, p, &mut ctx),
+        NfInput::Context(port, m) => nf.on_context(port, m, &mut ctx),
+        NfInput::Timer(payload) => nf.on_timer(payload, &mut ctx),
+    }));
+    stats.state_ops += ctx.state_ops;
+    match outcome {
+        Ok(Ok(())) => {}
+        Ok(Err(_)) => {
+            stats.nf_errors += 1;
+            bufs.emits.clear();
+        }
+        Err(_) => {
+            stats.nf_panics += 1;
+            bufs.emits.clear();
+        }
     }
 }

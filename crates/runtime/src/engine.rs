@@ -9,16 +9,15 @@
 //! logical clock. The engine never keeps NF state: only counters and the message queue.
 
 use crate::alerts::{AlertRecord, AlertSink};
-use crate::context::{Emit, TaskContext};
+use crate::context::{invoke, CallSite, Emit, NfInput, TaskBuffers};
 use crate::sink::{SinkRecord, SinkSet};
 use crate::stats::{ChainStats, Latency, TaskStats};
 use std::collections::{BTreeMap, VecDeque};
 use std::io;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
-use streamnf_dag::{Alert, ContextMsg, Endpoint, LogicalDag, StateScope};
+use streamnf_dag::{ContextMsg, Endpoint, LogicalDag, StateScope};
 use streamnf_packet::{LinkType, MalformedPolicy, Packet};
 use streamnf_store::{StateStore, Value};
 
@@ -59,13 +58,6 @@ impl Default for EngineConfig {
             default_link: LinkType::Ethernet,
         }
     }
-}
-
-/// One input as handed to an NF.
-enum NfInput<'a> {
-    Packet(usize, &'a mut Packet),
-    Context(usize, &'a ContextMsg),
-    Timer(&'a [u8]),
 }
 
 enum Payload {
@@ -114,6 +106,10 @@ pub struct EngineReport {
     /// Wall time from the first input to the end, less the time the caller reported
     /// idle (pacing); excludes reading the trace.
     pub busy: std::time::Duration,
+    /// The vertex manager's statistics and hints (parallel engine only).
+    pub manager: Option<crate::manager::ManagerReport>,
+    /// Worker threads the chain ran on.
+    pub workers: usize,
 }
 
 /// Runs one chain over a sequence of packets.
@@ -125,9 +121,7 @@ pub struct Engine {
     out_routes: Vec<Vec<Vec<RouteEdge>>>,
     per_flow: Vec<Vec<bool>>,
     queue: VecDeque<Message>,
-    emits: Vec<Emit>,
-    alerts_buf: Vec<Alert>,
-    timers_buf: Vec<(u64, Vec<u8>)>,
+    bufs: TaskBuffers,
     pending_timers: u64,
     chain: ChainStats,
     tasks: Vec<TaskStats>,
@@ -211,9 +205,7 @@ impl Engine {
             out_routes,
             per_flow,
             queue: VecDeque::new(),
-            emits: Vec::new(),
-            alerts_buf: Vec::new(),
-            timers_buf: Vec::new(),
+            bufs: TaskBuffers::default(),
             pending_timers: 0,
             chain,
             sinks,
@@ -418,12 +410,7 @@ impl Engine {
     fn call_nf(&mut self, vid: usize, task: u32, clock: u64, now_ns: u64, input: NfInput<'_>) {
         self.nf_calls += 1;
         let t0 = (self.nf_calls % BUSY_SAMPLE == 0).then(Instant::now);
-        self.emits.clear();
-        self.alerts_buf.clear();
-        self.timers_buf.clear();
-        // Disjoint field borrows: the chain is read while the context writes the buffers.
-        let nf = &*self.dag.vertices[vid].nf;
-        let mut ctx = TaskContext {
+        let site = CallSite {
             store: &*self.store,
             dag_id: self.dag.id,
             vertex: vid as u32,
@@ -431,30 +418,9 @@ impl Engine {
             per_flow: &self.per_flow[vid],
             clock,
             now_ns,
-            seq: 0,
-            emits: &mut self.emits,
-            alerts: &mut self.alerts_buf,
-            timers: &mut self.timers_buf,
-            state_ops: 0,
         };
-        let outcome = catch_unwind(AssertUnwindSafe(|| match input {
-            NfInput::Packet(port, p) => nf.on_packet(port, p, &mut ctx),
-            NfInput::Context(port, m) => nf.on_context(port, m, &mut ctx),
-            NfInput::Timer(payload) => nf.on_timer(payload, &mut ctx),
-        }));
         let stats = &mut self.tasks[vid];
-        stats.state_ops += ctx.state_ops;
-        match outcome {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) => {
-                stats.nf_errors += 1;
-                self.emits.clear();
-            }
-            Err(_) => {
-                stats.nf_panics += 1;
-                self.emits.clear();
-            }
-        }
+        invoke(&*self.dag.vertices[vid].nf, &site, input, &mut self.bufs, stats);
         if let Some(t0) = t0 {
             stats.busy_ns += t0.elapsed().as_nanos() as u64 * BUSY_SAMPLE;
         }
@@ -468,7 +434,7 @@ impl Engine {
         now_ns: u64,
         payload: Payload,
     ) -> io::Result<()> {
-        for a in self.alerts_buf.drain(..) {
+        for a in self.bufs.alerts.drain(..) {
             self.tasks[vid].alerts += 1;
             self.alerts.push(AlertRecord {
                 kind: a.kind,
@@ -479,11 +445,11 @@ impl Engine {
                 fields: a.fields,
             })?;
         }
-        for (at, p) in self.timers_buf.drain(..) {
+        for (at, p) in self.bufs.timers.drain(..) {
             self.store.schedule_timer(at, self.dag.id, vid as u32, Some(task), p);
             self.pending_timers += 1;
         }
-        let emits = std::mem::take(&mut self.emits);
+        let emits = std::mem::take(&mut self.bufs.emits);
         let mut pkt = match payload {
             Payload::Packet(p) => Some(p),
             Payload::Context(_) => None,
@@ -530,7 +496,7 @@ impl Engine {
                 }
             }
         }
-        self.emits = emits;
+        self.bufs.emits = emits;
         if let Some(p) = pkt {
             self.recycle(p);
         }
@@ -563,7 +529,7 @@ impl Engine {
             self.tasks[vid].timers += 1;
             self.call_nf(vid, task, clock, t.at_ns, NfInput::Timer(&t.payload));
             // A timer has no packet: only its context messages, alerts and timers count.
-            self.emits.retain(|e| matches!(e, Emit::Context(..)));
+            self.bufs.emits.retain(|e| matches!(e, Emit::Context(..)));
             self.after_nf(vid, task, clock, t.at_ns, Payload::Context(ContextMsg::Null))?;
             self.drain()?;
         }
@@ -606,6 +572,8 @@ impl Engine {
             output_files,
             latency: self.latency,
             busy,
+            manager: None,
+            workers: 1,
         })
     }
 }

@@ -12,18 +12,22 @@
 #![warn(missing_docs)]
 
 pub mod alerts;
+pub mod compare;
 pub mod context;
 pub mod engine;
 pub mod manager;
 pub mod pace;
 pub mod packet_log;
+pub mod parallel;
 pub mod queue;
 pub mod run;
 pub mod sink;
+pub mod splitter;
 pub mod stats;
 pub mod summary;
 
 pub use engine::{Engine, EngineConfig, StateMode};
 pub use pace::Pace;
+pub use parallel::{ParallelConfig, ParallelEngine};
 pub use run::{run_trace, RunError, RunOptions, RunOutcome};
 pub use summary::Summary;

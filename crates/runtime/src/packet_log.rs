@@ -618,12 +618,17 @@ pub struct PacketLogStats {
     pub high_water: usize,
     /// Calls to [`PacketLog::admit`] that had to wait for room.
     pub blocked_admits: u64,
+    /// Packets that left the log without any descendant marked delivered (see
+    /// [`PacketLog::settle`]): the chain dropped them.
+    pub undelivered: u64,
 }
 
 /// One packet in flight.
 struct Entry {
     /// Outstanding references (always >= 1 while in the table).
     count: u32,
+    /// Some descendant reached a sink.
+    delivered: bool,
     /// The packet, when the backend keeps it inline.
     inline: Option<Packet>,
 }
@@ -660,7 +665,7 @@ impl Inner {
             }
             None
         };
-        self.table.push(clock, Entry { count: 1, inline });
+        self.table.push(clock, Entry { count: 1, delivered: false, inline });
         self.next_expected = clock + 1;
         self.stats.admitted += 1;
         self.stats.high_water = self.stats.high_water.max(self.table.live);
@@ -680,6 +685,9 @@ impl Inner {
         }
         if n > e.count {
             return Err(PacketLogError::OverRelease { clock, count: e.count, requested: n });
+        }
+        if !e.delivered {
+            self.stats.undelivered += 1;
         }
         self.table.remove_at(i);
         self.stats.released += 1;
@@ -835,6 +843,43 @@ impl PacketLog {
             for &c in clocks {
                 if let Err(e) = g.release(c, 1, &mut freed) {
                     failures.push((c, e));
+                }
+            }
+            g.waiters > 0
+        };
+        if freed > 0 && wake {
+            self.not_full.notify_all();
+        }
+        if failures.is_empty() {
+            Ok(freed)
+        } else {
+            Err(ReleaseManyError { freed, failures })
+        }
+    }
+
+    /// Settles a batch under one lock: for each `(clock, release, delivered)`, marks the
+    /// packet delivered (some descendant reached a sink) when `delivered`, then releases
+    /// `release` references (0 = mark only). Failed items are reported together and change
+    /// nothing else. Returns the number of packets that left the log.
+    pub fn settle(&self, items: &[(u64, u32, bool)]) -> Result<usize, ReleaseManyError> {
+        let mut freed = 0;
+        let mut failures = Vec::new();
+        let wake = {
+            let mut g = self.inner.lock();
+            for &(c, n, delivered) in items {
+                if delivered {
+                    match g.table.find(c).and_then(|i| g.table.live_mut(i)) {
+                        Some(e) => e.delivered = true,
+                        None => {
+                            failures.push((c, PacketLogError::NotInFlight { clock: c }));
+                            continue;
+                        }
+                    }
+                }
+                if n > 0 {
+                    if let Err(e) = g.release(c, n, &mut freed) {
+                        failures.push((c, e));
+                    }
                 }
             }
             g.waiters > 0

@@ -1,9 +1,12 @@
-//! `run_trace`: read a trace into memory, replay it through an [`Engine`] at the chosen
-//! pace with a progress bar, and summarise. A damaged trace still has its packets before
+//! `run_trace`: read a trace into memory, replay it through an engine at the chosen pace
+//! with a progress bar, and summarise. One worker with one instance per vertex runs the
+//! reference [`Engine`] (the single-instance semantics every other run must match); any
+//! other shape runs the [`ParallelEngine`]. A damaged trace still has its packets before
 //! the damage processed; the error is returned beside the summary.
 
 use crate::engine::{Engine, EngineConfig, EngineReport};
 use crate::pace::{Pace, Pacer};
+use crate::parallel::{ParallelConfig, ParallelEngine};
 use crate::summary::Summary;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;
@@ -31,6 +34,10 @@ pub struct RunOptions {
     pub progress: bool,
     /// Keep outputs and alerts in memory (comparisons, tests).
     pub keep: bool,
+    /// Worker threads (default: the number of cores).
+    pub workers: Option<usize>,
+    /// Instances per vertex by vertex name (default: the chain file's, else 1).
+    pub instances: Vec<(String, u32)>,
 }
 
 impl RunOptions {
@@ -44,6 +51,8 @@ impl RunOptions {
             pace: Pace::Max,
             progress: false,
             keep: false,
+            workers: None,
+            instances: Vec::new(),
         }
     }
 }
@@ -108,7 +117,7 @@ pub fn run_trace(
         default_link,
     };
     let backend = store.backend_name().to_string();
-    let mut engine = Engine::new(Arc::clone(&dag), store, cfg).map_err(RunError::Setup)?;
+    let mut engine = AnyEngine::new(&dag, store, cfg, opts)?;
 
     let total = records.len() as u64;
     let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::hidden());
@@ -136,9 +145,80 @@ pub fn run_trace(
         }
     }
     bar.finish_and_clear();
-    let final_state = if opts.keep { engine.final_state() } else { Default::default() };
+    let store = Arc::clone(engine.store());
     let report = engine.finish().map_err(io_err)?;
+    let final_state = if opts.keep { store.snapshot(dag.id) } else { Default::default() };
     let mut summary = Summary::from_report(&dag, &opts.trace.display().to_string(), &backend, &report);
     summary.trace_error = trace_error.as_ref().map(|e| e.to_string());
     Ok(RunOutcome { summary, report, trace_error, final_state })
+}
+
+/// The reference engine or the parallel one, chosen by the run's shape.
+enum AnyEngine {
+    Reference(Engine),
+    Parallel(ParallelEngine),
+}
+
+impl AnyEngine {
+    fn new(
+        dag: &Arc<LogicalDag>,
+        store: Arc<dyn StateStore>,
+        cfg: EngineConfig,
+        opts: &RunOptions,
+    ) -> Result<AnyEngine, RunError> {
+        let workers = opts.workers.unwrap_or_else(|| ParallelConfig::default().workers).max(1);
+        let mut instances: Vec<u32> = dag.vertices.iter().map(|v| v.instances).collect();
+        for (name, n) in &opts.instances {
+            let Some(v) = dag.vertex_id(name) else {
+                return Err(RunError::Setup(format!(
+                    "--instances {name}={n}: no vertex `{name}` in chain {}",
+                    dag.name
+                )));
+            };
+            instances[v] = (*n).max(1);
+        }
+        if workers == 1 && instances.iter().all(|&n| n == 1) {
+            return Engine::new(Arc::clone(dag), store, cfg)
+                .map(AnyEngine::Reference)
+                .map_err(RunError::Setup);
+        }
+        let par = ParallelConfig { workers, instances, ..ParallelConfig::default() };
+        ParallelEngine::new(Arc::clone(dag), store, cfg, par)
+            .map(AnyEngine::Parallel)
+            .map_err(RunError::Setup)
+    }
+
+    fn process_frame(
+        &mut self,
+        link: LinkType,
+        frame: &[u8],
+        ts_ns: u64,
+        orig_len: u32,
+    ) -> std::io::Result<()> {
+        match self {
+            AnyEngine::Reference(e) => e.process_frame(link, frame, ts_ns, orig_len),
+            AnyEngine::Parallel(e) => e.process_frame(link, frame, ts_ns, orig_len),
+        }
+    }
+
+    fn add_idle(&mut self, d: Duration) {
+        match self {
+            AnyEngine::Reference(e) => e.add_idle(d),
+            AnyEngine::Parallel(e) => e.add_idle(d),
+        }
+    }
+
+    fn store(&self) -> &Arc<dyn StateStore> {
+        match self {
+            AnyEngine::Reference(e) => e.store(),
+            AnyEngine::Parallel(e) => e.store(),
+        }
+    }
+
+    fn finish(self) -> std::io::Result<EngineReport> {
+        match self {
+            AnyEngine::Reference(e) => e.finish(),
+            AnyEngine::Parallel(e) => e.finish(),
+        }
+    }
 }

@@ -90,6 +90,13 @@ impl Latency {
         }
     }
 
+    /// Adds `other`'s samples (per-worker histograms merged at the end of a run).
+    pub fn merge(&mut self, other: &Latency) {
+        if let (Some(h), Some(o)) = (&mut self.hist, &other.hist) {
+            let _ = h.add(o);
+        }
+    }
+
     /// Percentiles p50, p90, p99, p99.9, max and mean, in ns.
     pub fn percentiles(&self) -> LatencySummary {
         match &self.hist {

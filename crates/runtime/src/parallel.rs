@@ -1,0 +1,1155 @@
+//! The parallel engine: the physical DAG (§3.2) on a pool of worker threads.
+//!
+//! Every vertex runs as N tasks (instances); tasks are pinned to workers round-robin, so
+//! the task count does not depend on the thread count (8 tasks on 2 threads work). The
+//! caller's thread is the root splitter (§5): it parses each frame once, assigns the
+//! logical clock from the [`ClockSource`] (persisted to the store every n clocks), logs the
+//! packet in the [`PacketLog`] and hands it to the first vertices' tasks. After each task
+//! a splitter ([`SplitRule`]) sends outputs to the downstream task that owns their flow,
+//! through that task's bounded [`MessageQueue`], in batches.
+//!
+//! Bookkeeping: each logged packet counts the messages descending from it that are still
+//! queued or being processed. A task consuming a message with k children adds k − 1
+//! before the children become visible (its outbox is flushed after), so the count never
+//! reaches zero early; when it does, the chain has finished with the packet, which leaves
+//! the log. The smallest clock still in flight is the watermark below which the store may
+//! forget its clock logs (§5.1), so memory stays flat.
+//!
+//! Back-pressure, never drops: the root blocks on a full queue or a full log. A worker
+//! never blocks on a full queue (it may own the task that would drain it); a task whose
+//! outbox to some downstream task is over the limit stops taking input until the outbox
+//! drains. The last vertices only write to sinks, so some task can always make progress.
+//!
+//! The engine keeps counters, queues and the log; NF state lives only in the store.
+
+use crate::alerts::{AlertRecord, AlertSink};
+use crate::context::{invoke, CallSite, Emit, NfInput, TaskBuffers};
+use crate::engine::{EngineConfig, EngineReport};
+use crate::manager::{ManagerReport, Policy, TaskMonitor, ThresholdPolicy, VertexManager};
+use crate::packet_log::{ClockError, ClockSource, PacketLog, DEFAULT_PERSIST_EVERY};
+use crate::queue::MessageQueue;
+use crate::sink::SinkSet;
+use crate::splitter::{scope_flowspaces, SplitRule, SplitterRegistry, Targets};
+use crate::stats::{ChainStats, Latency, TaskStats};
+use parking_lot::{Condvar, Mutex};
+use std::collections::BTreeMap;
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use streamnf_dag::{ContextMsg, Endpoint, LogicalDag, StateScope};
+use streamnf_filter::Filter;
+use streamnf_packet::{LinkType, MalformedPolicy, Packet};
+use streamnf_store::StateStore;
+
+/// Options of the parallel engine.
+pub struct ParallelConfig {
+    /// Worker threads (at least 1).
+    pub workers: usize,
+    /// Instances per vertex, by vertex index; missing entries use the chain's defaults.
+    pub instances: Vec<u32>,
+    /// Messages per hand-off batch.
+    pub batch: usize,
+    /// Capacity of each task's input queue, in messages.
+    pub queue_capacity: usize,
+    /// Packets the log holds before the root waits.
+    pub log_capacity: usize,
+    /// The root persists its clock every this many packets.
+    pub persist_every: u64,
+    /// Custom splitters for `custom:NAME` edges.
+    pub splitters: SplitterRegistry,
+    /// Vertex-manager policy (default: [`ThresholdPolicy`]).
+    pub policy: Option<Box<dyn Policy>>,
+}
+
+impl Default for ParallelConfig {
+    fn default() -> Self {
+        ParallelConfig {
+            workers: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            instances: Vec::new(),
+            batch: 32,
+            queue_capacity: 4096,
+            log_capacity: 1 << 16,
+            persist_every: DEFAULT_PERSIST_EVERY,
+            splitters: SplitterRegistry::default(),
+            policy: None,
+        }
+    }
+}
+
+/// Most messages a task may have waiting in one outbox before it stops taking input.
+const OUTBOX_LIMIT: usize = 256;
+/// Root packets between two store GCs and vertex-manager polls.
+const HOUSEKEEPING_EVERY: u64 = 1024;
+/// One packet in this many has its chain latency measured (root admission → sink).
+const LATENCY_SAMPLE: u64 = 64;
+/// Slots of the latency-sample ring (a sample older than this many samples is dropped).
+const LATENCY_RING: usize = 4096;
+/// Messages a task processes between two publications of its statistics.
+const PUBLISH_EVERY: u64 = 4096;
+
+/// What a message carries.
+enum Body {
+    Packet(Packet),
+    Context(ContextMsg),
+    Timer(Vec<u8>),
+}
+
+/// A message to a task: its sender, input port, the logged clock it descends from, and
+/// the trace time it happens at.
+struct Msg {
+    /// Sender: 0 = the root, task id + 1 otherwise.
+    src: u32,
+    port: u16,
+    clock: u64,
+    ts_ns: u64,
+    body: Body,
+}
+
+/// Where an edge leads.
+#[derive(Clone)]
+enum Target {
+    Sink(usize),
+    Vertex { port: u16, first_task: usize, tasks: usize, rule: SplitRule },
+}
+
+#[derive(Clone)]
+struct Route {
+    filter: Option<Filter>,
+    target: Target,
+}
+
+/// Wakes a sleeping worker.
+#[derive(Default)]
+struct Doorbell {
+    rung: Mutex<bool>,
+    cv: Condvar,
+}
+
+impl Doorbell {
+    fn ring(&self) {
+        let mut r = self.rung.lock();
+        if !*r {
+            *r = true;
+            self.cv.notify_one();
+        }
+    }
+
+    fn wait(&self, timeout: Duration) {
+        let mut r = self.rung.lock();
+        if !*r {
+            let _ = self.cv.wait_for(&mut r, timeout);
+        }
+        *r = false;
+    }
+}
+
+/// Shared by the root and the workers.
+struct Shared {
+    dag: Arc<LogicalDag>,
+    store: Arc<dyn StateStore>,
+    queues: Vec<Arc<MessageQueue<Msg>>>,
+    /// Worker of each task.
+    worker_of: Vec<usize>,
+    bells: Vec<Doorbell>,
+    log: PacketLog,
+    /// Per vertex, per output port.
+    out_routes: Vec<Vec<Vec<Route>>>,
+    per_flow: Vec<Vec<bool>>,
+    sinks: Mutex<SinkSet>,
+    alerts: Mutex<AlertSink>,
+    shutdown: AtomicBool,
+    pending_timers: AtomicU64,
+    io_error: Mutex<Option<io::Error>>,
+    batch: usize,
+    /// Admission instants of sampled packets (ns since `epoch`), by clock.
+    latency_ring: Vec<AtomicU64>,
+    epoch: Instant,
+    /// Per sender (0 = root, task id + 1): every message it will send with a clock up
+    /// to this value has been handed to its destination's queue.
+    progress: Vec<AtomicU64>,
+}
+
+impl Shared {
+    fn push_to(&self, task: usize, batch: &mut Vec<Msg>) -> bool {
+        let Some(q) = self.queues.get(task) else {
+            batch.clear();
+            return true;
+        };
+        let ok = q.try_push_batch(batch).is_ok();
+        if ok {
+            if let Some(b) = self.worker_of.get(task).and_then(|w| self.bells.get(*w)) {
+                b.ring();
+            }
+        }
+        ok
+    }
+
+    fn record_io_error(&self, e: io::Error) {
+        let mut g = self.io_error.lock();
+        if g.is_none() {
+            *g = Some(e);
+        }
+    }
+}
+
+/// One task as its worker holds it.
+struct Task {
+    id: usize,
+    vertex: usize,
+    index: u32,
+    stats: TaskStats,
+    monitor: TaskMonitor,
+    /// Messages waiting for each task's queue (indexed by task id; most stay empty).
+    outbox: Vec<Vec<Msg>>,
+    bufs: TaskBuffers,
+    since_publish: u64,
+    /// Senders that can reach this task, in rank order (root first, then upstream tasks
+    /// by vertex and index); ties between equal clocks go to the lower rank.
+    sources: Vec<u32>,
+    /// Rank of each sender id (`u32::MAX` = not a sender of this task).
+    rank_of: Vec<u32>,
+    /// With several senders: messages waiting for their clock's turn.
+    reorder: Option<Reorder>,
+    /// Progress this task published last.
+    published: u64,
+    /// Workers owning tasks that merge this task's output (rung when progress moves).
+    notify: Vec<usize>,
+}
+
+/// The clock-ordered merge of a task with several senders (§5, chain-wide ordering): each
+/// sender's messages arrive in clock order; a message is processed once no sender can
+/// still send an earlier clock, so the task sees its input in the single-instance order.
+#[derive(Default)]
+struct Reorder {
+    waiting: BTreeMap<(u64, u32, u64), Msg>,
+    /// Clock of the last message received from each sender (by rank); 0 = none yet.
+    last_recv: Vec<u64>,
+    seq: u64,
+}
+
+/// A worker's scratch space, reused across batches.
+#[derive(Default)]
+struct Scratch {
+    input: Vec<Msg>,
+    settle: Vec<(u64, u32, bool)>,
+    sink_out: Vec<(usize, Packet)>,
+    alerts: Vec<AlertRecord>,
+    latency: Vec<u64>,
+    chosen: Vec<(usize, Option<usize>)>,
+}
+
+fn filter_admits(f: &Option<Filter>, p: &Packet) -> bool {
+    f.as_ref().is_none_or(|f| f.matches(p))
+}
+
+/// Sends `pkt` along `routes`: copies to every admitting route but the last, which gets
+/// the packet. Returns (task deliveries, sink deliveries).
+fn route_packet(
+    src: u32,
+    routes: &[Route],
+    pkt: Packet,
+    clock: u64,
+    outbox: &mut [Vec<Msg>],
+    sinks: &mut Vec<(usize, Packet)>,
+    chosen: &mut Vec<(usize, Option<usize>)>,
+) -> (u32, u32) {
+    chosen.clear(); // (route, task) pairs
+    for (ri, r) in routes.iter().enumerate() {
+        if !filter_admits(&r.filter, &pkt) {
+            continue;
+        }
+        match &r.target {
+            Target::Sink(_) => chosen.push((ri, None)),
+            Target::Vertex { first_task, tasks, rule, .. } => match rule.packet_targets(&pkt, *tasks) {
+                Targets::One(t) => chosen.push((ri, Some(first_task + t))),
+                Targets::All => chosen.extend((0..*tasks).map(|t| (ri, Some(first_task + t)))),
+            },
+        }
+    }
+    let (mut to_tasks, mut to_sinks) = (0, 0);
+    let n = chosen.len();
+    let mut pkt = Some(pkt);
+    for (i, &(ri, task)) in chosen.iter().enumerate() {
+        let Some(p) = (if i + 1 == n { pkt.take() } else { pkt.clone() }) else { break };
+        match (&routes[ri].target, task) {
+            (Target::Sink(s), _) => {
+                sinks.push((*s, p));
+                to_sinks += 1;
+            }
+            (Target::Vertex { port, .. }, Some(t)) => {
+                let ts_ns = p.ts_ns;
+                if let Some(ob) = outbox.get_mut(t) {
+                    ob.push(Msg { src, port: *port, clock, ts_ns, body: Body::Packet(p) });
+                    to_tasks += 1;
+                }
+            }
+            _ => {}
+        }
+    }
+    (to_tasks, to_sinks)
+}
+
+/// Sends a context message along `routes` (sinks take packets only).
+fn route_context(
+    src: u32,
+    routes: &[Route],
+    msg: &ContextMsg,
+    clock: u64,
+    ts_ns: u64,
+    outbox: &mut [Vec<Msg>],
+) -> u32 {
+    let mut n = 0;
+    for r in routes {
+        if let Target::Vertex { port, first_task, tasks, rule } = &r.target {
+            let targets: Vec<usize> = match rule.context_targets(msg, *tasks) {
+                Targets::One(t) => vec![first_task + t],
+                Targets::All => (0..*tasks).map(|t| first_task + t).collect(),
+            };
+            for t in targets {
+                if let Some(ob) = outbox.get_mut(t) {
+                    ob.push(Msg { src, port: *port, clock, ts_ns, body: Body::Context(msg.clone()) });
+                    n += 1;
+                }
+            }
+        }
+    }
+    n
+}
+
+/// Processes one message at `task` and records how its clock settles.
+fn process_message(sh: &Shared, task: &mut Task, msg: Msg, scratch: &mut Scratch) {
+    let vid = task.vertex;
+    let Msg { port, clock, ts_ns, body, .. } = msg;
+    let src = task.id as u32 + 1;
+    let site = CallSite {
+        store: &*sh.store,
+        dag_id: sh.dag.id,
+        vertex: vid as u32,
+        task: task.index,
+        per_flow: &sh.per_flow[vid],
+        clock,
+        now_ns: ts_ns,
+    };
+    let nf = &*sh.dag.vertices[vid].nf;
+    let mut pkt = None;
+    match body {
+        Body::Packet(mut p) => {
+            task.stats.packets_in += 1;
+            task.stats.bytes_in += p.data.len() as u64;
+            task.monitor.record_packet(p.data.len());
+            invoke(nf, &site, NfInput::Packet(usize::from(port), &mut p), &mut task.bufs, &mut task.stats);
+            pkt = Some(p);
+        }
+        Body::Context(m) => {
+            task.stats.contexts_in += 1;
+            invoke(nf, &site, NfInput::Context(usize::from(port), &m), &mut task.bufs, &mut task.stats);
+        }
+        Body::Timer(payload) => {
+            task.stats.timers += 1;
+            invoke(nf, &site, NfInput::Timer(&payload), &mut task.bufs, &mut task.stats);
+            task.bufs.emits.retain(|e| matches!(e, Emit::Context(..)));
+        }
+    }
+    for a in task.bufs.alerts.drain(..) {
+        task.stats.alerts += 1;
+        scratch.alerts.push(AlertRecord {
+            kind: a.kind,
+            vertex: sh.dag.vertices[vid].name.clone(),
+            task: task.index,
+            clock,
+            ts_ns,
+            fields: a.fields,
+        });
+    }
+    for (at, payload) in task.bufs.timers.drain(..) {
+        sh.store.schedule_timer(at, sh.dag.id, vid as u32, Some(task.index), payload);
+        sh.pending_timers.fetch_add(1, Ordering::Relaxed);
+    }
+    let routes = &sh.out_routes[vid];
+    let packet_emits = task.bufs.emits.iter().filter(|e| matches!(e, Emit::Packet(_))).count();
+    if pkt.is_some() && packet_emits == 0 {
+        task.stats.dropped += 1;
+    }
+    let (mut to_tasks, mut to_sinks, mut seen) = (0u32, 0u32, 0);
+    for e in task.bufs.emits.drain(..) {
+        match e {
+            Emit::Context(p, m) => {
+                task.stats.contexts_out += 1;
+                if let Some(r) = routes.get(p) {
+                    to_tasks += route_context(src, r, &m, clock, ts_ns, &mut task.outbox);
+                }
+            }
+            Emit::Packet(p) => {
+                seen += 1;
+                let Some(cur) = pkt.as_ref() else { continue };
+                let out = if seen == packet_emits {
+                    match pkt.take() {
+                        Some(x) => x,
+                        None => continue,
+                    }
+                } else {
+                    cur.clone()
+                };
+                let Some(r) = routes.get(p) else { continue };
+                let (t, s) = route_packet(
+                    src,
+                    r,
+                    out,
+                    clock,
+                    &mut task.outbox,
+                    &mut scratch.sink_out,
+                    &mut scratch.chosen,
+                );
+                if t + s > 0 {
+                    task.stats.packets_out += 1;
+                }
+                to_tasks += t;
+                to_sinks += s;
+            }
+        }
+    }
+    // The consumed message's reference passes to its first child; extra children add
+    // references now, before the outbox is flushed.
+    if to_tasks > 1 {
+        if let Err(e) = sh.log.add_refs(clock, to_tasks - 1) {
+            sh.record_io_error(io::Error::other(format!("packet log: {e}")));
+        }
+    }
+    if to_tasks == 0 || to_sinks > 0 {
+        scratch.settle.push((clock, u32::from(to_tasks == 0), to_sinks > 0));
+    }
+}
+
+/// Tries to hand every non-empty outbox of `task` over; true when all are empty after.
+fn flush_outboxes(sh: &Shared, task: &mut Task) -> bool {
+    let mut all = true;
+    for (t, ob) in task.outbox.iter_mut().enumerate() {
+        if !ob.is_empty() && !sh.push_to(t, ob) {
+            all = false;
+        }
+    }
+    all
+}
+
+fn outbox_full(task: &Task) -> bool {
+    task.outbox.iter().any(|ob| ob.len() >= OUTBOX_LIMIT)
+}
+
+/// Writes what a batch produced for the sinks and alerts, then settles its clocks.
+fn finish_batch(sh: &Shared, scratch: &mut Scratch, latency: &mut Latency) {
+    if !scratch.sink_out.is_empty() {
+        let mut sinks = sh.sinks.lock();
+        for (idx, p) in scratch.sink_out.drain(..) {
+            if p.meta.clock % LATENCY_SAMPLE == 0 {
+                let slot = (p.meta.clock / LATENCY_SAMPLE) as usize % LATENCY_RING;
+                let start = sh.latency_ring[slot].load(Ordering::Relaxed);
+                scratch.latency.push(start);
+            }
+            if let Err(e) = sinks.write(idx, &p) {
+                sh.record_io_error(e);
+            }
+        }
+    }
+    if !scratch.latency.is_empty() {
+        let now = sh.epoch.elapsed().as_nanos() as u64;
+        for start in scratch.latency.drain(..) {
+            if start > 0 && now >= start {
+                latency.record(now - start);
+            }
+        }
+    }
+    if !scratch.alerts.is_empty() {
+        let mut alerts = sh.alerts.lock();
+        for a in scratch.alerts.drain(..) {
+            if let Err(e) = alerts.push(a) {
+                sh.record_io_error(e);
+            }
+        }
+    }
+    if !scratch.settle.is_empty() {
+        if let Err(e) = sh.log.settle(&scratch.settle) {
+            sh.record_io_error(io::Error::other(format!(
+                "packet log: {} failures, first {:?}",
+                e.failures.len(),
+                e.failures.first()
+            )));
+        }
+        scratch.settle.clear();
+    }
+}
+
+/// What one turn of a task did.
+#[derive(Default)]
+struct Turn {
+    /// Messages processed.
+    worked: bool,
+    /// An outbox could not be handed over.
+    backed_up: bool,
+    /// Messages wait for a sender's progress.
+    waiting: bool,
+}
+
+fn process_timed(sh: &Shared, task: &mut Task, msg: Msg, scratch: &mut Scratch) {
+    process_message(sh, task, msg, scratch);
+    task.since_publish += 1;
+}
+
+/// One turn of `task`: takes what its queue holds, processes what may be processed now,
+/// hands its outputs over and publishes how far it got.
+fn task_turn(sh: &Shared, task: &mut Task, scratch: &mut Scratch, latency: &mut Latency) -> Turn {
+    let mut turn = Turn::default();
+    if !flush_outboxes(sh, task) {
+        turn.backed_up = true;
+        if outbox_full(task) {
+            turn.waiting = task.reorder.as_ref().is_some_and(|r| !r.waiting.is_empty());
+            return turn;
+        }
+    }
+    let Some(q) = sh.queues.get(task.id) else { return turn };
+    let t0 = Instant::now();
+    // Sender progress is read before the queue: whatever a sender handed over up to its
+    // progress is then already in the queue.
+    let safe = match task.reorder.take() {
+        None => {
+            let src = task.sources.first().copied().unwrap_or(0) as usize;
+            let p = sh.progress.get(src).map_or(0, |a| a.load(Ordering::Acquire));
+            if q.pop_batch(&mut scratch.input, sh.batch) == 0 {
+                p
+            } else {
+                turn.worked = true;
+                let mut input = std::mem::take(&mut scratch.input);
+                let mut last = 0;
+                for msg in input.drain(..) {
+                    last = msg.clock;
+                    process_timed(sh, task, msg, scratch);
+                }
+                scratch.input = input;
+                if q.is_empty() {
+                    p.max(last.saturating_sub(1))
+                } else {
+                    last.saturating_sub(1)
+                }
+            }
+        }
+        Some(mut r) => {
+            let progress: Vec<u64> = task
+                .sources
+                .iter()
+                .map(|&s| sh.progress.get(s as usize).map_or(0, |a| a.load(Ordering::Acquire)))
+                .collect();
+            while q.pop_batch(&mut scratch.input, 1024) > 0 {
+                for msg in scratch.input.drain(..) {
+                    let rank = task.rank_of.get(msg.src as usize).copied().unwrap_or(u32::MAX);
+                    if let Some(l) = r.last_recv.get_mut(rank as usize) {
+                        *l = (*l).max(msg.clock);
+                    }
+                    r.seq += 1;
+                    r.waiting.insert((msg.clock, rank, r.seq), msg);
+                }
+            }
+            // A sender may still send its last clock again, but nothing earlier.
+            let bound = progress
+                .iter()
+                .zip(&r.last_recv)
+                .map(|(&p, &l)| p.max(l.saturating_sub(1)))
+                .min()
+                .unwrap_or(u64::MAX);
+            let mut safe = bound;
+            while let Some(entry) = r.waiting.first_entry() {
+                if entry.key().0 > bound {
+                    break;
+                }
+                if outbox_full(task) && !flush_outboxes(sh, task) {
+                    safe = entry.key().0.saturating_sub(1);
+                    turn.backed_up = true;
+                    break;
+                }
+                let msg = entry.remove();
+                turn.worked = true;
+                process_timed(sh, task, msg, scratch);
+            }
+            turn.waiting = !r.waiting.is_empty();
+            if let Some(((c, _, _), _)) = r.waiting.first_key_value() {
+                safe = safe.min(c.saturating_sub(1));
+            }
+            task.reorder = Some(r);
+            safe
+        }
+    };
+    if turn.worked {
+        let busy = t0.elapsed().as_nanos() as u64;
+        task.stats.busy_ns += busy;
+        task.monitor.add_busy_ns(busy);
+    }
+    if flush_outboxes(sh, task) {
+        if safe > task.published {
+            task.published = safe;
+            if let Some(a) = sh.progress.get(task.id + 1) {
+                a.store(safe, Ordering::Release);
+            }
+            for &w in &task.notify {
+                if let Some(b) = sh.bells.get(w) {
+                    b.ring();
+                }
+            }
+        }
+    } else {
+        turn.backed_up = true;
+    }
+    finish_batch(sh, scratch, latency);
+    if task.since_publish >= PUBLISH_EVERY {
+        task.monitor.publish();
+        task.since_publish = 0;
+    }
+    turn
+}
+
+/// A worker thread: runs its tasks, downstream first, until shutdown.
+fn worker_loop(sh: Arc<Shared>, me: usize, mut tasks: Vec<Task>) -> (Vec<Task>, Latency) {
+    let mut scratch = Scratch::default();
+    let mut latency = Latency::default();
+    loop {
+        let (mut worked, mut backed_up, mut waiting) = (false, false, false);
+        for task in tasks.iter_mut().rev() {
+            let t = task_turn(&sh, task, &mut scratch, &mut latency);
+            worked |= t.worked;
+            backed_up |= t.backed_up;
+            waiting |= t.waiting;
+        }
+        if !worked {
+            let idle = !waiting
+                && tasks.iter().all(|t| {
+                    t.outbox.iter().all(Vec::is_empty) && sh.queues.get(t.id).is_none_or(|q| q.is_empty())
+                });
+            if idle && sh.shutdown.load(Ordering::Acquire) {
+                break;
+            }
+            let wait =
+                if backed_up || waiting { Duration::from_micros(50) } else { Duration::from_millis(2) };
+            sh.bells[me].wait(wait);
+        }
+    }
+    for t in tasks.iter_mut() {
+        t.monitor.publish();
+    }
+    (tasks, latency)
+}
+
+/// Runs one chain as a physical DAG on worker threads; the caller's thread is the root.
+pub struct ParallelEngine {
+    sh: Arc<Shared>,
+    workers: Vec<JoinHandle<(Vec<Task>, Latency)>>,
+    clocks: ClockSource,
+    input_routes: Vec<Route>,
+    /// Root's batches per task.
+    outbox: Vec<Vec<Msg>>,
+    /// Root sink writes (input → sink edges).
+    sink_out: Vec<(usize, Packet)>,
+    chosen: Vec<(usize, Option<usize>)>,
+    chain: ChainStats,
+    started: Option<Instant>,
+    idle: Duration,
+    cur_ts: u64,
+    tasks_per_vertex: Vec<usize>,
+    /// Id of each vertex's first task.
+    first_task: Vec<usize>,
+    /// Input packets since the root last handed over all its batches.
+    since_flush: usize,
+    manager: VertexManager,
+    worker_count: usize,
+    latency: Latency,
+}
+
+impl ParallelEngine {
+    /// Builds the physical DAG of `dag` and starts its workers.
+    pub fn new(
+        dag: Arc<LogicalDag>,
+        store: Arc<dyn StateStore>,
+        cfg: EngineConfig,
+        par: ParallelConfig,
+    ) -> Result<ParallelEngine, String> {
+        for v in &dag.vertices {
+            for (name, f) in v.nf.custom_ops() {
+                store
+                    .register_custom_op(&name, f)
+                    .map_err(|e| format!("vertex \"{}\": cannot register custom op `{name}`: {e}", v.name))?;
+            }
+        }
+        let workers = par.workers.max(1);
+        let tasks_per_vertex: Vec<usize> = dag
+            .vertices
+            .iter()
+            .enumerate()
+            .map(|(i, v)| par.instances.get(i).copied().unwrap_or(v.instances).max(1) as usize)
+            .collect();
+        let mut first_task = Vec::with_capacity(tasks_per_vertex.len());
+        let mut total = 0;
+        for n in &tasks_per_vertex {
+            first_task.push(total);
+            total += n;
+        }
+        let sinks =
+            SinkSet::new(&dag.sinks(), cfg.out_dir.as_deref(), cfg.pcapng, cfg.keep, cfg.default_link);
+        let scopes = scope_flowspaces(&dag);
+        let route_of = |e: &streamnf_dag::Edge| -> Result<Option<Route>, String> {
+            let target = match &e.to {
+                Endpoint::Sink(n) => match sinks.index_of(n) {
+                    Some(i) => Target::Sink(i),
+                    None => return Ok(None),
+                },
+                Endpoint::Port { vertex, port } => {
+                    let tasks = tasks_per_vertex[*vertex];
+                    let scope = scopes[*vertex].as_ref();
+                    let rule = SplitRule::resolve(
+                        &e.partition,
+                        &dag.vertices[*vertex],
+                        tasks,
+                        &par.splitters,
+                        scope,
+                    )
+                    .map_err(|m| format!("edge {}: {m}", e.label))?;
+                    Target::Vertex {
+                        port: u16::try_from(*port)
+                            .map_err(|_| format!("edge {}: port index too large", e.label))?,
+                        first_task: first_task[*vertex],
+                        tasks,
+                        rule,
+                    }
+                }
+                Endpoint::Input => return Ok(None),
+            };
+            Ok(Some(Route { filter: e.filter.clone(), target }))
+        };
+        let collect = |from: &Endpoint| -> Result<Vec<Route>, String> {
+            dag.edges_from(from).filter_map(|e| route_of(e).transpose()).collect()
+        };
+        let input_routes = collect(&Endpoint::Input)?;
+        let mut out_routes = Vec::new();
+        for (vid, v) in dag.vertices.iter().enumerate() {
+            let mut ports = Vec::new();
+            for port in 0..v.spec.outputs.len() {
+                ports.push(collect(&Endpoint::Port { vertex: vid, port })?);
+            }
+            out_routes.push(ports);
+        }
+        let per_flow = dag
+            .vertices
+            .iter()
+            .map(|v| v.spec.state.iter().map(|s| matches!(s.scope, StateScope::PerFlow(_))).collect())
+            .collect();
+        let clocks = ClockSource::resume(Arc::clone(&store), dag.id, par.persist_every)
+            .map_err(|e| format!("root clock: {e}"))?;
+        let log = PacketLog::new(par.log_capacity.max(1));
+        log.advance_to(clocks.peek());
+        let mut manager =
+            VertexManager::new(par.policy.unwrap_or_else(|| Box::new(ThresholdPolicy::default())));
+        // Senders of each vertex: the root (input edges) and every task of each upstream
+        // vertex, in rank order.
+        let mut senders: Vec<Vec<u32>> = vec![Vec::new(); tasks_per_vertex.len()];
+        for e in &dag.edges {
+            if let Endpoint::Port { vertex: to, .. } = e.to {
+                let from: Vec<u32> = match e.from {
+                    Endpoint::Input => vec![0],
+                    Endpoint::Port { vertex: u, .. } => {
+                        (0..tasks_per_vertex[u]).map(|t| (first_task[u] + t + 1) as u32).collect()
+                    }
+                    Endpoint::Sink(_) => Vec::new(),
+                };
+                for s in from {
+                    if !senders[to].contains(&s) {
+                        senders[to].push(s);
+                    }
+                }
+            }
+        }
+        for s in senders.iter_mut() {
+            s.sort_unstable();
+        }
+        let mut per_worker: Vec<Vec<Task>> = (0..workers).map(|_| Vec::new()).collect();
+        let mut worker_of = Vec::with_capacity(total);
+        for (vid, n) in tasks_per_vertex.iter().enumerate() {
+            for index in 0..*n {
+                let id = first_task[vid] + index;
+                let w = id % workers;
+                worker_of.push(w);
+                let monitor = TaskMonitor::new(dag.vertices[vid].name.clone(), index);
+                manager.register(monitor.handle());
+                let sources = senders[vid].clone();
+                let mut rank_of = vec![u32::MAX; total + 1];
+                for (r, &s) in sources.iter().enumerate() {
+                    rank_of[s as usize] = r as u32;
+                }
+                let reorder = (sources.len() > 1)
+                    .then(|| Reorder { last_recv: vec![0; sources.len()], ..Reorder::default() });
+                per_worker[w].push(Task {
+                    id,
+                    vertex: vid,
+                    index: index as u32,
+                    stats: TaskStats::default(),
+                    monitor,
+                    outbox: (0..total).map(|_| Vec::new()).collect(),
+                    bufs: TaskBuffers::default(),
+                    since_publish: 0,
+                    sources,
+                    rank_of,
+                    reorder,
+                    published: 0,
+                    notify: Vec::new(),
+                });
+            }
+        }
+        // A task rings the workers of the merging tasks it sends to when it makes progress.
+        let merging: Vec<(usize, Vec<u32>)> = per_worker
+            .iter()
+            .enumerate()
+            .flat_map(|(w, ts)| {
+                ts.iter().filter(|t| t.reorder.is_some()).map(move |t| (w, t.sources.clone()))
+            })
+            .collect();
+        for ts in per_worker.iter_mut() {
+            for t in ts.iter_mut() {
+                for (w, srcs) in &merging {
+                    if srcs.contains(&(t.id as u32 + 1)) && !t.notify.contains(w) {
+                        t.notify.push(*w);
+                    }
+                }
+            }
+        }
+        let sh = Arc::new(Shared {
+            queues: (0..total)
+                .map(|_| Arc::new(MessageQueue::new(par.queue_capacity.max(par.batch))))
+                .collect(),
+            worker_of,
+            bells: (0..workers).map(|_| Doorbell::default()).collect(),
+            log,
+            out_routes,
+            per_flow,
+            sinks: Mutex::new(sinks),
+            alerts: Mutex::new(AlertSink::new(cfg.alerts_out, cfg.keep)),
+            shutdown: AtomicBool::new(false),
+            pending_timers: AtomicU64::new(0),
+            io_error: Mutex::new(None),
+            batch: par.batch.max(1),
+            latency_ring: (0..LATENCY_RING).map(|_| AtomicU64::new(0)).collect(),
+            epoch: Instant::now(),
+            progress: (0..=total).map(|_| AtomicU64::new(0)).collect(),
+            dag,
+            store,
+        });
+        let mut handles = Vec::with_capacity(workers);
+        for (w, tasks) in per_worker.into_iter().enumerate() {
+            let shc = Arc::clone(&sh);
+            let h = std::thread::Builder::new()
+                .name(format!("streamnf-worker-{w}"))
+                .spawn(move || worker_loop(shc, w, tasks))
+                .map_err(|e| format!("cannot start worker thread {w}: {e}"))?;
+            handles.push(h);
+        }
+        Ok(ParallelEngine {
+            outbox: (0..total).map(|_| Vec::new()).collect(),
+            sh,
+            workers: handles,
+            clocks,
+            input_routes,
+            sink_out: Vec::new(),
+            chosen: Vec::new(),
+            chain: ChainStats::default(),
+            started: None,
+            idle: Duration::ZERO,
+            cur_ts: 0,
+            tasks_per_vertex,
+            first_task,
+            since_flush: 0,
+            manager,
+            worker_count: workers,
+            latency: Latency::default(),
+        })
+    }
+
+    /// The store this engine runs on.
+    pub fn store(&self) -> &Arc<dyn StateStore> {
+        &self.sh.store
+    }
+
+    /// Tasks per vertex, in vertex order.
+    pub fn tasks_per_vertex(&self) -> &[usize] {
+        &self.tasks_per_vertex
+    }
+
+    /// Tells the engine that the caller waited `d` between packets (pacing).
+    pub fn add_idle(&mut self, d: Duration) {
+        self.idle += d;
+        // A paced input arrives slowly: hand over what is batched instead of holding it.
+        if !d.is_zero() {
+            self.flush_root();
+        }
+    }
+
+    /// Root splitter entry for a captured frame: parses it once and hands it to the first
+    /// vertices' tasks.
+    pub fn process_frame(
+        &mut self,
+        link: LinkType,
+        frame: &[u8],
+        ts_ns: u64,
+        orig_len: u32,
+    ) -> io::Result<()> {
+        self.process(Packet::with_orig_len(link, frame.to_vec(), ts_ns, orig_len))
+    }
+
+    fn next_clock(&mut self) -> io::Result<u64> {
+        self.clocks.next().map_err(|e: ClockError| io::Error::other(format!("root clock: {e}")))
+    }
+
+    /// Pushes one input packet into the chain (returns once it is queued).
+    pub fn process(&mut self, mut pkt: Packet) -> io::Result<()> {
+        if self.started.is_none() {
+            self.started = Some(Instant::now());
+        }
+        if let Some(e) = self.sh.io_error.lock().take() {
+            return Err(e);
+        }
+        if self.sh.pending_timers.load(Ordering::Relaxed) > 0 {
+            self.fire_timers(pkt.ts_ns)?;
+        }
+        self.cur_ts = pkt.ts_ns;
+        self.chain.packets_in += 1;
+        self.chain.bytes_in += pkt.data.len() as u64;
+        let clock = self.next_clock()?;
+        pkt.meta.clock = clock;
+        pkt.meta.ingress_index = self.chain.packets_in - 1;
+        if let Some(m) = pkt.malformed {
+            *self.chain.malformed.entry(m.as_str().to_string()).or_insert(0) += 1;
+            if self.sh.dag.malformed == MalformedPolicy::Drop {
+                self.chain.dropped += 1;
+                self.chain.dropped_malformed += 1;
+                self.sh.log.advance_to(clock + 1);
+                return Ok(());
+            }
+        }
+        // The log keeps the packet's headers and its index in the input; the frame bytes
+        // stay in the caller's trace, which outlives the run.
+        let logged = Packet { data: Vec::new(), ..pkt };
+        self.admit(clock, logged)?;
+        if clock % LATENCY_SAMPLE == 0 {
+            let slot = (clock / LATENCY_SAMPLE) as usize % LATENCY_RING;
+            self.sh.latency_ring[slot].store(self.sh.epoch.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        }
+        let routes = std::mem::take(&mut self.input_routes);
+        let (to_tasks, to_sinks) =
+            route_packet(0, &routes, pkt, clock, &mut self.outbox, &mut self.sink_out, &mut self.chosen);
+        self.input_routes = routes;
+        if to_tasks == 0 && to_sinks == 0 {
+            self.chain.unmatched_input += 1;
+        }
+        if to_tasks > 1 {
+            self.sh
+                .log
+                .add_refs(clock, to_tasks - 1)
+                .map_err(|e| io::Error::other(format!("packet log: {e}")))?;
+        }
+        if !self.sink_out.is_empty() {
+            let mut sinks = self.sh.sinks.lock();
+            for (idx, p) in self.sink_out.drain(..) {
+                sinks.write(idx, &p)?;
+            }
+        }
+        if to_tasks == 0 || to_sinks > 0 {
+            let r = self.sh.log.settle(&[(clock, u32::from(to_tasks == 0), to_sinks > 0)]);
+            r.map_err(|e| io::Error::other(format!("packet log: {:?}", e.failures.first())))?;
+        }
+        for t in 0..self.outbox.len() {
+            if self.outbox[t].len() >= self.sh.batch {
+                self.push_blocking(t)?;
+            }
+        }
+        self.since_flush += 1;
+        if self.since_flush >= self.sh.batch {
+            self.flush_root();
+        }
+        if self.chain.packets_in % HOUSEKEEPING_EVERY == 0 {
+            self.housekeeping();
+        }
+        Ok(())
+    }
+
+    /// Logs a packet, handing over the root's batches first if the log is full (the
+    /// tasks must see them to make room).
+    fn admit(&mut self, clock: u64, logged: Packet) -> io::Result<()> {
+        match self.sh.log.try_admit(clock, logged) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                self.flush_root();
+                let packet = *e.packet;
+                self.sh
+                    .log
+                    .admit(clock, packet)
+                    .map_err(|e| io::Error::other(format!("packet log: {}", e.error)))
+            }
+        }
+    }
+
+    fn push_blocking(&mut self, t: usize) -> io::Result<()> {
+        let Some(q) = self.sh.queues.get(t) else { return Ok(()) };
+        q.push_batch(&mut self.outbox[t]).map_err(|_| io::Error::other("task queue closed"))?;
+        if let Some(b) = self.sh.worker_of.get(t).and_then(|w| self.sh.bells.get(*w)) {
+            b.ring();
+        }
+        Ok(())
+    }
+
+    /// Hands every partial batch of the root over, then publishes the root's progress:
+    /// every clock handed out so far is in the tasks' queues.
+    fn flush_root(&mut self) {
+        for t in 0..self.outbox.len() {
+            if !self.outbox[t].is_empty() {
+                let _ = self.push_blocking(t);
+            }
+        }
+        self.since_flush = 0;
+        self.publish_root_progress(self.clocks.peek().saturating_sub(1));
+    }
+
+    fn publish_root_progress(&self, p: u64) {
+        if let Some(a) = self.sh.progress.first() {
+            if a.load(Ordering::Relaxed) < p {
+                a.store(p, Ordering::Release);
+                for b in &self.sh.bells {
+                    b.ring();
+                }
+            }
+        }
+    }
+
+    /// Store GC below the watermark, and a vertex-manager window.
+    fn housekeeping(&mut self) {
+        self.sh.store.gc_below(self.sh.log.watermark());
+        let sh = &self.sh;
+        let now = sh.epoch.elapsed().as_nanos() as u64;
+        let first = &self.first_task;
+        let names: BTreeMap<&str, usize> =
+            sh.dag.vertices.iter().enumerate().map(|(i, v)| (v.name.as_str(), i)).collect();
+        self.manager.poll(now, |vertex, task| {
+            names
+                .get(vertex)
+                .and_then(|v| sh.queues.get(first[*v] + task))
+                .map(|q| (q.len(), q.capacity()))
+                .unwrap_or((0, 0))
+        });
+    }
+
+    /// Fires timers due at or before `now_ns`, each as its own input with a fresh clock.
+    fn fire_timers(&mut self, now_ns: u64) -> io::Result<()> {
+        let due = self.sh.store.due_timers(now_ns);
+        for t in due {
+            self.sh.pending_timers.fetch_sub(1, Ordering::Relaxed);
+            let vid = t.vertex as usize;
+            if t.dag != self.sh.dag.id || vid >= self.tasks_per_vertex.len() {
+                continue;
+            }
+            let task = (t.task.unwrap_or(0) as usize).min(self.tasks_per_vertex[vid] - 1);
+            let clock = self.next_clock()?;
+            let mut placeholder = Packet::new(LinkType::Ethernet, Vec::new(), t.at_ns);
+            placeholder.meta.clock = clock;
+            self.admit(clock, placeholder)?;
+            let gid = self.first_task[vid] + task;
+            self.outbox[gid].push(Msg {
+                src: 0,
+                port: 0,
+                clock,
+                ts_ns: t.at_ns,
+                body: Body::Timer(t.payload),
+            });
+            self.push_blocking(gid)?;
+        }
+        Ok(())
+    }
+
+    /// Waits for the chain to finish every packet, stops the workers, flushes sinks and
+    /// alerts, and returns what the run produced.
+    pub fn finish(mut self) -> io::Result<EngineReport> {
+        self.flush_root();
+        self.publish_root_progress(u64::MAX);
+        while !self.sh.log.is_empty() {
+            let err = self.sh.io_error.lock().take();
+            if let Some(e) = err {
+                self.stop();
+                return Err(e);
+            }
+            std::thread::sleep(Duration::from_micros(100));
+        }
+        let busy = self.started.map(|s| s.elapsed().saturating_sub(self.idle)).unwrap_or_default();
+        let results = self.stop();
+        self.sh.store.gc_below(self.sh.log.watermark());
+        self.housekeeping();
+        let mut tasks: BTreeMap<String, Vec<TaskStats>> = BTreeMap::new();
+        let mut all: Vec<Task> = Vec::new();
+        for (ts, lat) in results {
+            all.extend(ts);
+            self.latency.merge(&lat);
+        }
+        all.sort_by_key(|t| t.id);
+        for t in &all {
+            tasks.entry(self.sh.dag.vertices[t.vertex].name.clone()).or_default().push(t.stats.clone());
+        }
+        let err = self.sh.io_error.lock().take();
+        if let Some(e) = err {
+            return Err(e);
+        }
+        let log_stats = self.sh.log.stats();
+        self.chain.dropped += log_stats.undelivered;
+        let mut sinks = self.sh.sinks.lock();
+        self.chain.packets_out = sinks.counts();
+        let output_files = sinks.finish()?;
+        let sink_records = sinks.kept();
+        drop(sinks);
+        let mut alerts = self.sh.alerts.lock();
+        alerts.flush()?;
+        let _ = self.sh.store.flush();
+        Ok(EngineReport {
+            chain: std::mem::take(&mut self.chain),
+            tasks,
+            alerts: alerts.per_kind().clone(),
+            alert_records: alerts.kept().to_vec(),
+            sink_records,
+            output_files,
+            latency: std::mem::take(&mut self.latency),
+            busy,
+            manager: Some(self.manager.report()),
+            workers: self.worker_count,
+        })
+    }
+
+    fn stop(&mut self) -> Vec<(Vec<Task>, Latency)> {
+        self.sh.shutdown.store(true, Ordering::Release);
+        for b in &self.sh.bells {
+            b.ring();
+        }
+        let mut out = Vec::new();
+        for h in self.workers.drain(..) {
+            if let Ok(r) = h.join() {
+                out.push(r);
+            }
+        }
+        out
+    }
+
+    /// The vertex manager's report so far.
+    pub fn manager_report(&self) -> ManagerReport {
+        self.manager.report()
+    }
+}
+
+impl Drop for ParallelEngine {
+    fn drop(&mut self) {
+        if !self.workers.is_empty() {
+            self.sh.log.close();
+            for q in &self.sh.queues {
+                q.close();
+            }
+            self.stop();
+        }
+    }
+}

@@ -1,0 +1,335 @@
+//! Splitters (§4.2): which instance (task) of a downstream vertex gets a packet or a
+//! context message.
+//!
+//! One [`SplitRule`] is resolved per edge when the physical DAG is built; on the per-packet
+//! path it only hashes. A packet goes to the task that owns its flow in the downstream
+//! vertex's coarsest per-flow flowspace, so per-flow state is only ever touched by its
+//! owner; a context message goes to the task owning the flow its fields name (a verdict
+//! about `src_ip` reaches the task that sees that source's packets). This module never
+//! moves messages and never touches state: it only chooses.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use streamnf_dag::{ContextMsg, Endpoint, LogicalDag, NetworkFunction, Partition, Vertex};
+use streamnf_packet::{Field, FieldValue, Flowspace, Packet};
+
+/// A user-supplied splitter for `partition = "custom:NAME"` edges.
+pub trait Splitter: Send + Sync {
+    /// The task (`0..tasks`) that gets `pkt`.
+    fn select(&self, pkt: &Packet, tasks: usize) -> usize;
+
+    /// The task that gets a context message (default: task 0).
+    fn select_context(&self, msg: &ContextMsg, tasks: usize) -> usize {
+        let _ = (msg, tasks);
+        0
+    }
+}
+
+/// Custom splitters by name.
+#[derive(Clone, Default)]
+pub struct SplitterRegistry {
+    by_name: HashMap<String, Arc<dyn Splitter>>,
+}
+
+impl SplitterRegistry {
+    /// Registers `splitter` under `name` (replacing an earlier one).
+    pub fn register(&mut self, name: &str, splitter: Arc<dyn Splitter>) {
+        self.by_name.insert(name.to_string(), splitter);
+    }
+
+    /// The splitter registered under `name`.
+    pub fn get(&self, name: &str) -> Option<&Arc<dyn Splitter>> {
+        self.by_name.get(name)
+    }
+
+    /// Registered names, sorted.
+    pub fn names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.by_name.keys().cloned().collect();
+        v.sort();
+        v
+    }
+}
+
+/// How one edge chooses among the downstream vertex's tasks.
+#[derive(Clone)]
+pub enum SplitRule {
+    /// The downstream vertex has one task.
+    Single,
+    /// Hash of the packet's key in this flowspace (also used for context messages whose
+    /// fields name it). An NF's own partition key ([`NetworkFunction::partition_hash`])
+    /// takes precedence when `nf` gives one.
+    Flowspace {
+        /// The flowspace hashed.
+        flowspace: Flowspace,
+        /// The downstream NF, asked for its own key first.
+        nf: Arc<dyn NetworkFunction>,
+    },
+    /// Every task gets a copy.
+    Broadcast,
+    /// A registered custom splitter.
+    Custom(Arc<dyn Splitter>),
+}
+
+/// Where a message goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Targets {
+    /// One task.
+    One(usize),
+    /// Every task of the vertex.
+    All,
+}
+
+/// Flowspace used when the downstream vertex keeps no per-flow state: both directions of
+/// a connection stay on one task, so per-flow order is kept.
+fn default_flowspace() -> Flowspace {
+    Flowspace(vec![Field::Connection])
+}
+
+impl SplitRule {
+    /// The rule for an edge with partitioning `partition` into `to` with `tasks` tasks;
+    /// `scope` is the flowspace a `scope` edge hashes (see [`scope_flowspaces`]; `None`
+    /// = the vertex's own coarsest).
+    pub fn resolve(
+        partition: &Partition,
+        to: &Vertex,
+        tasks: usize,
+        custom: &SplitterRegistry,
+        scope: Option<&Flowspace>,
+    ) -> Result<SplitRule, String> {
+        if let Partition::Custom(name) = partition {
+            let known = custom.names();
+            return custom.get(name).map(|s| SplitRule::Custom(Arc::clone(s))).ok_or_else(|| {
+                format!(
+                    "custom splitter `{name}` is not registered (registered: {})",
+                    if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                )
+            });
+        }
+        if tasks <= 1 {
+            return Ok(SplitRule::Single);
+        }
+        Ok(match partition {
+            Partition::Broadcast => SplitRule::Broadcast,
+            Partition::Flowspace(fs) => {
+                SplitRule::Flowspace { flowspace: fs.clone(), nf: Arc::clone(&to.nf) }
+            }
+            // Coarsest first: the vertex lists its flowspaces fine → coarse.
+            Partition::Scope | Partition::Custom(_) => SplitRule::Flowspace {
+                flowspace: scope.or(to.flowspaces.last()).cloned().unwrap_or_else(default_flowspace),
+                nf: Arc::clone(&to.nf),
+            },
+        })
+    }
+
+    /// The task(s) of `tasks` that get `pkt`.
+    #[inline]
+    pub fn packet_targets(&self, pkt: &Packet, tasks: usize) -> Targets {
+        match self {
+            SplitRule::Single => Targets::One(0),
+            SplitRule::Broadcast => Targets::All,
+            SplitRule::Custom(s) => Targets::One(s.select(pkt, tasks).min(tasks.saturating_sub(1))),
+            SplitRule::Flowspace { flowspace, nf } => {
+                let h = nf.partition_hash(pkt).unwrap_or_else(|| flowspace.key(pkt).stable_hash());
+                Targets::One(bucket(h, tasks))
+            }
+        }
+    }
+
+    /// The task(s) of `tasks` that get context message `msg`: the owner of the flow its
+    /// fields name (`{"src_ip": "10.0.0.1"}`), else task 0 (a message about no flow in
+    /// particular goes to one task, so shared state sees it once).
+    pub fn context_targets(&self, msg: &ContextMsg, tasks: usize) -> Targets {
+        match self {
+            SplitRule::Single => Targets::One(0),
+            SplitRule::Broadcast => Targets::All,
+            SplitRule::Custom(s) => Targets::One(s.select_context(msg, tasks).min(tasks.saturating_sub(1))),
+            SplitRule::Flowspace { flowspace, .. } => {
+                match flowspace.key_from_values(|f| context_field(msg, f)) {
+                    Some(k) => Targets::One(bucket(k.stable_hash(), tasks)),
+                    None => Targets::One(0),
+                }
+            }
+        }
+    }
+}
+
+/// Fields of a flowspace as a set (`connection` counts as its own field: it groups both
+/// directions, which no set of directed fields does).
+fn field_set(fs: &Flowspace) -> Vec<Field> {
+    let mut v = fs.0.clone();
+    v.sort_by_key(|f| f.name());
+    v.dedup();
+    v
+}
+
+/// True when every field of `a` is in `b`: partitioning by `a` keeps each `b`-flow on one task.
+fn coarser_or_equal(a: &Flowspace, b: &Flowspace) -> bool {
+    let bs = field_set(b);
+    field_set(a).iter().all(|f| bs.contains(f))
+}
+
+/// The flowspace each vertex's `scope` edges hash, chosen chain-wide (§4.2, coarsest
+/// first): a vertex's own coarsest flowspace, coarsened to its downstream vertices' when
+/// theirs is a subset of it. Then every packet of a downstream flow passed through the same
+/// upstream task, so each task sees its flows in the order the root sent them, as the
+/// single-instance run does. A vertex without per-flow state takes its downstream
+/// vertices' choice when they agree. `None` = no constraint (the splitter's default).
+pub fn scope_flowspaces(dag: &LogicalDag) -> Vec<Option<Flowspace>> {
+    let n = dag.vertices.len();
+    let mut key: Vec<Option<Flowspace>> = vec![None; n];
+    // Vertices are in topological order: settle the downstream ones first.
+    for v in (0..n).rev() {
+        let own = dag.vertices[v].flowspaces.last().cloned();
+        let mut down: Vec<Flowspace> = Vec::new();
+        for port in 0..dag.vertices[v].spec.outputs.len() {
+            for e in dag.edges_from(&Endpoint::Port { vertex: v, port }) {
+                if let Endpoint::Port { vertex: w, .. } = e.to {
+                    if let Some(k) = &key[w] {
+                        if !down.contains(k) {
+                            down.push(k.clone());
+                        }
+                    }
+                }
+            }
+        }
+        key[v] = match own {
+            Some(own) => {
+                let mut best = own.clone();
+                for d in &down {
+                    if coarser_or_equal(d, &best) {
+                        best = d.clone();
+                    }
+                }
+                Some(best)
+            }
+            None if down.len() == 1 => down.pop(),
+            None => None,
+        };
+    }
+    key
+}
+
+/// Maps a hash onto `0..tasks`: a full avalanche (MurmurHash3's finaliser; FNV leaves
+/// the high bits of similar keys alike) and then multiply-shift, uniform without a division.
+#[inline]
+fn bucket(h: u64, tasks: usize) -> usize {
+    let mut x = h;
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    x ^= x >> 33;
+    ((u128::from(x) * tasks as u128) >> 64) as usize
+}
+
+/// A context message's value for `f`: `"src_ip": "10.0.0.1"`, `"dst_port": 80`.
+fn context_field(msg: &ContextMsg, f: Field) -> Option<FieldValue> {
+    let v = msg.get(f.name())?;
+    match f {
+        Field::SrcIp | Field::DstIp => v.as_str()?.parse().ok().map(FieldValue::Ip),
+        _ => v.as_u64().map(FieldValue::Num),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use streamnf_dag::{ChainBuilder, NfContext, NfError, NfSpec, PortSpec, StateObjectSpec};
+    use streamnf_packet::LinkType;
+
+    struct BySrc;
+    impl NetworkFunction for BySrc {
+        fn spec(&self) -> NfSpec {
+            NfSpec {
+                inputs: vec![PortSpec::packets("in"), PortSpec::context("verdict", "verdict")],
+                outputs: vec![PortSpec::packets("out")],
+                state: vec![StateObjectSpec::per_flow("s", Flowspace(vec![Field::SrcIp]))],
+                connection_terminating: false,
+            }
+        }
+        fn on_packet(&self, _: usize, _: &mut Packet, ctx: &mut dyn NfContext) -> Result<(), NfError> {
+            ctx.forward(0);
+            Ok(())
+        }
+    }
+
+    fn udp(src: [u8; 4], sport: u16) -> Packet {
+        let b =
+            etherparse::PacketBuilder::ethernet2([1; 6], [2; 6]).ipv4(src, [192, 0, 2, 1], 64).udp(sport, 53);
+        let mut data = Vec::new();
+        let _ = b.write(&mut data, b"q");
+        Packet::new(LinkType::Ethernet, data, 0)
+    }
+
+    fn vertex() -> Vertex {
+        let dag = ChainBuilder::new("t")
+            .vertex("v", Arc::new(BySrc))
+            .edge("input", "v.in")
+            .edge("v.out", "output.out")
+            .build();
+        match dag {
+            Ok(d) => d.vertices[0].clone(),
+            Err(e) => panic!("test chain: {e}"),
+        }
+    }
+
+    #[test]
+    fn packets_of_one_source_go_to_one_task_and_its_verdicts_follow() {
+        let v = vertex();
+        let rule = SplitRule::resolve(&Partition::Scope, &v, 4, &SplitterRegistry::default(), None).unwrap();
+        let mut seen = std::collections::HashSet::new();
+        for src in 1..=40u8 {
+            let a = rule.packet_targets(&udp([10, 0, 0, src], 1000), 4);
+            let b = rule.packet_targets(&udp([10, 0, 0, src], 2000), 4);
+            assert_eq!(a, b, "per-flow state of [src_ip] must stay on one task");
+            let c = rule.context_targets(&json!({"src_ip": format!("10.0.0.{src}")}), 4);
+            assert_eq!(a, c, "a verdict about a source goes to the task owning it");
+            seen.insert(a);
+        }
+        assert_eq!(seen.len(), 4, "40 sources spread over all 4 tasks: {seen:?}");
+        assert_eq!(rule.context_targets(&json!({"other": 1}), 4), Targets::One(0));
+    }
+
+    #[test]
+    fn single_broadcast_and_unknown_custom() {
+        let v = vertex();
+        let reg = SplitterRegistry::default();
+        let one = SplitRule::resolve(&Partition::Scope, &v, 1, &reg, None).unwrap();
+        assert_eq!(one.packet_targets(&udp([10, 0, 0, 1], 1), 1), Targets::One(0));
+        let all = SplitRule::resolve(&Partition::Broadcast, &v, 3, &reg, None).unwrap();
+        assert_eq!(all.packet_targets(&udp([10, 0, 0, 1], 1), 3), Targets::All);
+        let err =
+            SplitRule::resolve(&Partition::Custom("zz".into()), &v, 3, &reg, None).err().unwrap_or_default();
+        assert!(err.contains("`zz`") && err.contains("none"), "{err}");
+    }
+
+    struct Last;
+    impl Splitter for Last {
+        fn select(&self, _: &Packet, tasks: usize) -> usize {
+            tasks + 5 // out of range on purpose: clamped
+        }
+    }
+
+    #[test]
+    fn custom_splitters_are_used_and_clamped() {
+        let v = vertex();
+        let mut reg = SplitterRegistry::default();
+        reg.register("last", Arc::new(Last));
+        let r = SplitRule::resolve(&Partition::Custom("last".into()), &v, 3, &reg, None).unwrap();
+        assert_eq!(r.packet_targets(&udp([10, 0, 0, 1], 1), 3), Targets::One(2));
+    }
+
+    #[test]
+    fn buckets_cover_the_range() {
+        for tasks in 1..9usize {
+            let mut hit = vec![false; tasks];
+            for h in 0..10_000u64 {
+                let b = bucket(h, tasks);
+                assert!(b < tasks);
+                hit[b] = true;
+            }
+            assert!(hit.iter().all(|&x| x), "{tasks}: {hit:?}");
+        }
+    }
+}
