@@ -5,6 +5,7 @@
 //! chain, state and runtime logic lives in the library crates.
 
 mod bench;
+mod check;
 mod gen;
 mod graph;
 mod run;
@@ -19,6 +20,7 @@ use std::process::ExitCode;
 #[command(after_help = "Examples:\n  \
   streamnf gen-trace -o demo.pcap --packets 100000 --scan\n  \
   streamnf run examples/figure1.toml --trace demo.pcap --out out --alerts out/alerts.jsonl\n  \
+  streamnf check examples/figure1.toml --trace demo.pcap --workers 2 --instances ids=4\n  \
   streamnf graph examples/figure1.toml | dot -Tsvg > figure1.svg\n  \
   streamnf nfs")]
 struct Cli {
@@ -30,6 +32,9 @@ struct Cli {
 enum Command {
     /// Run a chain over a trace; write output captures, alerts and a summary.
     Run(run::RunArgs),
+    /// Check chain output equivalence: the chain with the given workers and instances
+    /// against the single-instance run (exit 0 = equivalent, 1 = not, 2 = error).
+    Check(check::CheckArgs),
     /// Generate a seeded, deterministic synthetic trace (pcap, or pcapng by extension).
     GenTrace(gen::GenArgs),
     /// Print a chain as a Graphviz DOT digraph on stdout.
@@ -44,6 +49,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(a) => run::run(a),
+        Command::Check(a) => match check::check(a) {
+            Ok(true) => Ok(()),
+            Ok(false) => return ExitCode::from(1),
+            Err(e) => Err(e),
+        },
         Command::GenTrace(a) => gen::gen(a),
         Command::Graph(a) => graph::graph(a),
         Command::Bench(a) => bench::bench(a),

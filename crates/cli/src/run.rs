@@ -70,22 +70,7 @@ pub fn run(a: RunArgs) -> Result<(), String> {
     let store_url = StoreUrl::parse(&a.store)?;
     let registry = streamnf_nfs::builtin_registry();
     let dag = load_chain(&a.chain, &registry).map_err(|e| e.to_string())?;
-    let mut instances = Vec::new();
-    for spec in &a.instances {
-        let (v, n) = spec.split_once('=').ok_or_else(|| format!("--instances {spec}: expected VERTEX=N"))?;
-        if dag.vertex_id(v).is_none() {
-            let names: Vec<&str> = dag.vertices.iter().map(|x| x.name.as_str()).collect();
-            return Err(format!(
-                "--instances {spec}: no vertex `{v}` in {} (vertices: {})",
-                a.chain.display(),
-                names.join(", ")
-            ));
-        }
-        match n.parse::<u32>() {
-            Ok(n @ 1..=4096) => instances.push((v.to_string(), n)),
-            _ => return Err(format!("--instances {spec}: N must be an integer from 1 to 4096")),
-        }
-    }
+    let instances = parse_instances(&a.instances, &dag, &a.chain)?;
     if a.workers == Some(0) {
         return Err("--workers must be at least 1".into());
     }
@@ -130,4 +115,29 @@ pub fn run(a: RunArgs) -> Result<(), String> {
         Some(e) => Err(format!("{e} (the {} packets before it were processed)", outcome.summary.packets_in)),
         None => Ok(()),
     }
+}
+
+/// Parses `--instances VERTEX=N` flags against the chain's vertices.
+pub(crate) fn parse_instances(
+    specs: &[String],
+    dag: &streamnf_dag::LogicalDag,
+    chain: &std::path::Path,
+) -> Result<Vec<(String, u32)>, String> {
+    let mut instances = Vec::new();
+    for spec in specs {
+        let (v, n) = spec.split_once('=').ok_or_else(|| format!("--instances {spec}: expected VERTEX=N"))?;
+        if dag.vertex_id(v).is_none() {
+            let names: Vec<&str> = dag.vertices.iter().map(|x| x.name.as_str()).collect();
+            return Err(format!(
+                "--instances {spec}: no vertex `{v}` in {} (vertices: {})",
+                chain.display(),
+                names.join(", ")
+            ));
+        }
+        match n.parse::<u32>() {
+            Ok(n @ 1..=4096) => instances.push((v.to_string(), n)),
+            _ => return Err(format!("--instances {spec}: N must be an integer from 1 to 4096")),
+        }
+    }
+    Ok(instances)
 }

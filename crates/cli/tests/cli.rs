@@ -752,9 +752,53 @@ fn error_bad_pace_workers_instances() {
     assert!(msg.contains("ids=zero"), "{msg}");
     let msg = run(&["--workers", "0"]);
     assert!(msg.contains("--workers"), "{msg}");
-    // More than one worker is refused, not silently ignored, until the parallel DAG exists.
-    let msg = run(&["--workers", "2"]);
-    assert!(msg.contains("--workers 2") && msg.contains("one thread"), "{msg}");
+    let msg = run(&["--instances", "ids=5000"]);
+    assert!(msg.contains("1 to 4096"), "{msg}");
+}
+
+#[test]
+fn parallel_run_matches_the_single_instance_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let trace = gen_trace(dir.path(), "t.pcap", 3000, 5, &["--scan"]);
+    let summary = |name: &str, extra: &[&str]| -> serde_json::Value {
+        let json = dir.path().join(format!("{name}.json"));
+        let out = dir.path().join(name);
+        let mut args = vec![
+            OsStr::new("run"),
+            OsStr::new(FIGURE1),
+            OsStr::new("--trace"),
+            p(&trace),
+            OsStr::new("--summary-json"),
+            p(&json),
+            OsStr::new("--out"),
+            p(&out),
+            OsStr::new("-q"),
+        ];
+        args.extend(extra.iter().map(OsStr::new));
+        ok(args);
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap()
+    };
+    let single = summary("single", &["--workers", "1"]);
+    let par = summary("par", &["--workers", "2", "--instances", "ids=3", "--instances", "limiter=2"]);
+    assert_eq!(single["workers"], 1);
+    assert_eq!(par["workers"], 2);
+    assert_eq!(par["vertices"]["ids"]["tasks"].as_array().map(Vec::len), Some(3));
+    for k in ["packets_in", "packets_out", "alerts", "dropped"] {
+        assert_eq!(single[k], par[k], "{k}");
+    }
+    assert!(par["manager"]["vertices"]["ids"].is_object(), "{}", par["manager"]);
+    assert!(single["manager"].is_null());
+    // Same packets per sink port, as multisets of frames.
+    let frames = |name: &str| {
+        let (recs, err) = streamnf_packet::trace::read_all(dir.path().join(name).join("out.pcap")).unwrap();
+        assert!(err.is_none());
+        let mut v: Vec<Vec<u8>> = recs.into_iter().map(|r| r.data).collect();
+        v.sort();
+        v
+    };
+    let (a, b) = (frames("single"), frames("par"));
+    assert!(!a.is_empty());
+    assert_eq!(a, b);
 }
 
 #[test]
@@ -1026,4 +1070,51 @@ fn malformed_packets_are_counted_not_fatal() {
     let (outs, _) = read_all(out.join("out.pcap")).unwrap();
     let good_out: Vec<&Vec<u8>> = outs.iter().map(|r| &r.data).filter(|d| good.contains(d)).collect();
     assert_eq!(good_out, good.iter().collect::<Vec<_>>());
+}
+
+#[test]
+fn check_reports_equivalence_and_its_absence() {
+    let dir = tempfile::tempdir().unwrap();
+    let trace = gen_trace(dir.path(), "t.pcap", 2000, 9, &["--scan"]);
+    let r = ok(["check", FIGURE1, "--trace"]
+        .map(OsStr::new)
+        .into_iter()
+        .chain([p(&trace)])
+        .chain(["--workers", "2", "--instances", "ids=3", "--instances", "dpi=2"].map(OsStr::new)));
+    assert!(r.stdout.starts_with("equivalent: 2000 packets"), "{}", r.describe());
+    // Broadcasting packets to two stateless instances duplicates them: not equivalent.
+    let chain = dir.path().join("dup.toml");
+    std::fs::write(
+        &chain,
+        "name = \"dup\"\n[[vertex]]\nname = \"f\"\nnf = \"forward\"\ninstances = 2\n\
+         [[edge]]\nfrom = \"input\"\nto = \"f.in\"\npartition = \"broadcast\"\n\
+         [[edge]]\nfrom = \"f.out\"\nto = \"output.out\"\n",
+    )
+    .unwrap();
+    let json = dir.path().join("check.json");
+    let r = streamnf([
+        OsStr::new("check"),
+        p(&chain),
+        OsStr::new("--trace"),
+        p(&trace),
+        OsStr::new("--summary-json"),
+        p(&json),
+    ]);
+    assert_eq!(r.code, Some(1), "{}", r.describe());
+    assert!(
+        r.stdout.contains("NOT equivalent") && r.stdout.contains("sink `out`: 2000 packets vs 4000"),
+        "{}",
+        r.describe()
+    );
+    let j: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(j["equivalent"], false);
+    let msg = fails([
+        OsStr::new("check"),
+        OsStr::new(FIGURE1),
+        OsStr::new("--trace"),
+        p(&trace),
+        OsStr::new("--random-events"),
+        OsStr::new("3"),
+    ]);
+    assert!(msg.contains("--random-events"), "{msg}");
 }

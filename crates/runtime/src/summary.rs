@@ -55,6 +55,10 @@ pub struct Summary {
     pub output_files: Vec<String>,
     /// The trace error that ended the run early, if any.
     pub trace_error: Option<String>,
+    /// Worker threads.
+    pub workers: usize,
+    /// Vertex manager (§4.1): per-task windows and the hints it gave (parallel runs).
+    pub manager: Option<crate::manager::ManagerReport>,
 }
 
 impl Summary {
@@ -93,6 +97,8 @@ impl Summary {
             events: Vec::new(),
             output_files: r.output_files.iter().map(|p| p.display().to_string()).collect(),
             trace_error: None,
+            workers: r.workers,
+            manager: r.manager.clone(),
         }
     }
 
