@@ -27,6 +27,8 @@ pub enum BenchName {
     Nfs,
     /// The Figure 1 chain (IDS → rate limiter, DPI off-path), externalized vs local.
     Figure1,
+    /// The Figure 1 chain on the parallel engine: 1 worker vs 2 workers, side by side.
+    Workers,
 }
 
 /// Arguments of `streamnf bench`.
@@ -75,7 +77,58 @@ pub fn bench(a: BenchArgs) -> Result<(), String> {
             bench_chain("figure1", &pkts, a.rounds, &figure1)
         }
         BenchName::Nfs => bench_nfs(a.packets, a.rounds),
+        BenchName::Workers => {
+            let pkts = trace(a.packets, true)?;
+            bench_workers(&pkts, a.rounds)
+        }
     }
+}
+
+/// One round of the parallel engine: packets per second over the whole run (the root's
+/// input until the last packet left the chain), and chain latency.
+fn parallel_round(dag: &Arc<LogicalDag>, pkts: &[RawRecord], workers: usize) -> Result<RoundResult, String> {
+    use streamnf_runtime::{ParallelConfig, ParallelEngine};
+    let par = ParallelConfig {
+        workers,
+        instances: vec![workers as u32; dag.vertices.len()],
+        ..ParallelConfig::default()
+    };
+    let store: Arc<dyn StateStore> = Arc::new(EmbeddedStore::new());
+    let mut engine = ParallelEngine::new(Arc::clone(dag), store, EngineConfig::default(), par)?;
+    for p in pkts {
+        engine.process_frame(p.link, &p.data, p.ts_ns, p.orig_len).map_err(|e| e.to_string())?;
+    }
+    let r = engine.finish().map_err(|e| e.to_string())?;
+    let l = r.latency.percentiles();
+    Ok(RoundResult {
+        pps: r.chain.packets_in as f64 / r.busy.as_secs_f64().max(1e-9),
+        p50: l.p50_ns,
+        p99: l.p99_ns,
+    })
+}
+
+fn bench_workers(pkts: &[RawRecord], rounds: u32) -> Result<(), String> {
+    let dag = Arc::new(figure1()?);
+    let (mut one, mut two, mut reference) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..rounds.max(1) {
+        one.push(parallel_round(&dag, pkts, 1)?);
+        two.push(parallel_round(&dag, pkts, 2)?);
+        reference.push(one_round(&dag, Arc::new(EmbeddedStore::new()), pkts)?);
+    }
+    let (o, t, r) = (best(&one), best(&two), best(&reference));
+    println!(
+        "bench workers: figure1, {} packets, {} rounds each, best round; N workers run N instances of each vertex",
+        pkts.len(),
+        rounds.max(1)
+    );
+    for (name, x) in
+        [("reference engine (1 thread)", r), ("parallel, 1 worker", o), ("parallel, 2 workers", t)]
+    {
+        println!("  {name:<28} {:>6.2} Mpps   latency p50 {} ns  p99 {} ns", x.pps / 1e6, x.p50, x.p99);
+    }
+    println!("  2 workers / 1 worker throughput ratio: {:.2}", t.pps / o.pps);
+    println!("  2 workers / reference throughput ratio: {:.2}", t.pps / r.pps);
+    Ok(())
 }
 
 /// A generated trace held in memory as captured frames (parsing is part of each run).

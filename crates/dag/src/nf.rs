@@ -232,10 +232,19 @@ pub trait NetworkFunction: Send + Sync {
     /// The partition key of a packet arriving for this NF, when the NF needs a split its
     /// per-flow flowspaces cannot express (a NAT's replies are addressed to the external
     /// address, not to the connection that owns them). `None` (the default) lets the
-    /// splitter use the vertex's flowspaces. Must depend on the packet only.
+    /// splitter use the vertex's flowspaces. Must depend on the packet only. An NF with its
+    /// own key should also return true from [`NetworkFunction::rewrites_headers`] when
+    /// its key does not follow its flowspaces, so downstream vertices order their input.
     fn partition_hash(&self, pkt: &Packet) -> Option<u64> {
         let _ = pkt;
         None
+    }
+
+    /// True when the NF rewrites header fields (addresses, ports) of packets it forwards.
+    /// The runtime then cannot assume a downstream flow passed through one instance, and
+    /// orders that vertex's input by logical clock. Default: false.
+    fn rewrites_headers(&self) -> bool {
+        false
     }
 
     /// Custom store operations this NF needs, by name (registered once per store).

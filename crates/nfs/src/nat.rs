@@ -288,6 +288,10 @@ fn stable_hash(bytes: &[u8]) -> u64 {
 }
 
 impl NetworkFunction for Nat {
+    fn rewrites_headers(&self) -> bool {
+        true
+    }
+
     /// Outbound packets by destination, replies by source: the remote host either way.
     /// Transit traffic uses the default split.
     fn partition_hash(&self, pkt: &Packet) -> Option<u64> {

@@ -780,6 +780,64 @@ impl PacketLog {
         g.insert(clock, packet)
     }
 
+    /// Admits a batch in clock order under one lock (waiting for room as
+    /// [`PacketLog::admit`] does), draining `batch`. On an error the failing packet is handed
+    /// back and the items after it stay in `batch`.
+    pub fn admit_batch(&self, batch: &mut Vec<(u64, Packet)>) -> Result<(), AdmitError> {
+        let mut g = self.inner.lock();
+        let mut items = std::mem::take(batch).into_iter();
+        while let Some((clock, packet)) = items.next() {
+            if g.table.live >= self.capacity && !g.closed {
+                g.stats.blocked_admits += 1;
+                g.waiters += 1;
+                while g.table.live >= self.capacity && !g.closed {
+                    self.not_full.wait(&mut g);
+                }
+                g.waiters -= 1;
+            }
+            let r = if g.closed {
+                Err(AdmitError::new(PacketLogError::Closed { clock }, packet))
+            } else if let Err(e) = g.check_clock(clock) {
+                Err(AdmitError::new(e, packet))
+            } else {
+                g.insert(clock, packet)
+            };
+            if let Err(e) = r {
+                batch.extend(items);
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Admits from the front of `batch` (in clock order, one lock) as many packets as fit
+    /// now, without waiting; returns how many. The rest stay in `batch`. An error other
+    /// than a full log hands the failing packet back, its successors staying in `batch`.
+    pub fn try_admit_batch(&self, batch: &mut Vec<(u64, Packet)>) -> Result<usize, AdmitError> {
+        let mut g = self.inner.lock();
+        let room = self.capacity.saturating_sub(g.table.live).min(batch.len());
+        let mut rest = batch.split_off(room);
+        let mut admitted = 0;
+        let mut items = std::mem::take(batch).into_iter();
+        while let Some((clock, packet)) = items.next() {
+            let r = if g.closed {
+                Err(AdmitError::new(PacketLogError::Closed { clock }, packet))
+            } else if let Err(e) = g.check_clock(clock) {
+                Err(AdmitError::new(e, packet))
+            } else {
+                g.insert(clock, packet)
+            };
+            if let Err(e) = r {
+                batch.extend(items);
+                batch.append(&mut rest);
+                return Err(e);
+            }
+            admitted += 1;
+        }
+        *batch = rest;
+        Ok(admitted)
+    }
+
     /// Like [`PacketLog::admit`] but never waits: a full log gives
     /// [`PacketLogError::Full`] with the packet handed back.
     pub fn try_admit(&self, clock: u64, packet: Packet) -> Result<(), AdmitError> {

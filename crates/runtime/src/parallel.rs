@@ -29,7 +29,7 @@ use crate::manager::{ManagerReport, Policy, TaskMonitor, ThresholdPolicy, Vertex
 use crate::packet_log::{ClockError, ClockSource, PacketLog, DEFAULT_PERSIST_EVERY};
 use crate::queue::MessageQueue;
 use crate::sink::SinkSet;
-use crate::splitter::{scope_flowspaces, SplitRule, SplitterRegistry, Targets};
+use crate::splitter::{merge_needed, scope_flowspaces, SplitRule, SplitterRegistry, Targets};
 use crate::stats::{ChainStats, Latency, TaskStats};
 use parking_lot::{Condvar, Mutex};
 use std::collections::BTreeMap;
@@ -69,8 +69,8 @@ impl Default for ParallelConfig {
             workers: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
             instances: Vec::new(),
             batch: 32,
-            queue_capacity: 4096,
-            log_capacity: 1 << 16,
+            queue_capacity: 1024,
+            log_capacity: 4096,
             persist_every: DEFAULT_PERSIST_EVERY,
             splitters: SplitterRegistry::default(),
             policy: None,
@@ -80,8 +80,11 @@ impl Default for ParallelConfig {
 
 /// Most messages a task may have waiting in one outbox before it stops taking input.
 const OUTBOX_LIMIT: usize = 256;
-/// Root packets between two store GCs and vertex-manager polls.
-const HOUSEKEEPING_EVERY: u64 = 1024;
+/// Root packets between two store GCs (the fewer packets between, the shorter the clock
+/// logs the store keeps; §5.1).
+const GC_EVERY: u64 = 256;
+/// Root packets between two vertex-manager windows.
+const HOUSEKEEPING_EVERY: u64 = 8192;
 /// One packet in this many has its chain latency measured (root admission → sink).
 const LATENCY_SAMPLE: u64 = 64;
 /// Slots of the latency-sample ring (a sample older than this many samples is dropped).
@@ -150,8 +153,9 @@ struct Shared {
     dag: Arc<LogicalDag>,
     store: Arc<dyn StateStore>,
     queues: Vec<Arc<MessageQueue<Msg>>>,
-    /// Worker of each task.
-    worker_of: Vec<usize>,
+    /// Every task; a thread runs a task only while it holds its lock, so each task
+    /// processes its input in order, on whichever thread is free.
+    tasks: Vec<Mutex<Task>>,
     bells: Vec<Doorbell>,
     log: PacketLog,
     /// Per vertex, per output port.
@@ -162,7 +166,11 @@ struct Shared {
     shutdown: AtomicBool,
     pending_timers: AtomicU64,
     io_error: Mutex<Option<io::Error>>,
+    /// Set with `io_error`, so the root checks a flag per packet, not a lock.
+    failed: AtomicBool,
     batch: usize,
+    /// Frame buffers of finished packets, in batches, back to the root for reuse.
+    spare_tx: crossbeam_channel::Sender<Vec<Vec<u8>>>,
     /// Admission instants of sampled packets (ns since `epoch`), by clock.
     latency_ring: Vec<AtomicU64>,
     epoch: Instant,
@@ -179,11 +187,16 @@ impl Shared {
         };
         let ok = q.try_push_batch(batch).is_ok();
         if ok {
-            if let Some(b) = self.worker_of.get(task).and_then(|w| self.bells.get(*w)) {
-                b.ring();
-            }
+            self.ring_workers();
         }
         ok
+    }
+
+    /// Wakes the worker threads (there are few: one per core).
+    fn ring_workers(&self) {
+        for b in &self.bells {
+            b.ring();
+        }
     }
 
     fn record_io_error(&self, e: io::Error) {
@@ -191,6 +204,7 @@ impl Shared {
         if g.is_none() {
             *g = Some(e);
         }
+        self.failed.store(true, Ordering::Release);
     }
 }
 
@@ -214,8 +228,9 @@ struct Task {
     reorder: Option<Reorder>,
     /// Progress this task published last.
     published: u64,
-    /// Workers owning tasks that merge this task's output (rung when progress moves).
-    notify: Vec<usize>,
+    /// Some task merging this task's output waits for its progress (workers are rung
+    /// when it moves).
+    notify: bool,
 }
 
 /// The clock-ordered merge of a task with several senders (§5, chain-wide ordering): each
@@ -238,6 +253,17 @@ struct Scratch {
     alerts: Vec<AlertRecord>,
     latency: Vec<u64>,
     chosen: Vec<(usize, Option<usize>)>,
+    /// Buffers of finished packets, sent back to the root in batches.
+    spare: Vec<Vec<u8>>,
+}
+
+/// Buffers per batch sent back to the root.
+const SPARE_BATCH: usize = 128;
+
+/// Keeps a finished packet's buffer for the root.
+fn recycle(scratch: &mut Scratch, mut data: Vec<u8>) {
+    data.clear();
+    scratch.spare.push(data);
 }
 
 fn filter_admits(f: &Option<Filter>, p: &Packet) -> bool {
@@ -410,6 +436,9 @@ fn process_message(sh: &Shared, task: &mut Task, msg: Msg, scratch: &mut Scratch
             }
         }
     }
+    if let Some(p) = pkt {
+        recycle(scratch, p.data);
+    }
     // The consumed message's reference passes to its first child; extra children add
     // references now, before the outbox is flushed.
     if to_tasks > 1 {
@@ -450,7 +479,14 @@ fn finish_batch(sh: &Shared, scratch: &mut Scratch, latency: &mut Latency) {
             if let Err(e) = sinks.write(idx, &p) {
                 sh.record_io_error(e);
             }
+            let mut data = p.data;
+            data.clear();
+            scratch.spare.push(data);
         }
+    }
+    if scratch.spare.len() >= SPARE_BATCH {
+        // A full return channel means the root has plenty: these are freed instead.
+        let _ = sh.spare_tx.try_send(std::mem::take(&mut scratch.spare));
     }
     if !scratch.latency.is_empty() {
         let now = sh.epoch.elapsed().as_nanos() as u64;
@@ -589,10 +625,8 @@ fn task_turn(sh: &Shared, task: &mut Task, scratch: &mut Scratch, latency: &mut 
             if let Some(a) = sh.progress.get(task.id + 1) {
                 a.store(safe, Ordering::Release);
             }
-            for &w in &task.notify {
-                if let Some(b) = sh.bells.get(w) {
-                    b.ring();
-                }
+            if task.notify {
+                sh.ring_workers();
             }
         }
     } else {
@@ -606,41 +640,55 @@ fn task_turn(sh: &Shared, task: &mut Task, scratch: &mut Scratch, latency: &mut 
     turn
 }
 
-/// A worker thread: runs its tasks, downstream first, until shutdown.
-fn worker_loop(sh: Arc<Shared>, me: usize, mut tasks: Vec<Task>) -> (Vec<Task>, Latency) {
+/// One pass over the tasks, downstream first, running each one no other thread holds.
+fn run_tasks(sh: &Shared, scratch: &mut Scratch, latency: &mut Latency) -> Turn {
+    let mut all = Turn::default();
+    for slot in sh.tasks.iter().rev() {
+        if let Some(mut task) = slot.try_lock() {
+            let t = task_turn(sh, &mut task, scratch, latency);
+            all.worked |= t.worked;
+            all.backed_up |= t.backed_up;
+            all.waiting |= t.waiting;
+        }
+    }
+    all
+}
+
+/// True when no task holds or waits for a message.
+fn all_idle(sh: &Shared) -> bool {
+    sh.queues.iter().all(|q| q.is_empty())
+        && sh.tasks.iter().all(|t| {
+            t.try_lock().is_some_and(|t| {
+                t.outbox.iter().all(Vec::is_empty) && t.reorder.as_ref().is_none_or(|r| r.waiting.is_empty())
+            })
+        })
+}
+
+/// A worker thread: runs tasks, downstream first, until shutdown.
+fn worker_loop(sh: Arc<Shared>, me: usize) -> Latency {
     let mut scratch = Scratch::default();
     let mut latency = Latency::default();
     loop {
-        let (mut worked, mut backed_up, mut waiting) = (false, false, false);
-        for task in tasks.iter_mut().rev() {
-            let t = task_turn(&sh, task, &mut scratch, &mut latency);
-            worked |= t.worked;
-            backed_up |= t.backed_up;
-            waiting |= t.waiting;
-        }
-        if !worked {
-            let idle = !waiting
-                && tasks.iter().all(|t| {
-                    t.outbox.iter().all(Vec::is_empty) && sh.queues.get(t.id).is_none_or(|q| q.is_empty())
-                });
-            if idle && sh.shutdown.load(Ordering::Acquire) {
+        let t = run_tasks(&sh, &mut scratch, &mut latency);
+        if !t.worked {
+            if sh.shutdown.load(Ordering::Acquire) && all_idle(&sh) {
                 break;
             }
             let wait =
-                if backed_up || waiting { Duration::from_micros(50) } else { Duration::from_millis(2) };
+                if t.backed_up || t.waiting { Duration::from_micros(50) } else { Duration::from_millis(2) };
             sh.bells[me].wait(wait);
         }
     }
-    for t in tasks.iter_mut() {
-        t.monitor.publish();
-    }
-    (tasks, latency)
+    latency
 }
 
 /// Runs one chain as a physical DAG on worker threads; the caller's thread is the root.
 pub struct ParallelEngine {
     sh: Arc<Shared>,
-    workers: Vec<JoinHandle<(Vec<Task>, Latency)>>,
+    /// Worker threads 1..W (worker 0 is the caller's thread, the root).
+    workers: Vec<JoinHandle<Latency>>,
+    /// The root's scratch space when it runs tasks.
+    own_scratch: Scratch,
     clocks: ClockSource,
     input_routes: Vec<Route>,
     /// Root's batches per task.
@@ -657,6 +705,15 @@ pub struct ParallelEngine {
     first_task: Vec<usize>,
     /// Input packets since the root last handed over all its batches.
     since_flush: usize,
+    /// Packets to log before the next hand-over (admitted in one batch).
+    pending_log: Vec<(u64, Packet)>,
+    /// Extra references (fan-out at the root) to add once logged.
+    pending_refs: Vec<(u64, u32)>,
+    /// Logged packets that also reached a sink from the root.
+    pending_marks: Vec<(u64, u32, bool)>,
+    /// Frame buffers for the next inputs, and where the workers return them.
+    spare: Vec<Vec<u8>>,
+    spare_rx: crossbeam_channel::Receiver<Vec<Vec<u8>>>,
     manager: VertexManager,
     worker_count: usize,
     latency: Latency,
@@ -767,13 +824,11 @@ impl ParallelEngine {
         for s in senders.iter_mut() {
             s.sort_unstable();
         }
-        let mut per_worker: Vec<Vec<Task>> = (0..workers).map(|_| Vec::new()).collect();
-        let mut worker_of = Vec::with_capacity(total);
+        let merge = merge_needed(&dag, &scopes, &tasks_per_vertex);
+        let mut tasks: Vec<Task> = Vec::with_capacity(total);
         for (vid, n) in tasks_per_vertex.iter().enumerate() {
             for index in 0..*n {
                 let id = first_task[vid] + index;
-                let w = id % workers;
-                worker_of.push(w);
                 let monitor = TaskMonitor::new(dag.vertices[vid].name.clone(), index);
                 manager.register(monitor.handle());
                 let sources = senders[vid].clone();
@@ -781,9 +836,9 @@ impl ParallelEngine {
                 for (r, &s) in sources.iter().enumerate() {
                     rank_of[s as usize] = r as u32;
                 }
-                let reorder = (sources.len() > 1)
+                let reorder = (merge[vid] && sources.len() > 1)
                     .then(|| Reorder { last_recv: vec![0; sources.len()], ..Reorder::default() });
-                per_worker[w].push(Task {
+                tasks.push(Task {
                     id,
                     vertex: vid,
                     index: index as u32,
@@ -796,32 +851,22 @@ impl ParallelEngine {
                     rank_of,
                     reorder,
                     published: 0,
-                    notify: Vec::new(),
+                    notify: false,
                 });
             }
         }
-        // A task rings the workers of the merging tasks it sends to when it makes progress.
-        let merging: Vec<(usize, Vec<u32>)> = per_worker
-            .iter()
-            .enumerate()
-            .flat_map(|(w, ts)| {
-                ts.iter().filter(|t| t.reorder.is_some()).map(move |t| (w, t.sources.clone()))
-            })
-            .collect();
-        for ts in per_worker.iter_mut() {
-            for t in ts.iter_mut() {
-                for (w, srcs) in &merging {
-                    if srcs.contains(&(t.id as u32 + 1)) && !t.notify.contains(w) {
-                        t.notify.push(*w);
-                    }
-                }
-            }
+        // A task rings the workers when it makes progress if some task merges its output.
+        let merging: Vec<Vec<u32>> =
+            tasks.iter().filter(|t| t.reorder.is_some()).map(|t| t.sources.clone()).collect();
+        for t in tasks.iter_mut() {
+            t.notify = merging.iter().any(|srcs| srcs.contains(&(t.id as u32 + 1)));
         }
+        let (spare_tx, spare_rx) = crossbeam_channel::bounded(64);
         let sh = Arc::new(Shared {
             queues: (0..total)
                 .map(|_| Arc::new(MessageQueue::new(par.queue_capacity.max(par.batch))))
                 .collect(),
-            worker_of,
+            tasks: tasks.into_iter().map(Mutex::new).collect(),
             bells: (0..workers).map(|_| Doorbell::default()).collect(),
             log,
             out_routes,
@@ -831,19 +876,22 @@ impl ParallelEngine {
             shutdown: AtomicBool::new(false),
             pending_timers: AtomicU64::new(0),
             io_error: Mutex::new(None),
+            failed: AtomicBool::new(false),
             batch: par.batch.max(1),
+            spare_tx,
             latency_ring: (0..LATENCY_RING).map(|_| AtomicU64::new(0)).collect(),
             epoch: Instant::now(),
             progress: (0..=total).map(|_| AtomicU64::new(0)).collect(),
             dag,
             store,
         });
+        // The caller's thread is the root and helps with the tasks; W − 1 more threads.
         let mut handles = Vec::with_capacity(workers);
-        for (w, tasks) in per_worker.into_iter().enumerate() {
+        for w in 1..workers {
             let shc = Arc::clone(&sh);
             let h = std::thread::Builder::new()
                 .name(format!("streamnf-worker-{w}"))
-                .spawn(move || worker_loop(shc, w, tasks))
+                .spawn(move || worker_loop(shc, w))
                 .map_err(|e| format!("cannot start worker thread {w}: {e}"))?;
             handles.push(h);
         }
@@ -851,6 +899,7 @@ impl ParallelEngine {
             outbox: (0..total).map(|_| Vec::new()).collect(),
             sh,
             workers: handles,
+            own_scratch: Scratch::default(),
             clocks,
             input_routes,
             sink_out: Vec::new(),
@@ -862,6 +911,11 @@ impl ParallelEngine {
             tasks_per_vertex,
             first_task,
             since_flush: 0,
+            pending_log: Vec::new(),
+            pending_refs: Vec::new(),
+            pending_marks: Vec::new(),
+            spare: Vec::new(),
+            spare_rx,
             manager,
             worker_count: workers,
             latency: Latency::default(),
@@ -884,6 +938,7 @@ impl ParallelEngine {
         // A paced input arrives slowly: hand over what is batched instead of holding it.
         if !d.is_zero() {
             self.flush_root();
+            self.run_own();
         }
     }
 
@@ -896,7 +951,20 @@ impl ParallelEngine {
         ts_ns: u64,
         orig_len: u32,
     ) -> io::Result<()> {
-        self.process(Packet::with_orig_len(link, frame.to_vec(), ts_ns, orig_len))
+        let mut data = self.buffer();
+        data.extend_from_slice(frame);
+        self.process(Packet::with_orig_len(link, data, ts_ns, orig_len))
+    }
+
+    /// An empty frame buffer: one a worker returned, else a new one.
+    pub fn buffer(&mut self) -> Vec<u8> {
+        if let Some(b) = self.spare.pop() {
+            return b;
+        }
+        if let Ok(batch) = self.spare_rx.try_recv() {
+            self.spare = batch;
+        }
+        self.spare.pop().unwrap_or_default()
     }
 
     fn next_clock(&mut self) -> io::Result<u64> {
@@ -908,8 +976,10 @@ impl ParallelEngine {
         if self.started.is_none() {
             self.started = Some(Instant::now());
         }
-        if let Some(e) = self.sh.io_error.lock().take() {
-            return Err(e);
+        if self.sh.failed.load(Ordering::Acquire) {
+            if let Some(e) = self.sh.io_error.lock().take() {
+                return Err(e);
+            }
         }
         if self.sh.pending_timers.load(Ordering::Relaxed) > 0 {
             self.fire_timers(pkt.ts_ns)?;
@@ -925,14 +995,12 @@ impl ParallelEngine {
             if self.sh.dag.malformed == MalformedPolicy::Drop {
                 self.chain.dropped += 1;
                 self.chain.dropped_malformed += 1;
-                self.sh.log.advance_to(clock + 1);
                 return Ok(());
             }
         }
         // The log keeps the packet's headers and its index in the input; the frame bytes
         // stay in the caller's trace, which outlives the run.
         let logged = Packet { data: Vec::new(), ..pkt };
-        self.admit(clock, logged)?;
         if clock % LATENCY_SAMPLE == 0 {
             let slot = (clock / LATENCY_SAMPLE) as usize % LATENCY_RING;
             self.sh.latency_ring[slot].store(self.sh.epoch.elapsed().as_nanos() as u64, Ordering::Relaxed);
@@ -941,24 +1009,26 @@ impl ParallelEngine {
         let (to_tasks, to_sinks) =
             route_packet(0, &routes, pkt, clock, &mut self.outbox, &mut self.sink_out, &mut self.chosen);
         self.input_routes = routes;
-        if to_tasks == 0 && to_sinks == 0 {
-            self.chain.unmatched_input += 1;
-        }
-        if to_tasks > 1 {
-            self.sh
-                .log
-                .add_refs(clock, to_tasks - 1)
-                .map_err(|e| io::Error::other(format!("packet log: {e}")))?;
-        }
         if !self.sink_out.is_empty() {
             let mut sinks = self.sh.sinks.lock();
             for (idx, p) in self.sink_out.drain(..) {
                 sinks.write(idx, &p)?;
             }
         }
-        if to_tasks == 0 || to_sinks > 0 {
-            let r = self.sh.log.settle(&[(clock, u32::from(to_tasks == 0), to_sinks > 0)]);
-            r.map_err(|e| io::Error::other(format!("packet log: {:?}", e.failures.first())))?;
+        if to_tasks == 0 {
+            // Nothing downstream: the chain is done with it, no need to log it.
+            if to_sinks == 0 {
+                self.chain.unmatched_input += 1;
+                self.chain.dropped += 1;
+            }
+        } else {
+            self.pending_log.push((clock, logged));
+            if to_tasks > 1 {
+                self.pending_refs.push((clock, to_tasks - 1));
+            }
+            if to_sinks > 0 {
+                self.pending_marks.push((clock, 0, true));
+            }
         }
         for t in 0..self.outbox.len() {
             if self.outbox[t].len() >= self.sh.batch {
@@ -968,6 +1038,14 @@ impl ParallelEngine {
         self.since_flush += 1;
         if self.since_flush >= self.sh.batch {
             self.flush_root();
+            // With no worker threads the root runs every task; with some, it helps only
+            // when they fall behind (it has the input to read as well).
+            if self.workers.is_empty() || self.workers_behind() {
+                self.run_own();
+            }
+        }
+        if self.chain.packets_in % GC_EVERY == 0 {
+            self.sh.store.gc_below(self.sh.log.watermark());
         }
         if self.chain.packets_in % HOUSEKEEPING_EVERY == 0 {
             self.housekeeping();
@@ -975,34 +1053,73 @@ impl ParallelEngine {
         Ok(())
     }
 
-    /// Logs a packet, handing over the root's batches first if the log is full (the
-    /// tasks must see them to make room).
-    fn admit(&mut self, clock: u64, logged: Packet) -> io::Result<()> {
-        match self.sh.log.try_admit(clock, logged) {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                self.flush_root();
-                let packet = *e.packet;
-                self.sh
-                    .log
-                    .admit(clock, packet)
-                    .map_err(|e| io::Error::other(format!("packet log: {}", e.error)))
-            }
+    /// One pass of the root over the tasks no worker holds; true if any worked.
+    fn run_own(&mut self) -> bool {
+        run_tasks(&self.sh, &mut self.own_scratch, &mut self.latency).worked
+    }
+
+    /// True when the workers fall behind: some queue is over half full.
+    fn workers_behind(&self) -> bool {
+        self.sh.queues.iter().any(|q| q.len() * 2 > q.capacity())
+    }
+
+    /// Runs own tasks while waiting for room elsewhere; sleeps a little when they are idle.
+    fn help_or_wait(&mut self) {
+        if !self.run_own() {
+            self.sh.bells[0].wait(Duration::from_micros(20));
         }
     }
 
-    fn push_blocking(&mut self, t: usize) -> io::Result<()> {
-        let Some(q) = self.sh.queues.get(t) else { return Ok(()) };
-        q.push_batch(&mut self.outbox[t]).map_err(|_| io::Error::other("task queue closed"))?;
-        if let Some(b) = self.sh.worker_of.get(t).and_then(|w| self.sh.bells.get(*w)) {
-            b.ring();
+    /// Logs the packets whose messages are about to be handed over (one lock for the
+    /// batch), with their extra references and delivery marks. Waits while the log is full:
+    /// everything logged earlier has been handed over, so the tasks can make room.
+    fn commit_log(&mut self) -> io::Result<()> {
+        while !self.pending_log.is_empty() {
+            let n = self
+                .sh
+                .log
+                .try_admit_batch(&mut self.pending_log)
+                .map_err(|e| io::Error::other(format!("packet log: {}", e.error)))?;
+            if n == 0 {
+                // Full: everything logged earlier was handed over; the tasks (some of them
+                // this thread's own) make room.
+                self.help_or_wait();
+            }
         }
+        for (clock, k) in self.pending_refs.drain(..) {
+            self.sh.log.add_refs(clock, k).map_err(|e| io::Error::other(format!("packet log: {e}")))?;
+        }
+        if !self.pending_marks.is_empty() {
+            self.sh
+                .log
+                .settle(&self.pending_marks)
+                .map_err(|e| io::Error::other(format!("packet log: {:?}", e.failures.first())))?;
+            self.pending_marks.clear();
+        }
+        Ok(())
+    }
+
+    fn push_blocking(&mut self, t: usize) -> io::Result<()> {
+        self.commit_log()?;
+        let Some(q) = self.sh.queues.get(t).cloned() else { return Ok(()) };
+        loop {
+            match q.try_push_batch(&mut self.outbox[t]) {
+                Ok(()) => break,
+                Err(crate::queue::PushError::Full) => self.help_or_wait(),
+                Err(crate::queue::PushError::Closed) => return Err(io::Error::other("task queue closed")),
+            }
+        }
+        self.sh.ring_workers();
         Ok(())
     }
 
     /// Hands every partial batch of the root over, then publishes the root's progress:
     /// every clock handed out so far is in the tasks' queues.
     fn flush_root(&mut self) {
+        if let Err(e) = self.commit_log() {
+            self.sh.record_io_error(e);
+            return;
+        }
         for t in 0..self.outbox.len() {
             if !self.outbox[t].is_empty() {
                 let _ = self.push_blocking(t);
@@ -1053,7 +1170,7 @@ impl ParallelEngine {
             let clock = self.next_clock()?;
             let mut placeholder = Packet::new(LinkType::Ethernet, Vec::new(), t.at_ns);
             placeholder.meta.clock = clock;
-            self.admit(clock, placeholder)?;
+            self.pending_log.push((clock, placeholder));
             let gid = self.first_task[vid] + task;
             self.outbox[gid].push(Msg {
                 src: 0,
@@ -1073,26 +1190,21 @@ impl ParallelEngine {
         self.flush_root();
         self.publish_root_progress(u64::MAX);
         while !self.sh.log.is_empty() {
-            let err = self.sh.io_error.lock().take();
-            if let Some(e) = err {
+            if self.sh.failed.load(Ordering::Acquire) {
+                let err = self.sh.io_error.lock().take();
                 self.stop();
-                return Err(e);
+                return Err(err.unwrap_or_else(|| io::Error::other("a worker failed")));
             }
-            std::thread::sleep(Duration::from_micros(100));
+            self.help_or_wait();
         }
         let busy = self.started.map(|s| s.elapsed().saturating_sub(self.idle)).unwrap_or_default();
-        let results = self.stop();
+        let (stats, vertex, latency) = self.stop();
+        self.latency.merge(&latency);
         self.sh.store.gc_below(self.sh.log.watermark());
         self.housekeeping();
         let mut tasks: BTreeMap<String, Vec<TaskStats>> = BTreeMap::new();
-        let mut all: Vec<Task> = Vec::new();
-        for (ts, lat) in results {
-            all.extend(ts);
-            self.latency.merge(&lat);
-        }
-        all.sort_by_key(|t| t.id);
-        for t in &all {
-            tasks.entry(self.sh.dag.vertices[t.vertex].name.clone()).or_default().push(t.stats.clone());
+        for (st, v) in stats.into_iter().zip(vertex) {
+            tasks.entry(self.sh.dag.vertices[v].name.clone()).or_default().push(st);
         }
         let err = self.sh.io_error.lock().take();
         if let Some(e) = err {
@@ -1122,18 +1234,25 @@ impl ParallelEngine {
         })
     }
 
-    fn stop(&mut self) -> Vec<(Vec<Task>, Latency)> {
+    /// Stops the worker threads; returns every task (by id) and the latency histograms.
+    fn stop(&mut self) -> (Vec<TaskStats>, Vec<usize>, Latency) {
         self.sh.shutdown.store(true, Ordering::Release);
-        for b in &self.sh.bells {
-            b.ring();
-        }
-        let mut out = Vec::new();
+        self.sh.ring_workers();
+        let mut latency = Latency::default();
         for h in self.workers.drain(..) {
-            if let Ok(r) = h.join() {
-                out.push(r);
+            if let Ok(l) = h.join() {
+                latency.merge(&l);
             }
         }
-        out
+        let mut stats = Vec::new();
+        let mut vertex = Vec::new();
+        for t in &self.sh.tasks {
+            let mut t = t.lock();
+            t.monitor.publish();
+            stats.push(t.stats.clone());
+            vertex.push(t.vertex);
+        }
+        (stats, vertex, latency)
     }
 
     /// The vertex manager's report so far.

@@ -209,6 +209,52 @@ pub fn scope_flowspaces(dag: &LogicalDag) -> Vec<Option<Flowspace>> {
     key
 }
 
+/// Per vertex: true when its tasks must merge their senders' messages in clock order.
+///
+/// A task needs the merge when one of its flows can reach it over more than one sender;
+/// otherwise each flow arrives in root order already and the merge would only add waiting.
+/// A vertex without per-flow state needs none (its tasks share state with each other in
+/// store order anyway). Otherwise it needs one unless it has exactly one sending vertex
+/// (the root counts as one) and that vertex has one task, or its `scope` key is coarser
+/// than or equal to this vertex's key, it does not rewrite headers and does not choose
+/// tasks itself, and the edges between them are `scope` edges.
+pub fn merge_needed(dag: &LogicalDag, scopes: &[Option<Flowspace>], tasks: &[usize]) -> Vec<bool> {
+    (0..dag.vertices.len())
+        .map(|v| {
+            let Some(own) = &scopes[v] else { return false };
+            if dag.vertices[v].flowspaces.is_empty() {
+                return false;
+            }
+            let mut senders: Vec<Option<usize>> = Vec::new(); // None = the root
+            let mut plain_edges = true;
+            for e in &dag.edges {
+                if !matches!(e.to, Endpoint::Port { vertex, .. } if vertex == v) {
+                    continue;
+                }
+                plain_edges &= matches!(e.partition, Partition::Scope);
+                let s = match e.from {
+                    Endpoint::Port { vertex, .. } => Some(vertex),
+                    _ => None,
+                };
+                if !senders.contains(&s) {
+                    senders.push(s);
+                }
+            }
+            match senders[..] {
+                [None] => false,
+                [Some(u)] => {
+                    if tasks.get(u).copied().unwrap_or(1) <= 1 {
+                        return false;
+                    }
+                    let aligned = scopes[u].as_ref().is_some_and(|k| coarser_or_equal(k, own));
+                    !(plain_edges && aligned && !dag.vertices[u].nf.rewrites_headers())
+                }
+                _ => true,
+            }
+        })
+        .collect()
+}
+
 /// Maps a hash onto `0..tasks`: a full avalanche (MurmurHash3's finaliser; FNV leaves
 /// the high bits of similar keys alike) and then multiply-shift, uniform without a division.
 #[inline]
