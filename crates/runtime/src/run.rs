@@ -156,7 +156,7 @@ pub fn run_trace(
 /// The reference engine or the parallel one, chosen by the run's shape.
 enum AnyEngine {
     Reference(Engine),
-    Parallel(ParallelEngine),
+    Parallel(Box<ParallelEngine>),
 }
 
 impl AnyEngine {
@@ -184,7 +184,7 @@ impl AnyEngine {
         }
         let par = ParallelConfig { workers, instances, ..ParallelConfig::default() };
         ParallelEngine::new(Arc::clone(dag), store, cfg, par)
-            .map(AnyEngine::Parallel)
+            .map(|e| AnyEngine::Parallel(Box::new(e)))
             .map_err(RunError::Setup)
     }
 
