@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Instant;
 use streamnf_dag::{ChainBuilder, LogicalDag, NetworkFunction};
 use streamnf_packet::trace::RawRecord;
-use streamnf_packet::LinkType;
+use streamnf_packet::{LinkType, Packet};
 use streamnf_runtime::{Engine, EngineConfig};
 use streamnf_store::{EmbeddedStore, LocalStore, StateStore};
 use streamnf_tracegen::{GenConfig, Generator, ScanConfig};
@@ -29,6 +29,11 @@ pub enum BenchName {
     Figure1,
     /// The Figure 1 chain on the parallel engine: 1 worker vs 2 workers, side by side.
     Workers,
+    /// The root's per-packet bookkeeping: logical clock plus packet log (local and in-store).
+    Root,
+    /// Resident memory over a long parallel run of the Figure 1 chain, packets generated on
+    /// the fly (log and clock-log GC keep it flat); use --packets 10000000.
+    Memory,
 }
 
 /// Arguments of `streamnf bench`.
@@ -77,6 +82,8 @@ pub fn bench(a: BenchArgs) -> Result<(), String> {
             bench_chain("figure1", &pkts, a.rounds, &figure1)
         }
         BenchName::Nfs => bench_nfs(a.packets, a.rounds),
+        BenchName::Root => bench_root(a.packets, a.rounds),
+        BenchName::Memory => bench_memory(a.packets),
         BenchName::Workers => {
             let pkts = trace(a.packets, true)?;
             bench_workers(&pkts, a.rounds)
@@ -282,5 +289,119 @@ fn bench_store(ops: u64, keys: u32, rounds: u32) -> Result<(), String> {
             res[2] / 1e6
         );
     }
+    Ok(())
+}
+
+/// Clock + log per packet as the root does it: a clock from the `ClockSource` (persisted
+/// every 1024), the packet's headers logged in batches of 32, and each released in
+/// batches of 32 (as the tasks settle them), with the log holding up to 4096 packets.
+fn bench_root(packets: u64, rounds: u32) -> Result<(), String> {
+    use streamnf_runtime::packet_log::{ClockSource, PacketLog};
+    let frames = trace(packets.min(200_000), false)?;
+    let headers: Vec<Packet> =
+        frames.iter().map(|r| Packet::with_orig_len(r.link, Vec::new(), r.ts_ns, r.orig_len)).collect();
+    let run = |in_store: bool| -> Result<f64, String> {
+        let store: Arc<dyn StateStore> = Arc::new(EmbeddedStore::new());
+        let mut clocks = ClockSource::resume(Arc::clone(&store), 1, 1024).map_err(|e| e.to_string())?;
+        let log = if in_store {
+            PacketLog::in_store(4096, Arc::clone(&store), 1).map_err(|e| e.to_string())?
+        } else {
+            PacketLog::referencing(4096)
+        };
+        let mut batch: Vec<(u64, Packet)> = Vec::with_capacity(32);
+        let mut done: Vec<(u64, u32, bool)> = Vec::with_capacity(32);
+        let mut inflight = std::collections::VecDeque::new();
+        let t = Instant::now();
+        for i in 0..packets {
+            let frame = &frames[(i % frames.len() as u64) as usize];
+            let mut p = if in_store {
+                Packet::with_orig_len(frame.link, frame.data.clone(), frame.ts_ns, frame.orig_len)
+            } else {
+                // The root logs the headers of the packet it just parsed (hot in cache).
+                let mut h = headers[0].clone();
+                h.ts_ns = frame.ts_ns;
+                h.meta.ingress_index = i;
+                h
+            };
+            let c = clocks.next().map_err(|e| e.to_string())?;
+            p.meta.clock = c;
+            batch.push((c, p));
+            if batch.len() == 32 {
+                log.admit_batch(&mut batch).map_err(|e| e.error.to_string())?;
+                inflight.extend((c - 31)..=c);
+                while inflight.len() > 2048 {
+                    for _ in 0..32 {
+                        if let Some(d) = inflight.pop_front() {
+                            done.push((d, 1, true));
+                        }
+                    }
+                    log.settle(&done).map_err(|e| format!("{:?}", e.failures.first()))?;
+                    done.clear();
+                }
+            }
+        }
+        Ok(t.elapsed().as_nanos() as f64 / packets as f64)
+    };
+    let (mut local, mut stored) = (f64::MAX, f64::MAX);
+    for _ in 0..rounds.max(1) {
+        local = local.min(run(false)?);
+        stored = stored.min(run(true)?);
+    }
+    println!("bench root: {packets} packets, best of {} rounds", rounds.max(1));
+    println!("  clock + local log (headers; frames stay in the input):   {local:>7.1} ns/packet");
+    println!("  clock + in-store log (whole frame written to the store):  {stored:>7.1} ns/packet");
+    Ok(())
+}
+
+/// Resident set size now and at its peak, in MiB (Linux `/proc/self/status`).
+fn rss_mib() -> (f64, f64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+            .map_or(0.0, |kib| kib / 1024.0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+fn bench_memory(packets: u64) -> Result<(), String> {
+    use streamnf_runtime::{ParallelConfig, ParallelEngine};
+    let dag = Arc::new(figure1()?);
+    let store: Arc<dyn StateStore> = Arc::new(EmbeddedStore::new());
+    let par =
+        ParallelConfig { workers: 2, instances: vec![2; dag.vertices.len()], ..ParallelConfig::default() };
+    let mut engine = ParallelEngine::new(Arc::clone(&dag), Arc::clone(&store), EngineConfig::default(), par)?;
+    let cfg = GenConfig {
+        packets,
+        flows: 20_000,
+        xss_fraction: 0.01,
+        scan: Some(ScanConfig::default()),
+        ..GenConfig::default()
+    };
+    let step = (packets / 10).max(1);
+    println!("bench memory: figure1, {packets} generated packets, 2 workers, 2 instances per vertex");
+    println!("  {:>12} {:>10} {:>10} {:>16}", "packets", "RSS MiB", "peak MiB", "clock-log entries");
+    let t = Instant::now();
+    for (i, g) in Generator::new(cfg).map_err(|e| e.to_string())?.enumerate() {
+        engine
+            .process_frame(LinkType::Ethernet, &g.data, g.ts_ns, g.data.len() as u32)
+            .map_err(|e| e.to_string())?;
+        let n = i as u64 + 1;
+        if n % step == 0 {
+            let (rss, peak) = rss_mib();
+            println!("  {n:>12} {rss:>10.1} {peak:>10.1} {:>16}", store.clock_log_len());
+        }
+    }
+    let r = engine.finish().map_err(|e| e.to_string())?;
+    let (rss, peak) = rss_mib();
+    println!(
+        "  finished: {} packets in {:.1} s, RSS {rss:.1} MiB, peak {peak:.1} MiB, clock-log entries {}",
+        r.chain.packets_in,
+        t.elapsed().as_secs_f64(),
+        store.clock_log_len()
+    );
     Ok(())
 }

@@ -480,6 +480,36 @@ pub trait PacketStore: Send {
     fn name(&self) -> &'static str;
 }
 
+/// Keeps no packet at all: the input outlives the run (a trace replayed from memory), so
+/// the log only records each packet's input index ([`PacketLog::in_flight_refs`]).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct InputRefStore;
+
+impl PacketStore for InputRefStore {
+    fn inline(&self) -> bool {
+        false
+    }
+
+    fn put(&mut self, _clock: u64, _packet: &Packet) -> Result<(), PacketLogError> {
+        Ok(())
+    }
+
+    fn get(&self, _clock: u64) -> Result<Option<Packet>, PacketLogError> {
+        Err(PacketLogError::Corrupt {
+            clock: _clock,
+            reason: "a referencing log keeps input indexes, not packets (use in_flight_refs)".into(),
+        })
+    }
+
+    fn remove(&mut self, _clock: u64) -> Result<(), PacketLogError> {
+        Ok(())
+    }
+
+    fn name(&self) -> &'static str {
+        "input-ref"
+    }
+}
+
 /// Packets kept in process memory, inline in the log's table (the default backend).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct MemoryPacketStore;
@@ -629,8 +659,12 @@ struct Entry {
     count: u32,
     /// Some descendant reached a sink.
     delivered: bool,
-    /// The packet, when the backend keeps it inline.
-    inline: Option<Packet>,
+    /// The packet's index in the input (`Meta::ingress_index`): what a referencing log
+    /// keeps instead of the packet.
+    ingress: u64,
+    /// The packet, when the backend keeps it inline (boxed: entries stay small, so the
+    /// table stays in cache when packets are not kept).
+    inline: Option<Box<Packet>>,
 }
 
 struct Inner {
@@ -657,15 +691,16 @@ impl Inner {
 
     #[inline]
     fn insert(&mut self, clock: u64, packet: Packet) -> Result<(), AdmitError> {
+        let ingress = packet.meta.ingress_index;
         let inline = if self.inline {
-            Some(packet)
+            Some(Box::new(packet))
         } else {
             if let Err(e) = self.backend.put(clock, &packet) {
                 return Err(AdmitError::new(e, packet));
             }
             None
         };
-        self.table.push(clock, Entry { count: 1, delivered: false, inline });
+        self.table.push(clock, Entry { count: 1, delivered: false, ingress, inline });
         self.next_expected = clock + 1;
         self.stats.admitted += 1;
         self.stats.high_water = self.stats.high_water.max(self.table.live);
@@ -730,6 +765,12 @@ impl PacketLog {
     /// A log of at most `capacity` packets (0 counts as 1) kept in memory.
     pub fn new(capacity: usize) -> Self {
         Self::with_backend(capacity, Box::new(MemoryPacketStore))
+    }
+
+    /// A log that keeps only each packet's input index (the frames stay in the caller's
+    /// input, which must outlive the run).
+    pub fn referencing(capacity: usize) -> Self {
+        PacketLog::with_backend(capacity, Box::new(InputRefStore))
     }
 
     /// A log of at most `capacity` packets (0 counts as 1) kept in the state store
@@ -974,7 +1015,7 @@ impl PacketLog {
         let mut out = Vec::with_capacity(g.table.live.min(1024));
         for (c, e) in g.table.iter_from(from) {
             let p = match &e.inline {
-                Some(p) => Some(p.clone()),
+                Some(p) => Some((**p).clone()),
                 None => g.backend.get(c)?,
             };
             match p {
@@ -988,6 +1029,13 @@ impl PacketLog {
             }
         }
         Ok(out)
+    }
+
+    /// Clock and input index of every packet in flight with clock >= `from`, in clock
+    /// order: what a referencing log ([`PacketLog::referencing`]) replays from.
+    pub fn in_flight_refs(&self, from: u64) -> Vec<(u64, u64)> {
+        let g = self.inner.lock();
+        g.table.iter_from(from).map(|(c, e)| (c, e.ingress)).collect()
     }
 
     /// Outstanding references of the packet of `clock`, if it is in flight.

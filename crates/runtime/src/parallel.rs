@@ -798,7 +798,9 @@ impl ParallelEngine {
             .collect();
         let clocks = ClockSource::resume(Arc::clone(&store), dag.id, par.persist_every)
             .map_err(|e| format!("root clock: {e}"))?;
-        let log = PacketLog::new(par.log_capacity.max(1));
+        // The root replays from the caller's input (the trace in memory): the log keeps
+        // input indexes, not frames.
+        let log = PacketLog::referencing(par.log_capacity.max(1));
         log.advance_to(clocks.peek());
         let mut manager =
             VertexManager::new(par.policy.unwrap_or_else(|| Box::new(ThresholdPolicy::default())));

@@ -40,8 +40,15 @@
 use parking_lot::{Condvar, Mutex, MutexGuard};
 use serde::Serialize;
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// Empty batch vectors a queue keeps for producers.
+const SPARE_VECS: usize = 16;
+
+/// Polls of an empty queue before a consumer sleeps (a few microseconds).
+const SPIN_BEFORE_WAIT: u32 = 2000;
 
 /// Default number of messages a [`Batcher`] collects before handing them over.
 pub const DEFAULT_BATCH_SIZE: usize = 32;
@@ -90,7 +97,13 @@ pub struct QueueStats {
 }
 
 struct Inner<T> {
-    buf: VecDeque<T>,
+    /// Queued batches, oldest first (never an empty one). Batches move in and out whole,
+    /// by swapping vectors: a message is not copied on its way through.
+    batches: VecDeque<Vec<T>>,
+    /// Messages in `batches`.
+    len: usize,
+    /// Empty vectors (with their capacity) handed back to producers.
+    spare: Vec<Vec<T>>,
     closed: bool,
     stats: QueueStats,
 }
@@ -101,6 +114,9 @@ struct Inner<T> {
 /// See the [module documentation](self) for the admission rule.
 pub struct MessageQueue<T> {
     inner: Mutex<Inner<T>>,
+    /// Messages held, readable without the lock: an empty queue is skipped (and waited
+    /// for by spinning) without touching the mutex's cache line.
+    len_hint: AtomicUsize,
     /// Signalled when messages arrive or the queue closes (consumers wait on it).
     not_empty: Condvar,
     /// Signalled when space frees or the queue closes (producers wait on it).
@@ -123,7 +139,14 @@ impl<T> MessageQueue<T> {
     /// treated as 1).
     pub fn new(capacity: usize) -> Self {
         MessageQueue {
-            inner: Mutex::new(Inner { buf: VecDeque::new(), closed: false, stats: QueueStats::default() }),
+            inner: Mutex::new(Inner {
+                batches: VecDeque::new(),
+                len: 0,
+                spare: Vec::new(),
+                closed: false,
+                stats: QueueStats::default(),
+            }),
+            len_hint: AtomicUsize::new(0),
             not_empty: Condvar::new(),
             not_full: Condvar::new(),
             capacity: capacity.max(1),
@@ -145,7 +168,7 @@ impl<T> MessageQueue<T> {
             return Ok(());
         }
         let mut counted = false;
-        while !admits(g.buf.len(), batch.len(), self.capacity) {
+        while !admits(g.len, batch.len(), self.capacity) {
             if !counted {
                 g.stats.blocked_pushes += 1;
                 counted = true;
@@ -172,7 +195,7 @@ impl<T> MessageQueue<T> {
             return Ok(());
         }
         let mut counted = false;
-        while !admits(g.buf.len(), batch.len(), self.capacity) {
+        while !admits(g.len, batch.len(), self.capacity) {
             if !counted {
                 g.stats.blocked_pushes += 1;
                 counted = true;
@@ -204,7 +227,7 @@ impl<T> MessageQueue<T> {
         if batch.is_empty() {
             return Ok(());
         }
-        if !admits(g.buf.len(), batch.len(), self.capacity) {
+        if !admits(g.len, batch.len(), self.capacity) {
             return Err(PushError::Full);
         }
         self.admit(&mut g, batch);
@@ -213,11 +236,18 @@ impl<T> MessageQueue<T> {
 
     /// Admits a non-empty batch (space already checked) and wakes consumers.
     fn admit(&self, g: &mut MutexGuard<'_, Inner<T>>, batch: &mut Vec<T>) {
-        let n = batch.len() as u64;
-        g.buf.extend(batch.drain(..));
-        g.stats.pushed += n;
+        let n = batch.len();
+        if n == 0 {
+            return;
+        }
+        let fresh = g.spare.pop().unwrap_or_default();
+        let full = std::mem::replace(batch, fresh);
+        g.batches.push_back(full);
+        g.len += n;
+        self.len_hint.store(g.len, Ordering::Release);
+        g.stats.pushed += n as u64;
         g.stats.batches_pushed += 1;
-        let len = g.buf.len() as u64;
+        let len = g.len as u64;
         if len > g.stats.high_water {
             g.stats.high_water = len;
         }
@@ -229,6 +259,11 @@ impl<T> MessageQueue<T> {
     /// were moved (0 when the queue is empty, also when it is closed: see
     /// [`is_closed`](Self::is_closed)). Wakes producers waiting for space.
     pub fn pop_batch(&self, out: &mut Vec<T>, max: usize) -> usize {
+        // An empty queue is skipped without taking the lock (a racing push is seen on the
+        // next call).
+        if self.len_hint.load(Ordering::Acquire) == 0 {
+            return 0;
+        }
         let mut g = self.inner.lock();
         self.take(&mut g, out, max)
     }
@@ -244,9 +279,17 @@ impl<T> MessageQueue<T> {
         timeout: Duration,
     ) -> Result<usize, QueueClosed> {
         let deadline = deadline_after(timeout);
+        // A producer usually comes back within microseconds: spin briefly before sleeping
+        // (a sleep and a wake-up cost more than a whole batch).
+        for _ in 0..SPIN_BEFORE_WAIT {
+            if self.len_hint.load(Ordering::Acquire) > 0 {
+                break;
+            }
+            std::hint::spin_loop();
+        }
         let mut g = self.inner.lock();
         loop {
-            if !g.buf.is_empty() {
+            if g.len > 0 {
                 return Ok(self.take(&mut g, out, max));
             }
             if g.closed {
@@ -269,11 +312,31 @@ impl<T> MessageQueue<T> {
 
     /// Moves up to `max` messages into `out` and wakes producers if any moved.
     fn take(&self, g: &mut MutexGuard<'_, Inner<T>>, out: &mut Vec<T>, max: usize) -> usize {
-        let n = max.min(g.buf.len());
+        let mut n = 0;
+        while n < max {
+            let room = max - n;
+            let Some(front) = g.batches.front_mut() else { break };
+            if front.len() > room {
+                out.extend(front.drain(..room));
+                n += room;
+                break;
+            }
+            let Some(mut b) = g.batches.pop_front() else { break };
+            n += b.len();
+            if out.is_empty() {
+                std::mem::swap(out, &mut b);
+            } else {
+                out.append(&mut b);
+            }
+            if b.capacity() > 0 && g.spare.len() < SPARE_VECS {
+                g.spare.push(b);
+            }
+        }
         if n == 0 {
             return 0;
         }
-        out.extend(g.buf.drain(..n));
+        g.len -= n;
+        self.len_hint.store(g.len, Ordering::Release);
         g.stats.popped += n as u64;
         // All producers: they wait for different amounts of space.
         self.not_full.notify_all();
@@ -286,9 +349,15 @@ impl<T> MessageQueue<T> {
     /// `keep` runs with the queue locked: it must not call back into this queue.
     pub fn retain(&self, keep: impl FnMut(&T) -> bool) -> usize {
         let mut g = self.inner.lock();
-        let before = g.buf.len();
-        g.buf.retain(keep);
-        let deleted = before - g.buf.len();
+        let before = g.len;
+        let mut keep = keep;
+        for b in g.batches.iter_mut() {
+            b.retain(&mut keep);
+        }
+        g.batches.retain(|b| !b.is_empty());
+        g.len = g.batches.iter().map(Vec::len).sum();
+        self.len_hint.store(g.len, Ordering::Release);
+        let deleted = before - g.len;
         if deleted > 0 {
             g.stats.deleted += deleted as u64;
             self.not_full.notify_all();
@@ -301,7 +370,7 @@ impl<T> MessageQueue<T> {
     /// `f` runs with the queue locked: it must not call back into this queue.
     pub fn inspect(&self, f: impl FnMut(&T)) {
         let g = self.inner.lock();
-        g.buf.iter().for_each(f);
+        g.batches.iter().flatten().for_each(f);
     }
 
     /// Closes the queue and wakes every waiting producer and consumer. Later pushes fail
@@ -321,12 +390,12 @@ impl<T> MessageQueue<T> {
 
     /// Messages currently queued.
     pub fn len(&self) -> usize {
-        self.inner.lock().buf.len()
+        self.inner.lock().len
     }
 
     /// Whether no message is queued.
     pub fn is_empty(&self) -> bool {
-        self.inner.lock().buf.is_empty()
+        self.inner.lock().len == 0
     }
 
     /// The bound, in messages (at least 1).
@@ -344,7 +413,7 @@ impl<T> std::fmt::Debug for MessageQueue<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let g = self.inner.lock();
         f.debug_struct("MessageQueue")
-            .field("len", &g.buf.len())
+            .field("len", &g.len)
             .field("capacity", &self.capacity)
             .field("closed", &g.closed)
             .finish()
