@@ -15,11 +15,19 @@ pub struct GraphArgs {
     /// Draw the physical DAG: every instance (task) of every vertex.
     #[arg(long)]
     physical: bool,
+    /// Instances of a vertex in the physical DAG, VERTEX=N (repeatable; as for `run`).
+    #[arg(long = "instances", value_name = "VERTEX=N")]
+    instances: Vec<String>,
 }
 
 /// Prints the chain as DOT.
 pub fn graph(a: GraphArgs) -> Result<(), String> {
-    let dag = load_chain(&a.chain, &streamnf_nfs::builtin_registry()).map_err(|e| e.to_string())?;
+    let mut dag = load_chain(&a.chain, &streamnf_nfs::builtin_registry()).map_err(|e| e.to_string())?;
+    for (name, n) in crate::run::parse_instances(&a.instances, &dag, &a.chain)? {
+        if let Some(v) = dag.vertex_id(&name) {
+            dag.vertices[v].instances = n;
+        }
+    }
     print!("{}", if a.physical { physical_dot(&dag) } else { logical_dot(&dag) });
     Ok(())
 }

@@ -674,6 +674,12 @@ fn worker_loop(sh: Arc<Shared>, me: usize) -> Latency {
             if sh.shutdown.load(Ordering::Acquire) && all_idle(&sh) {
                 break;
             }
+            // Work is queued but its tasks were busy on another thread: look again soon
+            // rather than sleep.
+            if sh.queues.iter().any(|q| q.has_messages()) {
+                std::thread::yield_now();
+                continue;
+            }
             let wait =
                 if t.backed_up || t.waiting { Duration::from_micros(50) } else { Duration::from_millis(2) };
             sh.bells[me].wait(wait);

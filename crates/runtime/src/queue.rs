@@ -393,6 +393,12 @@ impl<T> MessageQueue<T> {
         self.inner.lock().len
     }
 
+    /// Whether messages are probably queued, read without the lock (may lag a concurrent
+    /// push or pop by a moment; for polling loops).
+    pub fn has_messages(&self) -> bool {
+        self.len_hint.load(Ordering::Acquire) > 0
+    }
+
     /// Whether no message is queued.
     pub fn is_empty(&self) -> bool {
         self.inner.lock().len == 0
