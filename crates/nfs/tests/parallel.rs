@@ -148,6 +148,22 @@ fn eight_tasks_on_two_threads_and_the_root_clock_is_persisted() {
     assert_eq!(store.clock_log_len(), 0, "the store keeps no clock-log entries after the run");
 }
 
+#[test]
+fn behind_a_rewriting_nf_tasks_merge_their_senders_in_clock_order() {
+    // After the NAT (2 instances, split by remote address) the IDS sees every outbound
+    // packet with the NAT's source address: one IDS flow fed by both NAT tasks. Only the
+    // clock-ordered merge makes its SYN counting cross the threshold at the same packet.
+    let dag = Arc::new(random_chain(&[1, 2], true));
+    let input = trace(4_000, 21);
+    let want = reference(&dag, &input);
+    assert!(!want.alerts.is_empty(), "the IDS must alert, or the order is not tested");
+    for workers in 1..=2 {
+        let got = parallel(&dag, &input, workers, &[2, 3, 2]);
+        let d = differences(&want, &got, 12);
+        assert!(d.is_empty(), "{workers} workers:\n{}", d.join("\n"));
+    }
+}
+
 /// The built-in NFs random chains are made of. The NAT only ever comes first: behind a
 /// vertex with several instances its port choice follows that vertex's schedule (its
 /// documented equivalence relation, docs/nfs/nat.md), which this exact comparison does not

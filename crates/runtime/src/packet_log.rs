@@ -1841,4 +1841,53 @@ mod tests {
             with_log - fifo_base
         );
     }
+
+    #[test]
+    fn settle_marks_delivery_and_counts_the_undelivered() {
+        let log = PacketLog::referencing(8);
+        let mut batch: Vec<(u64, Packet)> = (1..=3u64)
+            .map(|c| {
+                let mut p = Packet::new(LinkType::Ethernet, Vec::new(), c);
+                p.meta.ingress_index = c * 10;
+                (c, p)
+            })
+            .collect();
+        assert_eq!(log.try_admit_batch(&mut batch).map_err(|e| e.error), Ok(3));
+        assert!(batch.is_empty());
+        assert_eq!(log.in_flight_refs(2), vec![(2, 20), (3, 30)]);
+        log.add_refs(1, 1).unwrap();
+        // Clock 1: one copy reached a sink (mark only), then both references go.
+        assert_eq!(log.settle(&[(1, 0, true), (1, 1, false), (2, 1, false)]).ok(), Some(1));
+        assert_eq!(log.refs(1), Some(1));
+        assert_eq!(log.settle(&[(1, 1, false), (3, 1, true)]).ok(), Some(2));
+        let st = log.stats();
+        assert_eq!((st.released, st.undelivered), (3, 1), "only clock 2 reached no sink");
+        assert!(log.settle(&[(9, 1, false)]).is_err(), "unknown clock");
+        assert!(log.in_flight_from(1).map(|v| v.is_empty()).unwrap_or(false));
+    }
+
+    #[test]
+    fn try_admit_batch_takes_what_fits_and_keeps_the_rest_in_order() {
+        let log = PacketLog::new(2);
+        let mut batch: Vec<(u64, Packet)> =
+            (1..=5u64).map(|c| (c, Packet::new(LinkType::Ethernet, vec![c as u8], c))).collect();
+        assert_eq!(log.try_admit_batch(&mut batch).map_err(|e| e.error), Ok(2));
+        assert_eq!(batch.iter().map(|(c, _)| *c).collect::<Vec<_>>(), vec![3, 4, 5]);
+        assert_eq!(log.try_admit_batch(&mut batch).map_err(|e| e.error), Ok(0), "full");
+        log.release(1).unwrap();
+        assert_eq!(log.try_admit_batch(&mut batch).map_err(|e| e.error), Ok(1));
+        assert_eq!(
+            log.in_flight_from(0).unwrap().iter().map(|(c, p)| (*c, p.data[0])).collect::<Vec<_>>(),
+            vec![(2, 2), (3, 3)]
+        );
+        // Out of order: the failing packet is handed back, its successors stay.
+        let mut bad = vec![
+            (2, Packet::new(LinkType::Ethernet, vec![], 0)),
+            (9, Packet::new(LinkType::Ethernet, vec![], 0)),
+        ];
+        log.release(2).unwrap();
+        let e = log.try_admit_batch(&mut bad).err().map(|e| e.error);
+        assert!(matches!(e, Some(PacketLogError::ClockOutOfOrder { clock: 2, .. })), "{e:?}");
+        assert_eq!(bad.len(), 1);
+    }
 }

@@ -350,6 +350,76 @@ mod tests {
         assert!(err.contains("`zz`") && err.contains("none"), "{err}");
     }
 
+    struct Rewriter;
+    impl NetworkFunction for Rewriter {
+        fn spec(&self) -> NfSpec {
+            NfSpec {
+                inputs: vec![PortSpec::packets("in")],
+                outputs: vec![PortSpec::packets("out")],
+                state: vec![StateObjectSpec::per_flow("c", Flowspace(vec![Field::Connection]))],
+                connection_terminating: false,
+            }
+        }
+        fn on_packet(&self, _: usize, _: &mut Packet, ctx: &mut dyn NfContext) -> Result<(), NfError> {
+            ctx.forward(0);
+            Ok(())
+        }
+        fn rewrites_headers(&self) -> bool {
+            true
+        }
+    }
+
+    struct Stateless;
+    impl NetworkFunction for Stateless {
+        fn spec(&self) -> NfSpec {
+            NfSpec {
+                inputs: vec![PortSpec::packets("in")],
+                outputs: vec![PortSpec::packets("out")],
+                state: vec![],
+                connection_terminating: false,
+            }
+        }
+        fn on_packet(&self, _: usize, _: &mut Packet, ctx: &mut dyn NfContext) -> Result<(), NfError> {
+            ctx.forward(0);
+            Ok(())
+        }
+    }
+
+    fn chain(first: Arc<dyn NetworkFunction>) -> LogicalDag {
+        let d = ChainBuilder::new("c")
+            .vertex("a", first)
+            .vertex("b", Arc::new(BySrc))
+            .edge("input", "a.in")
+            .edge("a.out", "b.in")
+            .edge("b.out", "output.out")
+            .build();
+        match d {
+            Ok(d) => d,
+            Err(e) => panic!("test chain: {e}"),
+        }
+    }
+
+    #[test]
+    fn scope_keys_coarsen_chain_wide_and_merges_only_where_needed() {
+        // A stateless vertex takes its downstream vertex's key: each source then passes
+        // through one upstream task, and the downstream tasks need no merge.
+        let dag = chain(Arc::new(Stateless));
+        let scopes = scope_flowspaces(&dag);
+        let src = Flowspace(vec![Field::SrcIp]);
+        assert_eq!(scopes, vec![Some(src.clone()), Some(src.clone())]);
+        assert_eq!(merge_needed(&dag, &scopes, &[3, 2]), vec![false, false]);
+        // After an NF that rewrites headers (keyed by connection, which [src_ip] does not
+        // refine), a source's packets can come from any upstream task: merge.
+        let dag = chain(Arc::new(Rewriter));
+        let scopes = scope_flowspaces(&dag);
+        assert_eq!(scopes[0], Some(Flowspace(vec![Field::Connection])));
+        assert_eq!(merge_needed(&dag, &scopes, &[3, 2]), vec![false, true]);
+        // One upstream task: its output is in root order already.
+        assert_eq!(merge_needed(&dag, &scopes, &[1, 2]), vec![false, false]);
+        assert!(coarser_or_equal(&src, &Flowspace::five_tuple()));
+        assert!(!coarser_or_equal(&Flowspace::five_tuple(), &src));
+    }
+
     struct Last;
     impl Splitter for Last {
         fn select(&self, _: &Packet, tasks: usize) -> usize {
