@@ -1,6 +1,6 @@
 //! Parsed header fields and offsets of one packet.
 //!
-//! Produced once by [`crate::parse`] and read by everything after it (filters, splitters,
+//! Produced once by [`crate::parse()`] and read by everything after it (filters, splitters,
 //! NFs). It owns no bytes: offsets index into [`crate::Packet::data`]. Fields an NF
 //! rewrites (NAT) must be re-parsed or patched together with the bytes.
 

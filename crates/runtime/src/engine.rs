@@ -3,7 +3,7 @@
 //! per NF, unbounded links).
 //!
 //! Root: assigns the logical clock (1, 2, 3 …), applies the malformed policy, applies
-//! the input edges' filters. Tasks: call the NF with a [`TaskContext`], then route what it
+//! the input edges' filters. Tasks: call the NF with a [`TaskContext`](crate::context::TaskContext), then route what it
 //! emitted along the edges of its output ports (filters applied there). Sinks: write.
 //! Timers due in trace time fire before the packet that passes them, each with a fresh
 //! logical clock. The engine never keeps NF state: only counters and the message queue.

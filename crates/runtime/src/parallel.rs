@@ -1,12 +1,21 @@
 //! The parallel engine: the physical DAG (§3.2) on a pool of worker threads.
 //!
-//! Every vertex runs as N tasks (instances); tasks are pinned to workers round-robin, so
-//! the task count does not depend on the thread count (8 tasks on 2 threads work). The
-//! caller's thread is the root splitter (§5): it parses each frame once, assigns the
-//! logical clock from the [`ClockSource`] (persisted to the store every n clocks), logs the
-//! packet in the [`PacketLog`] and hands it to the first vertices' tasks. After each task
-//! a splitter ([`SplitRule`]) sends outputs to the downstream task that owns their flow,
-//! through that task's bounded [`MessageQueue`], in batches.
+//! Every vertex runs as N tasks (instances). A task runs on whichever thread is free, one
+//! thread at a time (each task sits behind its own lock, so it processes its input in
+//! order); the task count does not depend on the thread count (8 tasks on 2 threads work).
+//! The caller's thread is the root splitter (§5) and worker 0: it parses each frame once,
+//! assigns the logical clock from the [`ClockSource`] (persisted to the store every n
+//! clocks), logs the packet in the [`PacketLog`] and hands it to the first vertices'
+//! tasks. W − 1 more threads run tasks; the root runs them too when they fall behind (and
+//! all of them when W = 1). After each task a splitter ([`SplitRule`]) sends outputs to the
+//! downstream task that owns their flow, through that task's bounded [`MessageQueue`], in
+//! batches.
+//!
+//! Order: a task whose flows can reach it over several senders (after an NF that rewrites
+//! headers, or an unaligned split; see [`crate::splitter::merge_needed`]) merges its input
+//! in clock order (`Reorder`): every sender publishes its progress, a clock below which it
+//! will send nothing more, and a message is processed once no sender can still send an
+//! earlier one. Each task then sees its flows in the order of the single-instance run.
 //!
 //! Bookkeeping: each logged packet counts the messages descending from it that are still
 //! queued or being processed. A task consuming a message with k children adds k − 1
@@ -15,10 +24,11 @@
 //! the log. The smallest clock still in flight is the watermark below which the store may
 //! forget its clock logs (§5.1), so memory stays flat.
 //!
-//! Back-pressure, never drops: the root blocks on a full queue or a full log. A worker
-//! never blocks on a full queue (it may own the task that would drain it); a task whose
-//! outbox to some downstream task is over the limit stops taking input until the outbox
-//! drains. The last vertices only write to sinks, so some task can always make progress.
+//! Back-pressure, never drops: the root waits on a full queue or a full log, running tasks
+//! meanwhile. A task never blocks on a full queue (the thread may be the one that would
+//! drain it); a task whose outbox to some downstream task is over the limit stops taking
+//! input until the outbox drains. The last vertices only write to sinks, so some task can
+//! always make progress.
 //!
 //! The engine keeps counters, queues and the log; NF state lives only in the store.
 
@@ -527,7 +537,8 @@ struct Turn {
     waiting: bool,
 }
 
-fn process_timed(sh: &Shared, task: &mut Task, msg: Msg, scratch: &mut Scratch) {
+/// Processes one message and counts it towards the next statistics publication.
+fn process_counted(sh: &Shared, task: &mut Task, msg: Msg, scratch: &mut Scratch) {
     process_message(sh, task, msg, scratch);
     task.since_publish += 1;
 }
@@ -559,7 +570,7 @@ fn task_turn(sh: &Shared, task: &mut Task, scratch: &mut Scratch, latency: &mut 
                 let mut last = 0;
                 for msg in input.drain(..) {
                     last = msg.clock;
-                    process_timed(sh, task, msg, scratch);
+                    process_counted(sh, task, msg, scratch);
                 }
                 scratch.input = input;
                 if q.is_empty() {
@@ -604,7 +615,7 @@ fn task_turn(sh: &Shared, task: &mut Task, scratch: &mut Scratch, latency: &mut 
                 }
                 let msg = entry.remove();
                 turn.worked = true;
-                process_timed(sh, task, msg, scratch);
+                process_counted(sh, task, msg, scratch);
             }
             turn.waiting = !r.waiting.is_empty();
             if let Some(((c, _, _), _)) = r.waiting.first_key_value() {

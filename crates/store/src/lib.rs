@@ -23,7 +23,7 @@
 //!
 //! Backends: [`EmbeddedStore`] (sharded in-process store with clock logs; the default) and
 //! [`LocalStore`] (the "traditional NF" baseline with no clock log, for benchmarks only).
-//! [`conformance`] holds trait-only checks any backend should pass; [`bench`] holds
+//! [`conformance`] holds trait-only checks any backend should pass; [`bench`](mod@bench) holds
 //! throughput measurements.
 #![warn(missing_docs)]
 

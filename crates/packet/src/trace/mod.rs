@@ -6,7 +6,7 @@
 //! buffered [`TraceReader`], and writes packets back out with a [`CaptureWriter`]
 //! ([`PcapWriter`], [`PcapNgWriter`], [`create_writer`]).
 //!
-//! It never parses the frames themselves (that is [`crate::parse`], reached through
+//! It never parses the frames themselves (that is [`crate::parse()`], reached through
 //! [`RawRecord::into_packet`]), never loads a whole file behind the caller's back
 //! ([`read_all`] is the explicit exception), and never panics on input: damage ends the
 //! stream with one [`TraceError`] saying at which byte and record it starts.
