@@ -164,6 +164,23 @@ fn behind_a_rewriting_nf_tasks_merge_their_senders_in_clock_order() {
     }
 }
 
+#[test]
+fn a_stateless_vertex_between_passes_its_flows_on_in_order() {
+    // Found by the property test: NAT (2 instances) → forward (1) → IDS (1). The forward
+    // keeps no per-flow state, but the IDS behind it counts per source, so the forward must
+    // merge its two senders in clock order too.
+    let dag = Arc::new(random_chain(&[0, 1], true));
+    for seed in 0..6 {
+        let input = trace(1_500, seed);
+        let want = reference(&dag, &input);
+        for workers in 1..=2 {
+            let got = parallel(&dag, &input, workers, &[2, 1, 1]);
+            let d = differences(&want, &got, 12);
+            assert!(d.is_empty(), "seed {seed}, {workers} workers:\n{}", d.join("\n"));
+        }
+    }
+}
+
 /// The built-in NFs random chains are made of. The NAT only ever comes first: behind a
 /// vertex with several instances its port choice follows that vertex's schedule (its
 /// documented equivalence relation, docs/nfs/nat.md), which this exact comparison does not

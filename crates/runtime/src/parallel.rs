@@ -526,6 +526,15 @@ fn finish_batch(sh: &Shared, scratch: &mut Scratch, latency: &mut Latency) {
     }
 }
 
+/// Writes what the processed messages produced (sinks, alerts) and settles their clocks,
+/// then hands the task's outboxes over; true when every outbox is empty after. Settling
+/// comes first: a clock marked delivered is still referenced by its unsent children, and a
+/// child consumed on another thread may release it the moment it is handed over.
+fn hand_over(sh: &Shared, task: &mut Task, scratch: &mut Scratch, latency: &mut Latency) -> bool {
+    finish_batch(sh, scratch, latency);
+    flush_outboxes(sh, task)
+}
+
 /// What one turn of a task did.
 #[derive(Default)]
 struct Turn {
@@ -608,7 +617,7 @@ fn task_turn(sh: &Shared, task: &mut Task, scratch: &mut Scratch, latency: &mut 
                 if entry.key().0 > bound {
                     break;
                 }
-                if outbox_full(task) && !flush_outboxes(sh, task) {
+                if outbox_full(task) && !hand_over(sh, task, scratch, latency) {
                     safe = entry.key().0.saturating_sub(1);
                     turn.backed_up = true;
                     break;
@@ -630,7 +639,7 @@ fn task_turn(sh: &Shared, task: &mut Task, scratch: &mut Scratch, latency: &mut 
         task.stats.busy_ns += busy;
         task.monitor.add_busy_ns(busy);
     }
-    if flush_outboxes(sh, task) {
+    if hand_over(sh, task, scratch, latency) {
         if safe > task.published {
             task.published = safe;
             if let Some(a) = sh.progress.get(task.id + 1) {
@@ -643,7 +652,6 @@ fn task_turn(sh: &Shared, task: &mut Task, scratch: &mut Scratch, latency: &mut 
     } else {
         turn.backed_up = true;
     }
-    finish_batch(sh, scratch, latency);
     if task.since_publish >= PUBLISH_EVERY {
         task.monitor.publish();
         task.since_publish = 0;
@@ -1208,13 +1216,26 @@ impl ParallelEngine {
     pub fn finish(mut self) -> io::Result<EngineReport> {
         self.flush_root();
         self.publish_root_progress(u64::MAX);
-        while !self.sh.log.is_empty() {
-            if self.sh.failed.load(Ordering::Acquire) {
-                let err = self.sh.io_error.lock().take();
-                self.stop();
-                return Err(err.unwrap_or_else(|| io::Error::other("a worker failed")));
+        loop {
+            while !self.sh.log.is_empty() {
+                if self.sh.failed.load(Ordering::Acquire) {
+                    let err = self.sh.io_error.lock().take();
+                    self.stop();
+                    return Err(err.unwrap_or_else(|| io::Error::other("a worker failed")));
+                }
+                self.help_or_wait();
             }
-            self.help_or_wait();
+            // Timers set while the last packets were processed, due by the last packet's
+            // time, fire now (the reference engine fires them before that packet).
+            if self.sh.pending_timers.load(Ordering::Acquire) == 0 {
+                break;
+            }
+            let before = self.clocks.peek();
+            self.fire_timers(self.cur_ts)?;
+            self.flush_root();
+            if self.clocks.peek() == before {
+                break;
+            }
         }
         let busy = self.started.map(|s| s.elapsed().saturating_sub(self.idle)).unwrap_or_default();
         let (stats, vertex, latency) = self.stop();

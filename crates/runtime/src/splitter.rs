@@ -213,16 +213,30 @@ pub fn scope_flowspaces(dag: &LogicalDag) -> Vec<Option<Flowspace>> {
 ///
 /// A task needs the merge when one of its flows can reach it over more than one sender;
 /// otherwise each flow arrives in root order already and the merge would only add waiting.
-/// A vertex without per-flow state needs none (its tasks share state with each other in
-/// store order anyway). Otherwise it needs one unless it has exactly one sending vertex
-/// (the root counts as one) and that vertex has one task, or its `scope` key is coarser
-/// than or equal to this vertex's key, it does not rewrite headers and does not choose
-/// tasks itself, and the edges between them are `scope` edges.
+/// Vertices with no per-flow state at or below them need none (their tasks share state
+/// with each other in store order anyway). A stateless vertex above a stateful one does:
+/// it must pass its flows on in order. A vertex needs no merge when it has exactly one
+/// sending vertex (the root counts as one) that has one task, or whose `scope` key is
+/// coarser than or equal to this vertex's, does not rewrite headers, and sends over
+/// `scope` edges only.
 pub fn merge_needed(dag: &LogicalDag, scopes: &[Option<Flowspace>], tasks: &[usize]) -> Vec<bool> {
-    (0..dag.vertices.len())
+    let n = dag.vertices.len();
+    // Per-flow state at or below each vertex (vertices are in topological order).
+    let mut stateful_below = vec![false; n];
+    for v in (0..n).rev() {
+        let mut any = !dag.vertices[v].flowspaces.is_empty();
+        for port in 0..dag.vertices[v].spec.outputs.len() {
+            for e in dag.edges_from(&Endpoint::Port { vertex: v, port }) {
+                if let Endpoint::Port { vertex: w, .. } = e.to {
+                    any |= stateful_below[w];
+                }
+            }
+        }
+        stateful_below[v] = any;
+    }
+    (0..n)
         .map(|v| {
-            let Some(own) = &scopes[v] else { return false };
-            if dag.vertices[v].flowspaces.is_empty() {
+            if !stateful_below[v] {
                 return false;
             }
             let mut senders: Vec<Option<usize>> = Vec::new(); // None = the root
@@ -246,7 +260,10 @@ pub fn merge_needed(dag: &LogicalDag, scopes: &[Option<Flowspace>], tasks: &[usi
                     if tasks.get(u).copied().unwrap_or(1) <= 1 {
                         return false;
                     }
-                    let aligned = scopes[u].as_ref().is_some_and(|k| coarser_or_equal(k, own));
+                    let aligned = match (&scopes[u], &scopes[v]) {
+                        (Some(ku), Some(kv)) => coarser_or_equal(ku, kv),
+                        _ => false,
+                    };
                     !(plain_edges && aligned && !dag.vertices[u].nf.rewrites_headers())
                 }
                 _ => true,
@@ -408,6 +425,20 @@ mod tests {
         let src = Flowspace(vec![Field::SrcIp]);
         assert_eq!(scopes, vec![Some(src.clone()), Some(src.clone())]);
         assert_eq!(merge_needed(&dag, &scopes, &[3, 2]), vec![false, false]);
+        // A stateless vertex above a stateful one keeps its flows in order too.
+        let dag3 = ChainBuilder::new("c3")
+            .vertex("r", Arc::new(Rewriter))
+            .vertex("s", Arc::new(Stateless))
+            .vertex("b", Arc::new(BySrc))
+            .edge("input", "r.in")
+            .edge("r.out", "s.in")
+            .edge("s.out", "b.in")
+            .edge("b.out", "output.out")
+            .build()
+            .map_err(|e| e.to_string())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let sc3 = scope_flowspaces(&dag3);
+        assert_eq!(merge_needed(&dag3, &sc3, &[2, 1, 1]), vec![false, true, false]);
         // After an NF that rewrites headers (keyed by connection, which [src_ip] does not
         // refine), a source's packets can come from any upstream task: merge.
         let dag = chain(Arc::new(Rewriter));
