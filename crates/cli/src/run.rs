@@ -44,6 +44,10 @@ pub struct RunArgs {
     /// `instances`, else 1). Independent of --workers: 8 tasks run on 2 threads.
     #[arg(long = "instances", value_name = "VERTEX=N")]
     pub instances: Vec<String>,
+    /// Where the parallel root logs packets in flight: local (input indexes in memory) or
+    /// store (whole frames in the state store; much slower).
+    #[arg(long = "packet-log", default_value = "local")]
+    pub packet_log: String,
     /// Replay pace: max, recorded, or packets per second.
     #[arg(long, default_value = "max")]
     pub pace: String,
@@ -102,6 +106,7 @@ pub fn run(a: RunArgs) -> Result<(), String> {
         keep: false,
         workers: a.workers,
         instances,
+        packet_log: a.packet_log.parse().map_err(|e| format!("--packet-log: {e}"))?,
     };
     let outcome = run_trace(Arc::new(dag), store, &opts).map_err(|e| e.to_string())?;
     if !a.quiet {

@@ -181,6 +181,38 @@ fn a_stateless_vertex_between_passes_its_flows_on_in_order() {
     }
 }
 
+#[test]
+fn the_in_store_packet_log_gives_the_same_outputs_and_leaves_nothing_behind() {
+    use streamnf_runtime::PacketLogMode;
+    let dag = example("figure1.toml");
+    let input = trace(2_000, 31);
+    let want = reference(&dag, &input);
+    let store: Arc<dyn StateStore> = Arc::new(EmbeddedStore::new());
+    let par = ParallelConfig {
+        workers: 2,
+        instances: vec![2, 2, 2],
+        packet_log: PacketLogMode::Store,
+        log_capacity: 128,
+        ..ParallelConfig::default()
+    };
+    let mut e = ParallelEngine::new(Arc::clone(&dag), Arc::clone(&store), keep(), par).expect("engine");
+    for r in &input {
+        e.process_frame(r.link, &r.data, r.ts_ns, r.orig_len).expect("process");
+    }
+    let rep = e.finish().expect("finish");
+    let state = store.snapshot(dag.id);
+    let got = RunOutputs { sinks: rep.sink_records, alerts: rep.alert_records, state: state.clone() };
+    let d = differences(&want, &got, 12);
+    assert!(d.is_empty(), "{}", d.join("\n"));
+    // Packet records live under the root's object 1; every one was deleted on release.
+    let records = format!(
+        "/{}/*/{}/",
+        streamnf_runtime::packet_log::ROOT_VERTEX,
+        streamnf_runtime::packet_log::PACKET_LOG_OBJECT
+    );
+    assert!(!state.keys().any(|k| k.contains(&records)), "packet records left in the store");
+}
+
 /// The built-in NFs random chains are made of. The NAT only ever comes first: behind a
 /// vertex with several instances its port choice follows that vertex's schedule (its
 /// documented equivalence relation, docs/nfs/nat.md), which this exact comparison does not

@@ -28,6 +28,6 @@ pub mod summary;
 
 pub use engine::{Engine, EngineConfig, StateMode};
 pub use pace::Pace;
-pub use parallel::{ParallelConfig, ParallelEngine};
+pub use parallel::{PacketLogMode, ParallelConfig, ParallelEngine};
 pub use run::{run_trace, RunError, RunOptions, RunOutcome};
 pub use summary::Summary;

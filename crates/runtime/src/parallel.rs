@@ -71,6 +71,30 @@ pub struct ParallelConfig {
     pub splitters: SplitterRegistry,
     /// Vertex-manager policy (default: [`ThresholdPolicy`]).
     pub policy: Option<Box<dyn Policy>>,
+    /// Where the root logs packets in flight.
+    pub packet_log: PacketLogMode,
+}
+
+/// Where the root logs packets in flight (§5).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PacketLogMode {
+    /// In the root's memory, as input indexes: the frames stay in the input, which the
+    /// root keeps (the default; a few tens of nanoseconds per packet).
+    #[default]
+    Local,
+    /// In the state store, whole frames (survives the root; microseconds per packet).
+    Store,
+}
+
+impl std::str::FromStr for PacketLogMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "local" => Ok(PacketLogMode::Local),
+            "store" => Ok(PacketLogMode::Store),
+            other => Err(format!("unknown packet log `{other}`: expected local or store")),
+        }
+    }
 }
 
 impl Default for ParallelConfig {
@@ -84,6 +108,7 @@ impl Default for ParallelConfig {
             persist_every: DEFAULT_PERSIST_EVERY,
             splitters: SplitterRegistry::default(),
             policy: None,
+            packet_log: PacketLogMode::Local,
         }
     }
 }
@@ -730,6 +755,8 @@ pub struct ParallelEngine {
     first_task: Vec<usize>,
     /// Input packets since the root last handed over all its batches.
     since_flush: usize,
+    /// The log keeps whole frames (in the store), not input indexes.
+    log_frames: bool,
     /// Packets to log before the next hand-over (admitted in one batch).
     pending_log: Vec<(u64, Packet)>,
     /// Extra references (fan-out at the root) to add once logged.
@@ -823,9 +850,14 @@ impl ParallelEngine {
             .collect();
         let clocks = ClockSource::resume(Arc::clone(&store), dag.id, par.persist_every)
             .map_err(|e| format!("root clock: {e}"))?;
-        // The root replays from the caller's input (the trace in memory): the log keeps
-        // input indexes, not frames.
-        let log = PacketLog::referencing(par.log_capacity.max(1));
+        // Locally, the root replays from the caller's input (the trace in memory): the log
+        // keeps input indexes, not frames. In the store, it keeps whole frames.
+        let log = match par.packet_log {
+            PacketLogMode::Local => PacketLog::referencing(par.log_capacity.max(1)),
+            PacketLogMode::Store => PacketLog::in_store(par.log_capacity.max(1), Arc::clone(&store), dag.id)
+                .map_err(|e| format!("packet log in the store: {e}"))?,
+        };
+        let log_frames = par.packet_log == PacketLogMode::Store;
         log.advance_to(clocks.peek());
         let mut manager =
             VertexManager::new(par.policy.unwrap_or_else(|| Box::new(ThresholdPolicy::default())));
@@ -938,6 +970,7 @@ impl ParallelEngine {
             tasks_per_vertex,
             first_task,
             since_flush: 0,
+            log_frames,
             pending_log: Vec::new(),
             pending_refs: Vec::new(),
             pending_marks: Vec::new(),
@@ -1027,7 +1060,7 @@ impl ParallelEngine {
         }
         // The log keeps the packet's headers and its index in the input; the frame bytes
         // stay in the caller's trace, which outlives the run.
-        let logged = Packet { data: Vec::new(), ..pkt };
+        let logged = if self.log_frames { pkt.clone() } else { Packet { data: Vec::new(), ..pkt } };
         if clock % LATENCY_SAMPLE == 0 {
             let slot = (clock / LATENCY_SAMPLE) as usize % LATENCY_RING;
             self.sh.latency_ring[slot].store(self.sh.epoch.elapsed().as_nanos() as u64, Ordering::Relaxed);

@@ -38,6 +38,8 @@ pub struct RunOptions {
     pub workers: Option<usize>,
     /// Instances per vertex by vertex name (default: the chain file's, else 1).
     pub instances: Vec<(String, u32)>,
+    /// Where the parallel engine's root logs packets in flight.
+    pub packet_log: crate::parallel::PacketLogMode,
 }
 
 impl RunOptions {
@@ -53,6 +55,7 @@ impl RunOptions {
             keep: false,
             workers: None,
             instances: Vec::new(),
+            packet_log: crate::parallel::PacketLogMode::Local,
         }
     }
 }
@@ -184,7 +187,8 @@ impl AnyEngine {
                 .map(AnyEngine::Reference)
                 .map_err(RunError::Setup);
         }
-        let par = ParallelConfig { workers, instances, ..ParallelConfig::default() };
+        let par =
+            ParallelConfig { workers, instances, packet_log: opts.packet_log, ..ParallelConfig::default() };
         ParallelEngine::new(Arc::clone(dag), store, cfg, par)
             .map(AnyEngine::Parallel)
             .map_err(RunError::Setup)
