@@ -711,9 +711,20 @@ impl Inner {
     /// incremented, even when the backend fails to delete it).
     #[inline]
     fn release(&mut self, clock: u64, n: u32, freed: &mut usize) -> Result<bool, PacketLogError> {
-        let not_in_flight = PacketLogError::NotInFlight { clock };
-        let i = self.table.find(clock).ok_or(not_in_flight.clone())?;
-        let e = self.table.live_mut(i).ok_or(not_in_flight)?;
+        let i = self.table.find(clock).ok_or(PacketLogError::NotInFlight { clock })?;
+        self.release_at(i, clock, n, freed)
+    }
+
+    /// [`Inner::release`] of the entry at table index `i` (found by the caller).
+    #[inline]
+    fn release_at(
+        &mut self,
+        i: usize,
+        clock: u64,
+        n: u32,
+        freed: &mut usize,
+    ) -> Result<bool, PacketLogError> {
+        let e = self.table.live_mut(i).ok_or(PacketLogError::NotInFlight { clock })?;
         if n < e.count {
             e.count -= n;
             return Ok(false);
@@ -879,6 +890,39 @@ impl PacketLog {
         Ok(admitted)
     }
 
+    /// For a referencing log ([`PacketLog::referencing`]): admits `(clock, input index)`
+    /// pairs from the front of `batch`, in clock order, as many as fit now (one lock, no
+    /// packet copied); returns how many. The rest stay in `batch`. A log that keeps
+    /// packets, a closed log or a clock out of order gives an error and admits nothing more.
+    pub fn try_admit_indexes(&self, batch: &mut Vec<(u64, u64)>) -> Result<usize, PacketLogError> {
+        let mut g = self.inner.lock();
+        if g.inline || g.backend.name() != "input-ref" {
+            return Err(PacketLogError::Corrupt {
+                clock: batch.first().map_or(0, |b| b.0),
+                reason: format!("the {} log keeps packets: admit them with their frames", g.backend.name()),
+            });
+        }
+        let room = self.capacity.saturating_sub(g.table.live).min(batch.len());
+        let mut admitted = 0;
+        for &(clock, ingress) in &batch[..room] {
+            if g.closed {
+                batch.drain(..admitted);
+                return Err(PacketLogError::Closed { clock });
+            }
+            if let Err(e) = g.check_clock(clock) {
+                batch.drain(..admitted);
+                return Err(e);
+            }
+            g.table.push(clock, Entry { count: 1, delivered: false, ingress, inline: None });
+            g.next_expected = clock + 1;
+            admitted += 1;
+        }
+        g.stats.admitted += admitted as u64;
+        g.stats.high_water = g.stats.high_water.max(g.table.live);
+        batch.drain(..admitted);
+        Ok(admitted)
+    }
+
     /// Like [`PacketLog::admit`] but never waits: a full log gives
     /// [`PacketLogError::Full`] with the packet handed back.
     pub fn try_admit(&self, clock: u64, packet: Packet) -> Result<(), AdmitError> {
@@ -966,8 +1010,12 @@ impl PacketLog {
         let wake = {
             let mut g = self.inner.lock();
             for &(c, n, delivered) in items {
+                let Some(i) = g.table.find(c) else {
+                    failures.push((c, PacketLogError::NotInFlight { clock: c }));
+                    continue;
+                };
                 if delivered {
-                    match g.table.find(c).and_then(|i| g.table.live_mut(i)) {
+                    match g.table.live_mut(i) {
                         Some(e) => e.delivered = true,
                         None => {
                             failures.push((c, PacketLogError::NotInFlight { clock: c }));
@@ -976,7 +1024,7 @@ impl PacketLog {
                     }
                 }
                 if n > 0 {
-                    if let Err(e) = g.release(c, n, &mut freed) {
+                    if let Err(e) = g.release_at(i, c, n, &mut freed) {
                         failures.push((c, e));
                     }
                 }
@@ -1889,5 +1937,28 @@ mod tests {
         let e = log.try_admit_batch(&mut bad).err().map(|e| e.error);
         assert!(matches!(e, Some(PacketLogError::ClockOutOfOrder { clock: 2, .. })), "{e:?}");
         assert_eq!(bad.len(), 1);
+    }
+
+    #[test]
+    fn indexes_are_admitted_only_by_a_referencing_log() {
+        let log = PacketLog::referencing(3);
+        let mut b: Vec<(u64, u64)> = vec![(5, 50), (6, 60), (8, 80), (9, 90)];
+        assert_eq!(log.try_admit_indexes(&mut b), Ok(3));
+        assert_eq!(b, vec![(9, 90)]);
+        assert_eq!(log.in_flight_refs(0), vec![(5, 50), (6, 60), (8, 80)]);
+        assert_eq!(log.watermark(), 5);
+        assert_eq!(log.settle(&[(5, 1, true), (6, 1, false)]).ok(), Some(2));
+        assert_eq!(log.try_admit_indexes(&mut b), Ok(1));
+        let mut old = vec![(7, 70)];
+        assert!(matches!(
+            log.try_admit_indexes(&mut old),
+            Err(PacketLogError::ClockOutOfOrder { clock: 7, .. })
+        ));
+        assert_eq!(old, vec![(7, 70)], "nothing admitted, nothing lost");
+        assert!(
+            PacketLog::new(4).try_admit_indexes(&mut vec![(1, 1)]).is_err(),
+            "an inline log keeps packets"
+        );
+        assert_eq!(log.stats().admitted, 4);
     }
 }

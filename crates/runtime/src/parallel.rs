@@ -757,8 +757,10 @@ pub struct ParallelEngine {
     since_flush: usize,
     /// The log keeps whole frames (in the store), not input indexes.
     log_frames: bool,
-    /// Packets to log before the next hand-over (admitted in one batch).
+    /// Packets to log before the next hand-over (admitted in one batch): whole packets
+    /// for a store log and timers, `(clock, input index)` for the local log.
     pending_log: Vec<(u64, Packet)>,
+    pending_index: Vec<(u64, u64)>,
     /// Extra references (fan-out at the root) to add once logged.
     pending_refs: Vec<(u64, u32)>,
     /// Logged packets that also reached a sink from the root.
@@ -972,6 +974,7 @@ impl ParallelEngine {
             since_flush: 0,
             log_frames,
             pending_log: Vec::new(),
+            pending_index: Vec::new(),
             pending_refs: Vec::new(),
             pending_marks: Vec::new(),
             spare: Vec::new(),
@@ -1060,7 +1063,7 @@ impl ParallelEngine {
         }
         // The log keeps the packet's headers and its index in the input; the frame bytes
         // stay in the caller's trace, which outlives the run.
-        let logged = if self.log_frames { pkt.clone() } else { Packet { data: Vec::new(), ..pkt } };
+        let logged = self.log_frames.then(|| pkt.clone());
         if clock % LATENCY_SAMPLE == 0 {
             let slot = (clock / LATENCY_SAMPLE) as usize % LATENCY_RING;
             self.sh.latency_ring[slot].store(self.sh.epoch.elapsed().as_nanos() as u64, Ordering::Relaxed);
@@ -1082,7 +1085,10 @@ impl ParallelEngine {
                 self.chain.dropped += 1;
             }
         } else {
-            self.pending_log.push((clock, logged));
+            match logged {
+                Some(p) => self.pending_log.push((clock, p)),
+                None => self.pending_index.push((clock, self.chain.packets_in - 1)),
+            }
             if to_tasks > 1 {
                 self.pending_refs.push((clock, to_tasks - 1));
             }
@@ -1134,12 +1140,18 @@ impl ParallelEngine {
     /// batch), with their extra references and delivery marks. Waits while the log is full:
     /// everything logged earlier has been handed over, so the tasks can make room.
     fn commit_log(&mut self) -> io::Result<()> {
-        while !self.pending_log.is_empty() {
-            let n = self
-                .sh
-                .log
-                .try_admit_batch(&mut self.pending_log)
-                .map_err(|e| io::Error::other(format!("packet log: {}", e.error)))?;
+        while !self.pending_log.is_empty() || !self.pending_index.is_empty() {
+            let n = if self.pending_index.is_empty() {
+                self.sh
+                    .log
+                    .try_admit_batch(&mut self.pending_log)
+                    .map_err(|e| io::Error::other(format!("packet log: {}", e.error)))?
+            } else {
+                self.sh
+                    .log
+                    .try_admit_indexes(&mut self.pending_index)
+                    .map_err(|e| io::Error::other(format!("packet log: {e}")))?
+            };
             if n == 0 {
                 // Full: everything logged earlier was handed over; the tasks (some of them
                 // this thread's own) make room.
