@@ -126,15 +126,16 @@ impl Summary {
         }
         let _ = writeln!(
             s,
-            "  {:<12} {:>10} {:>10} {:>8} {:>8} {:>10} {:>6}",
-            "vertex", "pkts in", "pkts out", "ctx out", "alerts", "state ops", "errors"
+            "  {:<12} {:>5} {:>10} {:>10} {:>8} {:>8} {:>10} {:>6}",
+            "vertex", "tasks", "pkts in", "pkts out", "ctx out", "alerts", "state ops", "errors"
         );
         for (name, v) in &self.vertices {
             let t = &v.totals;
             let _ = writeln!(
                 s,
-                "  {:<12} {:>10} {:>10} {:>8} {:>8} {:>10} {:>6}",
+                "  {:<12} {:>5} {:>10} {:>10} {:>8} {:>8} {:>10} {:>6}",
                 name,
+                v.tasks.len(),
                 t.packets_in,
                 t.packets_out,
                 t.contexts_out,
@@ -149,6 +150,13 @@ impl Summary {
             "  throughput {:.0} pkt/s over {:.3} s; latency p50 {} ns, p99 {} ns, max {} ns",
             self.throughput_pps, self.processing_s, l.p50_ns, l.p99_ns, l.max_ns
         );
+        let engine = if self.manager.is_some() { "parallel engine" } else { "reference engine" };
+        let _ = writeln!(s, "  {engine}, {} worker thread(s)", self.workers);
+        if let Some(m) = &self.manager {
+            for (kind, n) in &m.hint_counts {
+                let _ = writeln!(s, "  vertex-manager hint {kind:<20} {n:>6} (see --summary-json)");
+            }
+        }
         for f in &self.output_files {
             let _ = writeln!(s, "  wrote {f}");
         }
