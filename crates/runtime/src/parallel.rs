@@ -199,6 +199,8 @@ struct Shared {
     sinks: Mutex<SinkSet>,
     alerts: Mutex<AlertSink>,
     shutdown: AtomicBool,
+    /// Stop now, abandoning queued work (the engine was dropped after an error).
+    abort: AtomicBool,
     pending_timers: AtomicU64,
     io_error: Mutex<Option<io::Error>>,
     /// Set with `io_error`, so the root checks a flag per packet, not a lock.
@@ -713,6 +715,9 @@ fn worker_loop(sh: Arc<Shared>, me: usize) -> Latency {
     let mut scratch = Scratch::default();
     let mut latency = Latency::default();
     loop {
+        if sh.abort.load(Ordering::Acquire) {
+            break;
+        }
         let t = run_tasks(&sh, &mut scratch, &mut latency);
         if !t.worked {
             if sh.shutdown.load(Ordering::Acquire) && all_idle(&sh) {
@@ -935,6 +940,7 @@ impl ParallelEngine {
             sinks: Mutex::new(sinks),
             alerts: Mutex::new(AlertSink::new(cfg.alerts_out, cfg.keep)),
             shutdown: AtomicBool::new(false),
+            abort: AtomicBool::new(false),
             pending_timers: AtomicU64::new(0),
             io_error: Mutex::new(None),
             failed: AtomicBool::new(false),
@@ -1341,8 +1347,11 @@ impl ParallelEngine {
 }
 
 impl Drop for ParallelEngine {
+    /// An engine dropped without [`ParallelEngine::finish`] (after an error) stops its
+    /// workers at once: what is still queued is abandoned, and the run has already failed.
     fn drop(&mut self) {
         if !self.workers.is_empty() {
+            self.sh.abort.store(true, Ordering::Release);
             self.sh.log.close();
             for q in &self.sh.queues {
                 q.close();

@@ -455,3 +455,33 @@ fn parallel_timers_fire_late_not_never() {
         assert_eq!(got, want, "{workers} workers");
     }
 }
+
+/// An output that cannot be written ends a parallel run with one error, and dropping the
+/// engine afterwards returns (its workers stop).
+#[test]
+fn parallel_output_error_is_reported_and_the_engine_stops() {
+    use streamnf_runtime::{ParallelConfig, ParallelEngine};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let not_a_dir = dir.path().join("file");
+    std::fs::write(&not_a_dir, b"x").expect("write");
+    let cfg = EngineConfig { out_dir: Some(not_a_dir), ..EngineConfig::default() };
+    let par =
+        ParallelConfig { workers: 2, instances: vec![2, 1], queue_capacity: 8, ..ParallelConfig::default() };
+    let mut e = ParallelEngine::new(chain(MalformedPolicy::Drop), Arc::new(EmbeddedStore::new()), cfg, par)
+        .expect("parallel engine");
+    let mut failed = None;
+    for i in 0..20_000u64 {
+        if let Err(err) = e.process(from([10, 0, 0, (i % 3) as u8 + 1], b"", 1_000 + i)) {
+            failed = Some(err);
+            break;
+        }
+    }
+    let err = match failed {
+        Some(err) => err,
+        None => match e.finish() {
+            Err(err) => err,
+            Ok(_) => panic!("writing into a file as a directory must fail"),
+        },
+    };
+    assert!(err.to_string().contains("out") || err.kind() == std::io::ErrorKind::NotADirectory, "{err}");
+}
