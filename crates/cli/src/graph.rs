@@ -41,8 +41,24 @@ fn physical_dot(dag: &LogicalDag) -> String {
         dag.name
     );
     let _ = writeln!(out, "  \"root\" [shape=circle, label=\"root splitter\"];");
-    for v in &dag.vertices {
-        let _ = writeln!(out, "  subgraph \"cluster_{}\" {{ label=\"{} ({})\";", v.name, v.name, v.nf_name);
+    // What the runtime will do: the key each vertex's input is split by, and which vertices
+    // merge their senders in clock order.
+    let scopes = streamnf_runtime::splitter::scope_flowspaces(dag);
+    let tasks_per_vertex: Vec<usize> = dag.vertices.iter().map(|v| v.instances as usize).collect();
+    let merges = streamnf_runtime::splitter::merge_needed(dag, &scopes, &tasks_per_vertex);
+    for (i, v) in dag.vertices.iter().enumerate() {
+        let mut label = format!("{} ({})", v.name, v.nf_name);
+        if v.instances > 1 {
+            match &scopes[i] {
+                Some(k) => label.push_str(&format!(", split by {k}")),
+                None => label.push_str(", split by [connection]"),
+            }
+        }
+        if merges[i] {
+            label.push_str(", merges senders by clock");
+        }
+        let _ =
+            writeln!(out, "  subgraph {} {{ label={};", quote(&format!("cluster_{}", v.name)), quote(&label));
         for t in 0..v.instances {
             let _ = writeln!(out, "    \"{}/{t}\";", v.name);
         }

@@ -877,6 +877,14 @@ fn graph_physical() {
     assert!(dot.contains("\"limiter/0\" -> \"output.out\""), "{dot}");
     assert!(dot.contains("\"ids/0\" -> \"dpi/0\""), "{dot}");
     assert_eq!(dot.lines().filter(|l| l.contains(" -> ")).count(), chain_edges(FIGURE1).len(), "{dot}");
+    // With instances: every task, every task pair an edge can join, and the split key.
+    let r = ok(["graph", "--physical", FIGURE1, "--instances", "ids=3", "--instances", "limiter=2"]);
+    let dot = &r.stdout;
+    assert!(dot.contains("\"ids/2\"") && dot.contains("\"limiter/1\""), "{dot}");
+    assert!(dot.contains("ids (light_ids), split by [src_ip]"), "{dot}");
+    assert!(dot.contains("\"ids/2\" -> \"limiter/1\""), "{dot}");
+    let msg = fails(["graph", "--physical", FIGURE1, "--instances", "nosuch=2"]);
+    assert!(msg.contains("nosuch"), "{msg}");
 }
 
 #[test]
