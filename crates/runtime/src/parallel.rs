@@ -161,12 +161,18 @@ struct Route {
 /// Wakes a sleeping worker.
 #[derive(Default)]
 struct Doorbell {
+    /// The owner is about to sleep or sleeping: only then does a ring take the lock (a
+    /// ring while it is awake costs one atomic load).
+    sleeping: AtomicBool,
     rung: Mutex<bool>,
     cv: Condvar,
 }
 
 impl Doorbell {
     fn ring(&self) {
+        if !self.sleeping.load(Ordering::Acquire) {
+            return;
+        }
         let mut r = self.rung.lock();
         if !*r {
             *r = true;
@@ -174,12 +180,16 @@ impl Doorbell {
         }
     }
 
+    /// Sleeps up to `timeout` unless rung. A ring that comes before `sleeping` is set can
+    /// be missed; the timeout bounds the delay (callers look for work again on waking).
     fn wait(&self, timeout: Duration) {
+        self.sleeping.store(true, Ordering::Release);
         let mut r = self.rung.lock();
         if !*r {
             let _ = self.cv.wait_for(&mut r, timeout);
         }
         *r = false;
+        self.sleeping.store(false, Ordering::Release);
     }
 }
 
