@@ -479,4 +479,29 @@ mod tests {
             assert!(hit.iter().all(|&x| x), "{tasks}: {hit:?}");
         }
     }
+
+    fn udp6(src: [u8; 16], sport: u16) -> Packet {
+        let b = etherparse::PacketBuilder::ethernet2([1; 6], [2; 6]).ipv6(src, [9; 16], 64).udp(sport, 53);
+        let mut data = Vec::new();
+        let _ = b.write(&mut data, b"q");
+        Packet::new(LinkType::Ethernet, data, 0)
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 128, ..Default::default() })]
+        /// A verdict naming a source reaches the task that sees that source's packets, for
+        /// any address (v4 or v6) and any task count.
+        #[test]
+        fn contexts_follow_their_flows(v4 in proptest::prelude::any::<[u8; 4]>(), v6 in proptest::prelude::any::<[u8; 16]>(), tasks in 2usize..9, sport in 1u16..) {
+            let v = vertex();
+            let rule = SplitRule::resolve(&Partition::Scope, &v, tasks, &SplitterRegistry::default(), None).unwrap();
+            let t4 = rule.packet_targets(&udp(v4, sport), tasks);
+            let c4 = rule.context_targets(&json!({"src_ip": std::net::Ipv4Addr::from(v4).to_string()}), tasks);
+            proptest::prop_assert_eq!(t4, c4);
+            let t6 = rule.packet_targets(&udp6(v6, sport), tasks);
+            let c6 = rule.context_targets(&json!({"src_ip": std::net::Ipv6Addr::from(v6).to_string()}), tasks);
+            proptest::prop_assert_eq!(t6, c6);
+            proptest::prop_assert!(matches!(t4, Targets::One(t) if t < tasks));
+        }
+    }
 }

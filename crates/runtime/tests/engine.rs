@@ -485,3 +485,36 @@ fn parallel_output_error_is_reported_and_the_engine_stops() {
     };
     assert!(err.to_string().contains("out") || err.kind() == std::io::ErrorKind::NotADirectory, "{err}");
 }
+
+/// A parallel run on a store that an earlier run used resumes its clocks after the
+/// persisted value plus the persist interval: no clock is handed out twice across runs.
+#[test]
+fn a_restarted_root_never_reuses_a_clock() {
+    use streamnf_runtime::{ParallelConfig, ParallelEngine};
+    let store: Arc<dyn StateStore> = Arc::new(EmbeddedStore::new());
+    let dag = chain(MalformedPolicy::Drop);
+    let run = |n: u64| {
+        let par = ParallelConfig {
+            workers: 2,
+            instances: vec![2, 1],
+            persist_every: 100,
+            ..ParallelConfig::default()
+        };
+        let cfg = EngineConfig { keep: true, ..EngineConfig::default() };
+        let mut e = ParallelEngine::new(Arc::clone(&dag), Arc::clone(&store), cfg, par).expect("engine");
+        for i in 0..n {
+            e.process(from([10, 0, 0, (i % 3) as u8 + 1], b"", 1_000 + i)).expect("process");
+        }
+        let r = e.finish().expect("finish");
+        let clocks: Vec<u64> = r.sink_records["all"].iter().map(|s| s.clock).collect();
+        (clocks.iter().copied().min().unwrap_or(0), clocks.iter().copied().max().unwrap_or(0), clocks.len())
+    };
+    let (first_min, first_max, n1) = run(1_050);
+    assert_eq!((first_min, first_max, n1), (1, 1_050, 1_050));
+    // The first run persisted 1001 last (every 100 clocks, before handing it out), so the
+    // second run starts at 1001 + 100.
+    let (second_min, _, n2) = run(10);
+    assert_eq!(n2, 10);
+    assert_eq!(second_min, 1_101, "resumes at the last persisted clock + the interval");
+    assert!(second_min > first_max);
+}
