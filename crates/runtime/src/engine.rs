@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 use streamnf_dag::{ContextMsg, Endpoint, LogicalDag, StateScope};
-use streamnf_packet::{LinkType, MalformedPolicy, Packet};
+use streamnf_packet::{LinkType, Packet};
 use streamnf_store::{StateStore, Value};
 
 /// Inputs between two garbage collections of the store's clock logs.
@@ -158,6 +158,18 @@ fn route_of(ep: &Endpoint, sinks: &SinkSet) -> Option<Route> {
     }
 }
 
+/// Registers every vertex's custom store operations (once per store, before a run).
+pub(crate) fn register_custom_ops(dag: &LogicalDag, store: &dyn StateStore) -> Result<(), String> {
+    for v in &dag.vertices {
+        for (name, f) in v.nf.custom_ops() {
+            store
+                .register_custom_op(&name, f)
+                .map_err(|e| format!("vertex \"{}\": cannot register custom op `{name}`: {e}", v.name))?;
+        }
+    }
+    Ok(())
+}
+
 impl Engine {
     /// Prepares a run of `dag` on `store`; registers the NFs' custom store operations.
     pub fn new(
@@ -165,13 +177,7 @@ impl Engine {
         store: Arc<dyn StateStore>,
         cfg: EngineConfig,
     ) -> Result<Engine, String> {
-        for v in &dag.vertices {
-            for (name, f) in v.nf.custom_ops() {
-                store
-                    .register_custom_op(&name, f)
-                    .map_err(|e| format!("vertex \"{}\": cannot register custom op `{name}`: {e}", v.name))?;
-            }
-        }
+        register_custom_ops(&dag, &*store)?;
         let sinks =
             SinkSet::new(&dag.sinks(), cfg.out_dir.as_deref(), cfg.pcapng, cfg.keep, cfg.default_link);
         let collect = |from: &Endpoint| -> Vec<RouteEdge> {
@@ -269,19 +275,13 @@ impl Engine {
             self.fire_timers(pkt.ts_ns)?;
         }
         self.cur_ts = pkt.ts_ns;
-        self.chain.packets_in += 1;
-        self.chain.bytes_in += pkt.data.len() as u64;
+        let (index, drop) = self.chain.count_input(&pkt, self.dag.malformed);
         pkt.meta.clock = self.next_clock;
-        pkt.meta.ingress_index = self.chain.packets_in - 1;
+        pkt.meta.ingress_index = index;
         self.next_clock += 1;
-        if let Some(m) = pkt.malformed {
-            *self.chain.malformed.entry(m.as_str().to_string()).or_insert(0) += 1;
-            if self.dag.malformed == MalformedPolicy::Drop {
-                self.chain.dropped += 1;
-                self.chain.dropped_malformed += 1;
-                self.recycle(pkt);
-                return Ok(());
-            }
+        if drop {
+            self.recycle(pkt);
+            return Ok(());
         }
         self.sink_writes = 0;
         let mut admitted = false;

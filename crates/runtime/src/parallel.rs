@@ -50,7 +50,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use streamnf_dag::{ContextMsg, Endpoint, LogicalDag, StateScope};
 use streamnf_filter::Filter;
-use streamnf_packet::{LinkType, MalformedPolicy, Packet};
+use streamnf_packet::{LinkType, Packet};
 use streamnf_store::StateStore;
 
 /// Options of the parallel engine.
@@ -796,13 +796,7 @@ impl ParallelEngine {
         cfg: EngineConfig,
         par: ParallelConfig,
     ) -> Result<ParallelEngine, String> {
-        for v in &dag.vertices {
-            for (name, f) in v.nf.custom_ops() {
-                store
-                    .register_custom_op(&name, f)
-                    .map_err(|e| format!("vertex \"{}\": cannot register custom op `{name}`: {e}", v.name))?;
-            }
-        }
+        crate::engine::register_custom_ops(&dag, &*store)?;
         let workers = par.workers.max(1);
         let tasks_per_vertex: Vec<usize> = dag
             .vertices
@@ -1064,18 +1058,12 @@ impl ParallelEngine {
             self.fire_timers(pkt.ts_ns)?;
         }
         self.cur_ts = pkt.ts_ns;
-        self.chain.packets_in += 1;
-        self.chain.bytes_in += pkt.data.len() as u64;
+        let (index, drop) = self.chain.count_input(&pkt, self.sh.dag.malformed);
         let clock = self.next_clock()?;
         pkt.meta.clock = clock;
-        pkt.meta.ingress_index = self.chain.packets_in - 1;
-        if let Some(m) = pkt.malformed {
-            *self.chain.malformed.entry(m.as_str().to_string()).or_insert(0) += 1;
-            if self.sh.dag.malformed == MalformedPolicy::Drop {
-                self.chain.dropped += 1;
-                self.chain.dropped_malformed += 1;
-                return Ok(());
-            }
+        pkt.meta.ingress_index = index;
+        if drop {
+            return Ok(());
         }
         // The log keeps the packet's headers and its index in the input; the frame bytes
         // stay in the caller's trace, which outlives the run.

@@ -3,6 +3,7 @@
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use std::collections::BTreeMap;
+use streamnf_packet::{MalformedPolicy, Packet};
 
 /// Counters of one task (an instance of a vertex).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -69,6 +70,26 @@ pub struct ChainStats {
     pub packets_out: BTreeMap<String, u64>,
     /// Input packets no input edge's filter admitted (included in `dropped`).
     pub unmatched_input: u64,
+}
+
+impl ChainStats {
+    /// Counts an input packet and applies the chain's malformed-packet policy. Returns the
+    /// packet's 0-based index in the input and whether the policy drops it (a drop is
+    /// counted here too). Shared by both engines' roots.
+    pub fn count_input(&mut self, pkt: &Packet, policy: MalformedPolicy) -> (u64, bool) {
+        self.packets_in += 1;
+        self.bytes_in += pkt.data.len() as u64;
+        let mut drop = false;
+        if let Some(m) = pkt.malformed {
+            *self.malformed.entry(m.as_str().to_string()).or_insert(0) += 1;
+            if policy == MalformedPolicy::Drop {
+                self.dropped += 1;
+                self.dropped_malformed += 1;
+                drop = true;
+            }
+        }
+        (self.packets_in - 1, drop)
+    }
 }
 
 /// Per-packet latency in nanoseconds, 1 ns to 60 s at 3 significant digits.
