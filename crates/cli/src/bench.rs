@@ -105,13 +105,7 @@ fn parallel_round(dag: &Arc<LogicalDag>, pkts: &[RawRecord], workers: usize) -> 
     for p in pkts {
         engine.process_frame(p.link, &p.data, p.ts_ns, p.orig_len).map_err(|e| e.to_string())?;
     }
-    let r = engine.finish().map_err(|e| e.to_string())?;
-    let l = r.latency.percentiles();
-    Ok(RoundResult {
-        pps: r.chain.packets_in as f64 / r.busy.as_secs_f64().max(1e-9),
-        p50: l.p50_ns,
-        p99: l.p99_ns,
-    })
+    Ok(RoundResult::of(&engine.finish().map_err(|e| e.to_string())?))
 }
 
 fn bench_workers(pkts: &[RawRecord], rounds: u32) -> Result<(), String> {
@@ -183,6 +177,18 @@ struct RoundResult {
     p99: u64,
 }
 
+impl RoundResult {
+    /// Throughput over the run's busy time and its latency percentiles.
+    fn of(r: &streamnf_runtime::engine::EngineReport) -> RoundResult {
+        let l = r.latency.percentiles();
+        RoundResult {
+            pps: r.chain.packets_in as f64 / r.busy.as_secs_f64().max(1e-9),
+            p50: l.p50_ns,
+            p99: l.p99_ns,
+        }
+    }
+}
+
 fn one_round(
     dag: &Arc<LogicalDag>,
     store: Arc<dyn StateStore>,
@@ -194,13 +200,7 @@ fn one_round(
     for p in pkts {
         engine.process_frame(p.link, &p.data, p.ts_ns, p.orig_len).map_err(|e| e.to_string())?;
     }
-    let r = engine.finish().map_err(|e| e.to_string())?;
-    let l = r.latency.percentiles();
-    Ok(RoundResult {
-        pps: r.chain.packets_in as f64 / r.busy.as_secs_f64().max(1e-9),
-        p50: l.p50_ns,
-        p99: l.p99_ns,
-    })
+    Ok(RoundResult::of(&engine.finish().map_err(|e| e.to_string())?))
 }
 
 fn best(rs: &[RoundResult]) -> &RoundResult {

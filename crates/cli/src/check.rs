@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use streamnf_dag::chain_file::load_chain;
 use streamnf_runtime::compare::{differences, RunOutputs};
-use streamnf_runtime::{run_trace, RunOptions, RunOutcome};
+use streamnf_runtime::{run_trace, RunOptions};
 use streamnf_store::EmbeddedStore;
 
 /// Arguments of `streamnf check`.
@@ -37,10 +37,6 @@ pub struct CheckArgs {
     /// Write the checked run's summary plus the verdict as JSON to this file.
     #[arg(long = "summary-json")]
     pub summary_json: Option<PathBuf>,
-}
-
-fn outputs(o: RunOutcome) -> RunOutputs {
-    RunOutputs { sinks: o.report.sink_records, alerts: o.report.alert_records, state: o.final_state }
 }
 
 /// Runs the check; `Ok(true)` = equivalent.
@@ -73,7 +69,11 @@ pub fn check(a: CheckArgs) -> Result<bool, String> {
         run_trace(Arc::clone(&dag), Arc::new(EmbeddedStore::new()), &checked).map_err(|e| e.to_string())?;
     let summary = got.summary.clone();
     let packets = want.summary.packets_in;
-    let diff = differences(&outputs(want), &outputs(got), 40);
+    let diff = differences(
+        &RunOutputs::from_report(want.report, want.final_state),
+        &RunOutputs::from_report(got.report, got.final_state),
+        40,
+    );
     if let Some(p) = &a.summary_json {
         let mut j = serde_json::to_value(&summary).map_err(|e| format!("summary: {e}"))?;
         if let Some(o) = j.as_object_mut() {

@@ -48,7 +48,7 @@ fn reference(dag: &Arc<LogicalDag>, input: &[RawRecord]) -> RunOutputs {
         e.process_frame(r.link, &r.data, r.ts_ns, r.orig_len).expect("process");
     }
     let rep = e.finish().expect("finish");
-    RunOutputs { sinks: rep.sink_records, alerts: rep.alert_records, state: store.snapshot(dag.id) }
+    RunOutputs::from_report(rep, store.snapshot(dag.id))
 }
 
 fn parallel(dag: &Arc<LogicalDag>, input: &[RawRecord], workers: usize, instances: &[u32]) -> RunOutputs {
@@ -67,7 +67,7 @@ fn parallel(dag: &Arc<LogicalDag>, input: &[RawRecord], workers: usize, instance
         e.process_frame(r.link, &r.data, r.ts_ns, r.orig_len).expect("process");
     }
     let rep = e.finish().expect("finish");
-    RunOutputs { sinks: rep.sink_records, alerts: rep.alert_records, state: store.snapshot(dag.id) }
+    RunOutputs::from_report(rep, store.snapshot(dag.id))
 }
 
 fn example(name: &str) -> Arc<LogicalDag> {
@@ -137,8 +137,7 @@ fn eight_tasks_on_two_threads_and_the_root_clock_is_persisted() {
     assert_eq!(rep.workers, 2);
     let used = rep.tasks["ids"].iter().filter(|t| t.packets_in > 0).count();
     assert!(used >= 6, "sources spread over the 8 ids tasks: {used}");
-    let got =
-        RunOutputs { sinks: rep.sink_records, alerts: rep.alert_records, state: store.snapshot(dag.id) };
+    let got = RunOutputs::from_report(rep, store.snapshot(dag.id));
     let d = differences(&want, &got, 12);
     assert!(d.is_empty(), "{}", d.join("\n"));
     // The root persisted its clock under its reserved key.
@@ -201,7 +200,7 @@ fn the_in_store_packet_log_gives_the_same_outputs_and_leaves_nothing_behind() {
     }
     let rep = e.finish().expect("finish");
     let state = store.snapshot(dag.id);
-    let got = RunOutputs { sinks: rep.sink_records, alerts: rep.alert_records, state: state.clone() };
+    let got = RunOutputs::from_report(rep, state.clone());
     let d = differences(&want, &got, 12);
     assert!(d.is_empty(), "{}", d.join("\n"));
     // Packet records live under the root's object 1; every one was deleted on release.

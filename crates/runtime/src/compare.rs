@@ -27,6 +27,14 @@ pub struct RunOutputs {
     pub state: BTreeMap<String, Value>,
 }
 
+impl RunOutputs {
+    /// The outputs of a finished run: its kept sink packets and alerts (run with `keep`)
+    /// and the final state (`StateStore::snapshot` of the chain).
+    pub fn from_report(report: crate::engine::EngineReport, state: BTreeMap<String, Value>) -> RunOutputs {
+        RunOutputs { sinks: report.sink_records, alerts: report.alert_records, state }
+    }
+}
+
 /// State keys without the owner task, root keys dropped. Per-flow values of one flow can
 /// only have one owner at a time, so no two keys collapse into one.
 pub fn normalize_state(state: &BTreeMap<String, Value>) -> BTreeMap<String, Value> {

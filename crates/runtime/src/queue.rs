@@ -153,40 +153,26 @@ impl<T> MessageQueue<T> {
         }
     }
 
-    /// Moves all of `batch` into the queue (leaving `batch` empty, its allocation kept),
-    /// blocking while the batch does not fit. A batch larger than the capacity is admitted
-    /// once the queue is empty. An empty batch returns at once.
+    /// Moves all of `batch` into the queue, blocking while the batch does not fit; `batch`
+    /// is left empty (its vector swapped for a spare one of the queue's). A batch larger than
+    /// the capacity is admitted once the queue is empty. An empty batch returns at once.
     ///
     /// Errors: [`QueueClosed`] if the queue is closed before the batch is admitted; the
     /// batch is then left untouched.
     pub fn push_batch(&self, batch: &mut Vec<T>) -> Result<(), QueueClosed> {
-        let mut g = self.inner.lock();
-        if g.closed {
-            return Err(QueueClosed);
-        }
-        if batch.is_empty() {
-            return Ok(());
-        }
-        let mut counted = false;
-        while !admits(g.len, batch.len(), self.capacity) {
-            if !counted {
-                g.stats.blocked_pushes += 1;
-                counted = true;
-            }
-            self.not_full.wait(&mut g);
-            if g.closed {
-                return Err(QueueClosed);
-            }
-        }
-        self.admit(&mut g, batch);
-        Ok(())
+        // Without a deadline the only failure is a closed queue.
+        self.push_until(batch, None).map_err(|_| QueueClosed)
     }
 
     /// Like [`push_batch`](Self::push_batch), but gives up after `timeout` with
     /// [`PushError::Full`], leaving the batch untouched. A timeout too large to represent
     /// waits without deadline.
     pub fn push_batch_timeout(&self, batch: &mut Vec<T>, timeout: Duration) -> Result<(), PushError> {
-        let deadline = deadline_after(timeout);
+        self.push_until(batch, deadline_after(timeout))
+    }
+
+    /// Admits `batch`, waiting for room until `deadline` (`None` = for ever).
+    fn push_until(&self, batch: &mut Vec<T>, deadline: Option<Instant>) -> Result<(), PushError> {
         let mut g = self.inner.lock();
         if g.closed {
             return Err(PushError::Closed);

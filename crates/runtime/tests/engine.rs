@@ -375,8 +375,7 @@ fn parallel_engine_matches_the_reference_on_every_kind_of_input() {
         assert!(r.alerts.get("context").copied().unwrap_or(0) > 100, "{:?}", r.alerts);
         let want_errors: (u64, u64) = (r.tasks["count"][0].nf_errors, r.tasks["count"][0].nf_panics);
         assert!(want_errors.0 > 0 && want_errors.1 > 0);
-        let want =
-            RunOutputs { sinks: r.sink_records, alerts: r.alert_records, state: store.snapshot(dag.id) };
+        let want = RunOutputs::from_report(r, store.snapshot(dag.id));
         for (workers, n) in [(1, 3u32), (2, 1), (2, 4)] {
             let store: Arc<dyn StateStore> = Arc::new(EmbeddedStore::new());
             let par =
@@ -394,8 +393,7 @@ fn parallel_engine_matches_the_reference_on_every_kind_of_input() {
             let r = e.finish().expect("finish");
             let errors = r.tasks["count"].iter().fold((0, 0), |a, t| (a.0 + t.nf_errors, a.1 + t.nf_panics));
             assert_eq!(errors, want_errors, "{workers} workers, {n} instances");
-            let got =
-                RunOutputs { sinks: r.sink_records, alerts: r.alert_records, state: store.snapshot(dag.id) };
+            let got = RunOutputs::from_report(r, store.snapshot(dag.id));
             let d = differences(&want, &got, 12);
             assert!(d.is_empty(), "{policy:?}, {workers} workers, {n} instances:\n{}", d.join("\n"));
         }
