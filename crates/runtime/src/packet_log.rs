@@ -52,7 +52,7 @@
 //! ([`DISCARD_OP`]) that deletes the key and returns nothing, so the clock log does not
 //! keep a second copy of the packet bytes (a plain `Delete` would log the removed value).
 
-use parking_lot::{Condvar, Mutex};
+use parking_lot::{Condvar, Mutex, MutexGuard};
 use serde::Serialize;
 use std::collections::VecDeque;
 use std::fmt;
@@ -689,6 +689,19 @@ impl Inner {
         Ok(())
     }
 
+    /// Admits `packet` unless the log is closed or `clock` is out of order (then the packet
+    /// is handed back).
+    #[inline]
+    fn admit_checked(&mut self, clock: u64, packet: Packet) -> Result<(), AdmitError> {
+        if self.closed {
+            return Err(AdmitError::new(PacketLogError::Closed { clock }, packet));
+        }
+        if let Err(e) = self.check_clock(clock) {
+            return Err(AdmitError::new(e, packet));
+        }
+        self.insert(clock, packet)
+    }
+
     #[inline]
     fn insert(&mut self, clock: u64, packet: Packet) -> Result<(), AdmitError> {
         let ingress = packet.meta.ingress_index;
@@ -815,21 +828,20 @@ impl PacketLog {
     #[inline]
     pub fn admit(&self, clock: u64, packet: Packet) -> Result<(), AdmitError> {
         let mut g = self.inner.lock();
+        self.wait_for_room(&mut g);
+        g.admit_checked(clock, packet)
+    }
+
+    /// Waits (counting it once) while the log is full and open.
+    fn wait_for_room(&self, g: &mut MutexGuard<'_, Inner>) {
         if g.table.live >= self.capacity && !g.closed {
             g.stats.blocked_admits += 1;
             g.waiters += 1;
             while g.table.live >= self.capacity && !g.closed {
-                self.not_full.wait(&mut g);
+                self.not_full.wait(g);
             }
             g.waiters -= 1;
         }
-        if g.closed {
-            return Err(AdmitError::new(PacketLogError::Closed { clock }, packet));
-        }
-        if let Err(e) = g.check_clock(clock) {
-            return Err(AdmitError::new(e, packet));
-        }
-        g.insert(clock, packet)
     }
 
     /// Admits a batch in clock order under one lock (waiting for room as
@@ -839,22 +851,8 @@ impl PacketLog {
         let mut g = self.inner.lock();
         let mut items = std::mem::take(batch).into_iter();
         while let Some((clock, packet)) = items.next() {
-            if g.table.live >= self.capacity && !g.closed {
-                g.stats.blocked_admits += 1;
-                g.waiters += 1;
-                while g.table.live >= self.capacity && !g.closed {
-                    self.not_full.wait(&mut g);
-                }
-                g.waiters -= 1;
-            }
-            let r = if g.closed {
-                Err(AdmitError::new(PacketLogError::Closed { clock }, packet))
-            } else if let Err(e) = g.check_clock(clock) {
-                Err(AdmitError::new(e, packet))
-            } else {
-                g.insert(clock, packet)
-            };
-            if let Err(e) = r {
+            self.wait_for_room(&mut g);
+            if let Err(e) = g.admit_checked(clock, packet) {
                 batch.extend(items);
                 return Err(e);
             }
@@ -872,14 +870,7 @@ impl PacketLog {
         let mut admitted = 0;
         let mut items = std::mem::take(batch).into_iter();
         while let Some((clock, packet)) = items.next() {
-            let r = if g.closed {
-                Err(AdmitError::new(PacketLogError::Closed { clock }, packet))
-            } else if let Err(e) = g.check_clock(clock) {
-                Err(AdmitError::new(e, packet))
-            } else {
-                g.insert(clock, packet)
-            };
-            if let Err(e) = r {
+            if let Err(e) = g.admit_checked(clock, packet) {
                 batch.extend(items);
                 batch.append(&mut rest);
                 return Err(e);
