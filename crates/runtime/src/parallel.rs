@@ -1210,18 +1210,15 @@ impl ParallelEngine {
         }
     }
 
-    /// Store GC below the watermark, and a vertex-manager window.
+    /// A vertex-manager window (the store GC runs on its own schedule, `GC_EVERY`).
     fn housekeeping(&mut self) {
-        self.sh.store.gc_below(self.sh.log.watermark());
         let sh = &self.sh;
         let now = sh.epoch.elapsed().as_nanos() as u64;
         let first = &self.first_task;
-        let names: BTreeMap<&str, usize> =
-            sh.dag.vertices.iter().enumerate().map(|(i, v)| (v.name.as_str(), i)).collect();
         self.manager.poll(now, |vertex, task| {
-            names
-                .get(vertex)
-                .and_then(|v| sh.queues.get(first[*v] + task))
+            sh.dag
+                .vertex_id(vertex)
+                .and_then(|v| sh.queues.get(first[v] + task))
                 .map(|q| (q.len(), q.capacity()))
                 .unwrap_or((0, 0))
         });
