@@ -34,6 +34,9 @@ pub enum BenchName {
     /// Resident memory over a long parallel run of the Figure 1 chain, packets generated on
     /// the fly (log and clock-log GC keep it flat); use --packets 10000000.
     Memory,
+    /// Redis backend ops/s from one process against a private `redis-server`, next to
+    /// `redis-benchmark -P 16` on the same server in the same run (--ops per phase).
+    Redis,
 }
 
 /// Arguments of `streamnf bench`.
@@ -84,6 +87,7 @@ pub fn bench(a: BenchArgs) -> Result<(), String> {
         BenchName::Nfs => bench_nfs(a.packets, a.rounds),
         BenchName::Root => bench_root(a.packets, a.rounds),
         BenchName::Memory => bench_memory(a.packets),
+        BenchName::Redis => bench_redis(a.ops, a.rounds),
         BenchName::Workers => {
             let pkts = trace(a.packets, true)?;
             bench_workers(&pkts, a.rounds)
@@ -134,12 +138,18 @@ fn bench_workers(pkts: &[RawRecord], rounds: u32) -> Result<(), String> {
 
 /// A generated trace held in memory as captured frames (parsing is part of each run).
 fn trace(packets: u64, scan: bool) -> Result<Vec<RawRecord>, String> {
+    trace_with(packets, scan, false)
+}
+
+/// Like [`trace`], optionally with trojan hosts and decoys.
+fn trace_with(packets: u64, scan: bool, trojan: bool) -> Result<Vec<RawRecord>, String> {
     let t = Instant::now();
     let cfg = GenConfig {
         packets,
         flows: (packets / 50).max(1) as u32,
         xss_fraction: 0.01,
         scan: scan.then(ScanConfig::default),
+        trojan: trojan.then(streamnf_tracegen::TrojanConfig::default),
         ..GenConfig::default()
     };
     let pkts: Vec<RawRecord> = Generator::new(cfg)
@@ -238,25 +248,128 @@ fn bench_chain(
     Ok(())
 }
 
+/// A one-vertex chain of built-in NF `nf` with parameters `params` (TOML lines), input →
+/// `nf.in`, `nf.out` → sink.
+fn single_toml(nf: &str, params: &str) -> String {
+    format!(
+        "name = \"bench\"\n[[vertex]]\nname = \"nf\"\nnf = \"{nf}\"\n[vertex.params]\n{params}\n\
+         [[edge]]\nfrom = \"input\"\nto = \"nf.in\"\n[[edge]]\nfrom = \"nf.out\"\nto = \"output.out\"\n"
+    )
+}
+
+/// The chains `bench nfs` measures: every built-in NF on its own, and the two-vertex
+/// detectors as a whole.
+fn nf_bench_chains() -> Vec<(&'static str, String)> {
+    vec![
+        ("forward", single_toml("forward", "")),
+        ("nat", single_toml("nat", "")),
+        ("light_ids", single_toml("light_ids", "")),
+        ("rate_limiter(all)", single_toml("rate_limiter", "scope = \"all\"\nrate_pps = 1000000\nburst = 1000")),
+        ("dpi", single_toml("dpi", "")),
+        (
+            "acl",
+            single_toml(
+                "acl",
+                "default = \"allow\"\nrules = [\n  { action = \"deny\", filter = \"tcp port 23 or udp port 69\" },\n  \
+                 { action = \"allow\", filter = \"tcp port 80 or tcp port 443\" },\n  \
+                 { action = \"deny\", filter = \"src net 203.0.113.0/24\" },\n]",
+            ),
+        ),
+        (
+            "port_scan(fw+analyzer)",
+            "name = \"bench\"\n[[vertex]]\nname = \"fw\"\nnf = \"scan_firewall\"\n[vertex.params]\n\
+             analyzer = \"analyzer\"\n[[vertex]]\nname = \"analyzer\"\nnf = \"scan_analyzer\"\n\
+             [vertex.params]\nfirewall = \"fw\"\n[[edge]]\nfrom = \"input\"\nto = \"fw.in\"\n\
+             [[edge]]\nfrom = \"fw.out\"\nto = \"output.out\"\n"
+                .to_string(),
+        ),
+        (
+            "trojan(det+analyzer)",
+            "name = \"bench\"\n[[vertex]]\nname = \"detector\"\nnf = \"trojan_detector\"\n\
+             [[vertex]]\nname = \"analyzer\"\nnf = \"trojan_analyzer\"\n\
+             [[edge]]\nfrom = \"input\"\nto = \"detector.in\"\n\
+             [[edge]]\nfrom = \"detector.steps\"\nto = \"analyzer.steps\"\n\
+             [[edge]]\nfrom = \"detector.out\"\nto = \"output.out\"\n"
+                .to_string(),
+        ),
+    ]
+}
+
 fn bench_nfs(packets: u64, rounds: u32) -> Result<(), String> {
-    use streamnf_nfs::{dpi::Dpi, forward::Forward, ids::LightIds, nat::Nat, rate_limiter::RateLimiter};
-    let pkts = trace(packets, true)?;
-    let dpi = Dpi::new(streamnf_nfs::dpi::DEFAULT_SIGNATURES.iter().map(|s| s.to_string()).collect(), true)?;
-    let nfs: Vec<(&str, Arc<dyn NetworkFunction>)> = vec![
-        ("forward", Arc::new(Forward)),
-        ("nat", Arc::new(Nat::default())),
-        ("light_ids", Arc::new(LightIds::default())),
-        ("rate_limiter(all)", Arc::new(RateLimiter::new(1_000_000, 1000, true))),
-        ("dpi", Arc::new(dpi)),
-    ];
-    println!("bench nfs: {} packets, best of {} rounds, one core, embedded store", pkts.len(), rounds.max(1));
-    for (name, nf) in nfs {
-        let dag = Arc::new(single(nf)?);
+    let pkts = trace_with(packets, true, true)?;
+    let registry = streamnf_nfs::builtin_registry();
+    println!(
+        "bench nfs: {} packets (generated, with scanners and trojan hosts), best of {} rounds, one core, embedded store",
+        pkts.len(),
+        rounds.max(1)
+    );
+    for (name, text) in nf_bench_chains() {
+        let dag = streamnf_dag::chain_file::parse_chain(&text, name, &registry)
+            .map_err(|e| format!("bench chain {name}: {e}"))?;
+        let dag = Arc::new(dag);
         let rs: Vec<RoundResult> = (0..rounds.max(1))
             .map(|_| one_round(&dag, Arc::new(EmbeddedStore::new()), &pkts))
             .collect::<Result<_, _>>()?;
         let b = best(&rs);
-        println!("  {name:<18} {:>6.2} Mpps   latency p50 {} ns  p99 {} ns", b.pps / 1e6, b.p50, b.p99);
+        println!("  {name:<24} {:>6.2} Mpps   latency p50 {} ns  p99 {} ns", b.pps / 1e6, b.p50, b.p99);
+    }
+    Ok(())
+}
+
+/// `redis-benchmark -P 16 -q` for `tests` (e.g. `incr`) on `port`: requests per second.
+fn redis_benchmark(port: u16, test: &str, n: u64) -> Result<f64, String> {
+    let out = std::process::Command::new("redis-benchmark")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-P",
+            "16",
+            "-q",
+            "-t",
+            test,
+            "-n",
+            &n.to_string(),
+        ])
+        .output()
+        .map_err(|e| format!("cannot run redis-benchmark (Debian package redis-tools): {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    // Lines look like `INCR: 543478.25 requests per second, p50=0.999 msec`; with -q the
+    // progress is written with carriage returns before it.
+    text.rsplit(['\r', '\n'])
+        .find_map(|l| {
+            let (_, rest) = l.split_once(": ")?;
+            rest.split_whitespace().next()?.parse::<f64>().ok()
+        })
+        .ok_or_else(|| format!("unexpected redis-benchmark output: {text}"))
+}
+
+fn bench_redis(ops: u64, rounds: u32) -> Result<(), String> {
+    use streamnf_store::redis::bench::bench_redis_ops;
+    use streamnf_store::redis_server::RedisServer;
+    let srv = RedisServer::start()?;
+    let n = usize::try_from(ops.min(1_000_000)).unwrap_or(200_000);
+    println!(
+        "bench redis: private redis-server on port {}, {n} ops per phase, {} rounds",
+        srv.port(),
+        rounds.max(1)
+    );
+    for round in 1..=rounds.max(1) {
+        let ours = bench_redis_ops(&srv.url(), n, streamnf_store::RedisOptions::default())
+            .map_err(|e| e.to_string())?;
+        let incr = redis_benchmark(srv.port(), "incr", n as u64)?;
+        let get = redis_benchmark(srv.port(), "get", n as u64)?;
+        println!("  round {round}:");
+        println!("    streamnf non-blocking incr (pipelined): {:>10.0} ops/s", ours.nonblocking_incr_per_s);
+        println!("    streamnf blocking incr:                 {:>10.0} ops/s", ours.blocking_incr_per_s);
+        println!("    streamnf blocking get:                  {:>10.0} ops/s", ours.blocking_get_per_s);
+        println!("    redis-benchmark -P 16 INCR:             {incr:>10.0} ops/s");
+        println!("    redis-benchmark -P 16 GET:              {get:>10.0} ops/s");
+        println!(
+            "    ratio pipelined incr / redis-benchmark INCR: {:.3}",
+            ours.nonblocking_incr_per_s / incr
+        );
     }
     Ok(())
 }

@@ -9,6 +9,7 @@ mod check;
 mod gen;
 mod graph;
 mod run;
+mod state_dump;
 mod store_url;
 
 use clap::{Parser, Subcommand};

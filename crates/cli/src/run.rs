@@ -29,6 +29,10 @@ pub struct RunArgs {
     /// Write the run summary as one JSON object to this file.
     #[arg(long = "summary-json")]
     pub summary_json: Option<PathBuf>,
+    /// Write the chain's final state to this file, one JSON object per key (vertex and
+    /// object names, owning task, key, value).
+    #[arg(long = "state-json")]
+    pub state_json: Option<PathBuf>,
     /// State store: embedded, redis://HOST:PORT, redis+cluster://H:P,H:P,...
     #[arg(long, default_value = "embedded")]
     pub store: String,
@@ -89,9 +93,12 @@ pub fn run(a: RunArgs) -> Result<(), String> {
     let store: Arc<dyn StateStore> = match (store_url, a.local_state) {
         (StoreUrl::Embedded, false) => Arc::new(EmbeddedStore::new()),
         (StoreUrl::Embedded, true) => Arc::new(LocalStore::new()),
-        (_, _) => {
+        (StoreUrl::Redis { .. } | StoreUrl::Cluster(_), false) => {
+            Arc::new(crate::store_url::open_redis(&a.store, &dag.name)?)
+        }
+        (_, true) => {
             return Err(format!(
-                "--store {}: the Redis backend is not in this build yet; use --store embedded",
+                "--local-state keeps state in process: it needs --store embedded, not {}",
                 a.store
             ))
         }
@@ -108,7 +115,11 @@ pub fn run(a: RunArgs) -> Result<(), String> {
         instances,
         packet_log: a.packet_log.parse().map_err(|e| format!("--packet-log: {e}"))?,
     };
-    let outcome = run_trace(Arc::new(dag), store, &opts).map_err(|e| e.to_string())?;
+    let dag = Arc::new(dag);
+    let outcome = run_trace(Arc::clone(&dag), Arc::clone(&store), &opts).map_err(|e| e.to_string())?;
+    if let Some(p) = &a.state_json {
+        crate::state_dump::write_state(p, &dag, &store.snapshot(dag.id))?;
+    }
     if !a.quiet {
         eprint!("{}", outcome.summary.human());
     }

@@ -1,5 +1,6 @@
 //! `--store` values: `embedded`, `redis://[USER[:PASS]@]HOST:PORT[/DB]`, `rediss://…`,
-//! `redis+cluster://H:P,H:P,…`. Parsing only; opening a backend is the caller's job.
+//! `redis+cluster://[USER[:PASS]@]H:P,H:P,…`: parsing, and opening the Redis backend of one
+//! run ([`open_redis`]) under a namespace of its own ([`run_namespace`]).
 
 /// A parsed `--store` value.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -60,6 +61,33 @@ impl StoreUrl {
     }
 }
 
+/// The Redis namespace of one run of chain `chain`: the chain name (characters outside
+/// `A-Z a-z 0-9 _ . -` replaced by `_`, at most 32) plus the process id and start time, so
+/// two runs (of the same or different chains) on one Redis never see each other's state.
+pub fn run_namespace(chain: &str) -> String {
+    let name: String = chain
+        .chars()
+        .take(32)
+        .map(|c| if c.is_ascii_alphanumeric() || "_.-".contains(c) { c } else { '_' })
+        .collect();
+    let name = if name.is_empty() { "chain".to_string() } else { name };
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    format!("{name}.{}.{t}", std::process::id())
+}
+
+/// Opens the Redis backend for one run of `chain` on `url` (the raw `--store` value). The
+/// run's namespace is deleted when the store is dropped. Errors name the URL.
+pub fn open_redis(url: &str, chain: &str) -> Result<streamnf_store::RedisStore, String> {
+    let opts = streamnf_store::RedisOptions { drop_namespace_on_drop: true, ..Default::default() };
+    streamnf_store::RedisStore::open(url, &run_namespace(chain), opts).map_err(|e| match e {
+        streamnf_store::StoreError::Backend(m) => format!("--store {m}"),
+        other => format!("--store {url}: {other}"),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -81,5 +109,21 @@ mod tests {
             let e = StoreUrl::parse(bad).expect_err(bad);
             assert!(e.contains(bad), "error names the URL: {e}");
         }
+    }
+
+    #[test]
+    fn namespaces_are_valid_and_distinct() {
+        for chain in ["figure1", "my chain/{x}*", "", &"long".repeat(40)] {
+            let ns = run_namespace(chain);
+            assert!(streamnf_store::redis::valid_namespace(&ns), "{chain:?} -> {ns}");
+        }
+        assert!(run_namespace("figure1").starts_with("figure1."));
+        assert!(run_namespace("a b").starts_with("a_b."));
+    }
+
+    #[test]
+    fn tls_gets_one_clear_error() {
+        let e = open_redis("rediss://127.0.0.1:6380", "c").expect_err("no TLS");
+        assert!(e.contains("rediss://127.0.0.1:6380") && e.contains("TLS is not in this build"), "{e}");
     }
 }

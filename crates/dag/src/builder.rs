@@ -2,7 +2,7 @@
 //! too, so both front ends share one validation path.
 
 use crate::error::{DagError, DagErrorKind, DagErrors};
-use crate::graph::{Edge, Endpoint, LogicalDag, Partition, Vertex, INPUT, OUTPUT_PREFIX};
+use crate::graph::{Edge, Endpoint, LogicalDag, Partition, Vertex, WatchTarget, INPUT, OUTPUT_PREFIX};
 use crate::nf::{NetworkFunction, PortClass};
 use crate::registry::Params;
 use crate::validate;
@@ -89,6 +89,7 @@ impl ChainBuilder {
                 instances: 1,
                 cpu_hint: 1.0,
                 flowspaces,
+                watches: Vec::new(),
             },
             location,
         });
@@ -206,6 +207,8 @@ impl ChainBuilder {
             vertex_locs.push(d.location);
         }
 
+        resolve_watches(&mut vertices, &vertex_locs, &mut errors);
+
         let mut edges: Vec<Edge> = Vec::new();
         let names_failed = |ep: &str| {
             let v = ep.split_once('.').map(|x| x.0).unwrap_or(ep);
@@ -282,6 +285,57 @@ impl ChainBuilder {
             graph_complete: !edge_errors && errors.is_empty(),
         };
         validate::finish(dag, &vertex_locs, errors, checks)
+    }
+}
+
+/// Resolves every vertex's [`NetworkFunction::watches`] into [`Vertex::watches`]; an
+/// unknown vertex or object is an error naming the watching vertex.
+fn resolve_watches(vertices: &mut [Vertex], locs: &[Option<String>], errors: &mut Vec<DagError>) {
+    let mut resolved = Vec::with_capacity(vertices.len());
+    for (vid, v) in vertices.iter().enumerate() {
+        let mut targets = Vec::new();
+        for w in v.nf.watches() {
+            let target = if w.vertex.is_empty() {
+                Some(vid)
+            } else {
+                vertices.iter().position(|x| x.name == w.vertex)
+            };
+            let Some(target) = target else {
+                let known: Vec<&str> = vertices.iter().map(|x| x.name.as_str()).collect();
+                errors.push(DagError {
+                    kind: DagErrorKind::BadVertexConfig,
+                    location: locs.get(vid).cloned().flatten(),
+                    subject: format!("vertex \"{}\"", v.name),
+                    message: format!(
+                        "watches unknown vertex `{}` (vertices: {})",
+                        w.vertex,
+                        known.join(", ")
+                    ),
+                });
+                continue;
+            };
+            let spec = &vertices[target].spec;
+            let Some(object) = spec.state.iter().position(|o| o.name == w.object) else {
+                let known: Vec<&str> = spec.state.iter().map(|o| o.name.as_str()).collect();
+                errors.push(DagError {
+                    kind: DagErrorKind::BadVertexConfig,
+                    location: locs.get(vid).cloned().flatten(),
+                    subject: format!("vertex \"{}\"", v.name),
+                    message: format!(
+                        "watches object `{}` of vertex `{}`, which has no such state object (objects: {})",
+                        w.object,
+                        vertices[target].name,
+                        known.join(", ")
+                    ),
+                });
+                continue;
+            };
+            targets.push(WatchTarget { vertex: target, object: object as u16 });
+        }
+        resolved.push(targets);
+    }
+    for (v, t) in vertices.iter_mut().zip(resolved) {
+        v.watches = t;
     }
 }
 

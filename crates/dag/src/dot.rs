@@ -60,6 +60,21 @@ pub fn logical_dot(dag: &LogicalDag) -> String {
             style
         );
     }
+    // State callbacks: the watched vertex's state reaches the watcher through the store.
+    for v in &dag.vertices {
+        for w in &v.watches {
+            let watched = &dag.vertices[w.vertex];
+            let object =
+                watched.spec.state.get(usize::from(w.object)).map(|o| o.name.as_str()).unwrap_or("?");
+            let _ = writeln!(
+                out,
+                "  {} -> {} [label={}, style=dotted, arrowhead=empty];",
+                quote(&watched.name),
+                quote(&v.name),
+                quote(&format!("state {object} (callback)"))
+            );
+        }
+    }
     out.push_str("}\n");
     out
 }

@@ -62,6 +62,17 @@ pub struct Vertex {
     pub cpu_hint: f64,
     /// Partitioning flowspaces, fine → coarse (from the NF's per-flow state objects unless overridden).
     pub flowspaces: Vec<Flowspace>,
+    /// The NF's [`NetworkFunction::watches`], resolved; index = watch index.
+    pub watches: Vec<WatchTarget>,
+}
+
+/// A resolved [`crate::StateWatch`]: the watched vertex and state object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct WatchTarget {
+    /// The watched vertex.
+    pub vertex: VertexId,
+    /// Index of the object in that vertex's [`NfSpec::state`].
+    pub object: u16,
 }
 
 impl Vertex {

@@ -22,9 +22,9 @@ pub mod validate;
 
 pub use builder::ChainBuilder;
 pub use error::{DagError, DagErrors};
-pub use graph::{Edge, Endpoint, LogicalDag, Partition, Vertex, VertexId, INPUT, OUTPUT_PREFIX};
+pub use graph::{Edge, Endpoint, LogicalDag, Partition, Vertex, VertexId, WatchTarget, INPUT, OUTPUT_PREFIX};
 pub use nf::{
-    Alert, ContextMsg, NetworkFunction, NfContext, NfError, NfSpec, PortClass, PortSpec, StateExt,
-    StateObjectSpec, StateScope,
+    Alert, ContextMsg, NetworkFunction, NfContext, NfError, NfSpec, PortClass, PortSpec, StateChange,
+    StateExt, StateObjectSpec, StateScope, StateWatch,
 };
 pub use registry::{NfFactory, NfRegistry, Params};

@@ -111,6 +111,38 @@ impl NfSpec {
     }
 }
 
+/// A state object of some vertex whose changes an NF wants to hear about (§2.1, §4.4
+/// callbacks): the off-path analyzer that learns of a firewall's per-host counts without any
+/// traffic mirrored to it, say. Declared by [`NetworkFunction::watches`]; the chain builder
+/// resolves the names and refuses unknown ones.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StateWatch {
+    /// Name of the watched vertex in the chain; empty means the watching vertex itself.
+    pub vertex: String,
+    /// Name of the state object in that vertex's [`NfSpec::state`].
+    pub object: String,
+}
+
+impl StateWatch {
+    /// Watches object `object` of vertex `vertex` (empty `vertex` = this vertex).
+    pub fn new(vertex: &str, object: &str) -> StateWatch {
+        StateWatch { vertex: vertex.into(), object: object.into() }
+    }
+}
+
+/// One change of a watched state object, handed to [`NetworkFunction::on_state_change`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct StateChange {
+    /// Index of the watch in [`NetworkFunction::watches`].
+    pub watch: usize,
+    /// Sub-key of the changed key (the bytes the writing NF passed to `state`).
+    pub key: Vec<u8>,
+    /// Value after the change (`None` = deleted).
+    pub value: Option<Value>,
+    /// Logical clock of the update that made the change.
+    pub clock: u64,
+}
+
 /// A JSON context message sent between NFs (e.g. the IDS's `suspicious` verdict).
 pub type ContextMsg = Json;
 
@@ -163,13 +195,18 @@ pub trait NfContext {
     fn forward(&mut self, port: usize);
     /// Sends a context message to output port `port`.
     fn emit_context(&mut self, port: usize, msg: ContextMsg);
+    /// Sends a packet the NF built itself (a caching proxy's answer, say) to output port
+    /// `port` once processing returns. It carries the current input's logical clock.
+    /// Build it complete (valid headers and checksums) and parsed (`Packet::new`).
+    fn send_packet(&mut self, port: usize, pkt: Packet);
     /// Raises an alert.
     fn alert(&mut self, alert: Alert);
     /// Applies a state operation to `key` of state object `object` and waits for its result.
     fn state(&mut self, object: usize, key: &[u8], op: Op) -> Result<Option<Value>, NfError>;
     /// Applies an update without waiting (the store applies it before any later read).
     fn state_nonblocking(&mut self, object: usize, key: &[u8], op: Op) -> Result<(), NfError>;
-    /// Schedules `on_timer(payload)` at trace time `at_ns` on this task.
+    /// Schedules `on_timer(payload)` at trace time `at_ns` on this task (see
+    /// [`NetworkFunction::on_timer`]).
     fn schedule_timer(&mut self, at_ns: u64, payload: Vec<u8>);
     /// Looks up a custom store operation registered in [`NetworkFunction::custom_ops`].
     fn custom_op(&self, name: &str) -> Option<CustomOpId>;
@@ -223,7 +260,13 @@ pub trait NetworkFunction: Send + Sync {
         Ok(())
     }
 
-    /// Handles a timer this NF scheduled.
+    /// Handles a timer this NF scheduled. It runs at trace time `at_ns` (its due time), on
+    /// the task that scheduled it, between packets: with no packet of its own and no logical
+    /// clock of its own (it runs at the clock of the last packet before it), so a timer never
+    /// renumbers packets. It may read and update state, raise alerts and schedule timers;
+    /// what it emits is discarded (counted in the task's `discarded_emits`). A parallel run
+    /// may fire a timer some packets later than a single-instance run: keep expiry logical
+    /// (decided from packet times) and use timers to clean up.
     fn on_timer(&self, payload: &[u8], ctx: &mut dyn NfContext) -> Result<(), NfError> {
         let _ = (payload, ctx);
         Ok(())
@@ -245,6 +288,21 @@ pub trait NetworkFunction: Send + Sync {
     /// orders that vertex's input by logical clock. Default: false.
     fn rewrites_headers(&self) -> bool {
         false
+    }
+
+    /// State objects (of this or other vertices) whose changes this NF wants delivered to
+    /// [`NetworkFunction::on_state_change`]. Default: none.
+    fn watches(&self) -> Vec<StateWatch> {
+        Vec::new()
+    }
+
+    /// Handles a change of a watched object. The call runs at the clock of the update that
+    /// made the change; it may read and update state, raise alerts and schedule timers.
+    /// Packets and context messages it emits are discarded: a callback has no place in the
+    /// packet order (the runtime counts them in the task's `discarded_emits`).
+    fn on_state_change(&self, change: &StateChange, ctx: &mut dyn NfContext) -> Result<(), NfError> {
+        let _ = (change, ctx);
+        Ok(())
     }
 
     /// Custom store operations this NF needs, by name (registered once per store).

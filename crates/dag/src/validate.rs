@@ -107,10 +107,18 @@ pub(crate) fn finish(
     } else if checks.graph_complete {
         // Reachability from the input.
         let mut seen = vec![false; n];
+        // A vertex that watches a reachable vertex's state is reached through the store.
+        let mut watchers: Vec<Vec<usize>> = vec![Vec::new(); n];
+        for (vid, v) in dag.vertices.iter().enumerate() {
+            for w in &v.watches {
+                watchers[w.vertex].push(vid);
+            }
+        }
         let mut stack = from_input.clone();
         while let Some(v) = stack.pop() {
             if !std::mem::replace(&mut seen[v], true) {
                 stack.extend(succ[v].iter().copied());
+                stack.extend(watchers[v].iter().copied());
             }
         }
         for (v, s) in seen.iter().enumerate() {
@@ -136,6 +144,11 @@ pub(crate) fn finish(
     }
     let mut slots: Vec<Option<crate::graph::Vertex>> = dag.vertices.into_iter().map(Some).collect();
     dag.vertices = order.iter().filter_map(|&v| slots[v].take()).collect();
+    for v in &mut dag.vertices {
+        for w in &mut v.watches {
+            w.vertex = new_id[w.vertex];
+        }
+    }
     for e in &mut dag.edges {
         for ep in [&mut e.from, &mut e.to] {
             if let Endpoint::Port { vertex, .. } = ep {

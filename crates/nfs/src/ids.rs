@@ -6,8 +6,13 @@
 //! e.g. for an off-path DPI), `verdict` (context `{"src_ip": "…", "suspicious": true}`,
 //! sent once when a source is flagged, e.g. for a rate limiter).
 //!
-//! State: `syn_count` (per-flow `[src_ip]`, one counter per source and window),
+//! State: `syn_count` (per-flow `[src_ip]`, one entry per source holding its current
+//! window and count, updated by the `window_count` custom op: a new window replaces the
+//! old one, so past windows never pile up; deleted when the source is flagged),
 //! `flagged` (per-flow `[src_ip]`), `packets` (shared counter, non-blocking).
+//!
+//! This module owns SYN counting and flagging; it never reads the wall clock and keeps
+//! nothing outside the store.
 
 use crate::net::KeyBuf;
 use serde_json::json;
@@ -16,11 +21,14 @@ use streamnf_dag::{
     Alert, NetworkFunction, NfContext, NfError, NfSpec, Params, PortSpec, StateExt, StateObjectSpec,
 };
 use streamnf_packet::{Field, Flowspace, Packet, TcpFlags};
-use streamnf_store::Value;
+use streamnf_store::{CustomOpFn, Op, StoreError, Value};
 
 const SYN_COUNT: usize = 0;
 const FLAGGED: usize = 1;
 const PACKETS: usize = 2;
+
+/// Name of the custom store operation counting SYNs in the current window.
+pub const WINDOW_COUNT_OP: &str = "streamnf.window_count.v1";
 
 const OUT: usize = 0;
 const FLAGGED_OUT: usize = 1;
@@ -60,6 +68,41 @@ impl LightIds {
     }
 }
 
+/// Counts one event in window `arg` (8-byte big-endian window number) of a per-source
+/// entry. Stored value: Bytes(window u64 ‖ count u64), big-endian. A later window than the
+/// stored one replaces it (count 1); the same window adds 1; an earlier window (a packet
+/// older than the source's newest one) is counted in the stored window, as time never
+/// goes backwards for an entry. Returns Int(count in the entry's window).
+pub fn window_count(value: &mut Option<Value>, arg: &[u8]) -> Result<Option<Value>, StoreError> {
+    let window = <[u8; 8]>::try_from(arg)
+        .map(u64::from_be_bytes)
+        .map_err(|_| StoreError::Custom("window_count: argument must be 8 bytes".into()))?;
+    let (stored, count) = match value {
+        None => (window, 0),
+        Some(Value::Bytes(b)) if b.len() == 16 => {
+            let w = <[u8; 8]>::try_from(&b[..8]).map(u64::from_be_bytes);
+            let c = <[u8; 8]>::try_from(&b[8..]).map(u64::from_be_bytes);
+            match (w, c) {
+                (Ok(w), Ok(c)) => (w, c),
+                _ => return Err(StoreError::Custom("window_count: corrupt entry".into())),
+            }
+        }
+        Some(other) => {
+            return Err(StoreError::Custom(format!("window_count: not a window entry: {other:?}")))
+        }
+    };
+    let (w, n) = if window > stored { (window, 1) } else { (stored, count.saturating_add(1)) };
+    let mut b = [0u8; 16];
+    b[..8].copy_from_slice(&w.to_be_bytes());
+    b[8..].copy_from_slice(&n.to_be_bytes());
+    match value {
+        // Rewrite the stored bytes in place (they are 16 long here): no allocation.
+        Some(Value::Bytes(old)) => old.copy_from_slice(&b),
+        _ => *value = Some(Value::Bytes(b.to_vec())),
+    }
+    Ok(Some(Value::Int(i64::try_from(n).unwrap_or(i64::MAX))))
+}
+
 impl NetworkFunction for LightIds {
     fn spec(&self) -> NfSpec {
         let by_src = Flowspace(vec![Field::SrcIp]);
@@ -79,6 +122,10 @@ impl NetworkFunction for LightIds {
         }
     }
 
+    fn custom_ops(&self) -> Vec<(String, CustomOpFn)> {
+        vec![(WINDOW_COUNT_OP.to_string(), Arc::new(window_count))]
+    }
+
     fn on_packet(&self, _port: usize, pkt: &mut Packet, ctx: &mut dyn NfContext) -> Result<(), NfError> {
         ctx.incr_nb(PACKETS, b"", 1)?;
         let Some(ip) = pkt.hdr.ip else {
@@ -91,12 +138,19 @@ impl NetworkFunction for LightIds {
         let mut flagged = matches!(ctx.get(FLAGGED, src)?, Some(Value::Int(1)));
         let syn_only = pkt.hdr.tcp_flags().is_some_and(|f| f.has(TcpFlags::SYN) && !f.has(TcpFlags::ACK));
         if syn_only && !flagged {
-            let mut key = KeyBuf::new();
-            key.push(src).push(&(pkt.ts_ns / self.window_ns).to_be_bytes());
-            let n = ctx.incr(SYN_COUNT, key.as_bytes(), 1)?;
+            let op = ctx
+                .custom_op(WINDOW_COUNT_OP)
+                .ok_or_else(|| NfError::State("window count operation not registered".into()))?;
+            let arg = (pkt.ts_ns / self.window_ns).to_be_bytes().to_vec();
+            let n = match ctx.state(SYN_COUNT, src, Op::Custom { op, arg })? {
+                Some(Value::Int(n)) => n,
+                other => return Err(NfError::State(format!("window count returned {other:?}"))),
+            };
             if n > self.syn_threshold {
                 flagged = true;
                 ctx.set(FLAGGED, src, Value::Int(1))?;
+                // A flagged source is never counted again: its window entry is garbage.
+                ctx.state_nonblocking(SYN_COUNT, src, Op::Delete)?;
                 ctx.emit_context(VERDICT, json!({"src_ip": ip.src.to_string(), "suspicious": true}));
                 ctx.alert(
                     Alert::new("suspicious_source")

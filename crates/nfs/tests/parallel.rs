@@ -3,21 +3,20 @@
 //! same packets per sink port, raise the same alerts and leave the same final state as the
 //! single-instance reference run (compared by `streamnf_runtime::compare`).
 
+mod common;
+
+use common::{example, generated, keep, parallel, reference};
 use proptest::prelude::*;
-use std::path::Path;
 use std::sync::Arc;
-use streamnf_dag::chain_file::load_chain;
 use streamnf_dag::{ChainBuilder, LogicalDag, NetworkFunction};
-use streamnf_nfs::builtin_registry;
 use streamnf_packet::trace::RawRecord;
-use streamnf_packet::LinkType;
 use streamnf_runtime::compare::{differences, RunOutputs};
-use streamnf_runtime::{Engine, EngineConfig, ParallelConfig, ParallelEngine};
+use streamnf_runtime::{ParallelConfig, ParallelEngine};
 use streamnf_store::{EmbeddedStore, StateStore};
-use streamnf_tracegen::{GenConfig, Generator, ScanConfig};
+use streamnf_tracegen::{GenConfig, ScanConfig};
 
 fn trace(packets: u64, seed: u64) -> Vec<RawRecord> {
-    let cfg = GenConfig {
+    generated(GenConfig {
         packets,
         flows: (packets / 20).max(4) as u32,
         seed,
@@ -25,54 +24,7 @@ fn trace(packets: u64, seed: u64) -> Vec<RawRecord> {
         http_fraction: 0.4,
         scan: Some(ScanConfig { scanners: 2, ports_per_scanner: 60, ..ScanConfig::default() }),
         ..GenConfig::default()
-    };
-    Generator::new(cfg)
-        .expect("generator")
-        .map(|g| RawRecord {
-            link: LinkType::Ethernet,
-            ts_ns: g.ts_ns,
-            orig_len: g.data.len() as u32,
-            data: g.data,
-        })
-        .collect()
-}
-
-fn keep() -> EngineConfig {
-    EngineConfig { keep: true, ..EngineConfig::default() }
-}
-
-fn reference(dag: &Arc<LogicalDag>, input: &[RawRecord]) -> RunOutputs {
-    let store: Arc<dyn StateStore> = Arc::new(EmbeddedStore::new());
-    let mut e = Engine::new(Arc::clone(dag), Arc::clone(&store), keep()).expect("engine");
-    for r in input {
-        e.process_frame(r.link, &r.data, r.ts_ns, r.orig_len).expect("process");
-    }
-    let rep = e.finish().expect("finish");
-    RunOutputs::from_report(rep, store.snapshot(dag.id))
-}
-
-fn parallel(dag: &Arc<LogicalDag>, input: &[RawRecord], workers: usize, instances: &[u32]) -> RunOutputs {
-    let store: Arc<dyn StateStore> = Arc::new(EmbeddedStore::new());
-    let par = ParallelConfig {
-        workers,
-        instances: instances.to_vec(),
-        // Small queues and log: back-pressure happens on every run.
-        queue_capacity: 64,
-        log_capacity: 256,
-        batch: 8,
-        ..ParallelConfig::default()
-    };
-    let mut e = ParallelEngine::new(Arc::clone(dag), Arc::clone(&store), keep(), par).expect("engine");
-    for r in input {
-        e.process_frame(r.link, &r.data, r.ts_ns, r.orig_len).expect("process");
-    }
-    let rep = e.finish().expect("finish");
-    RunOutputs::from_report(rep, store.snapshot(dag.id))
-}
-
-fn example(name: &str) -> Arc<LogicalDag> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples").join(name);
-    Arc::new(load_chain(&path, &builtin_registry()).expect("example chain"))
+    })
 }
 
 fn assert_equivalent(dag: &Arc<LogicalDag>, input: &[RawRecord], shapes: &[(usize, Vec<u32>)]) {

@@ -54,6 +54,15 @@ pub fn normalize_state(state: &BTreeMap<String, Value>) -> BTreeMap<String, Valu
     out
 }
 
+/// A value's debug form, cut to 160 characters (a long list would drown the report).
+fn short(v: &Value) -> String {
+    let s = format!("{v:?}");
+    match s.char_indices().nth(160) {
+        Some((i, _)) => format!("{}… ({} characters)", &s[..i], s.chars().count()),
+        None => s,
+    }
+}
+
 fn sorted_sinks(s: &BTreeMap<String, Vec<SinkRecord>>) -> BTreeMap<String, Vec<SinkRecord>> {
     s.iter()
         .map(|(k, v)| {
@@ -110,7 +119,11 @@ pub fn differences(reference: &RunOutputs, other: &RunOutputs, limit: usize) -> 
             if sb.get(k) != Some(v) {
                 n += 1;
                 if n <= 3 {
-                    out.push(format!("state {k}: {v:?} vs {:?}", sb.get(k)));
+                    out.push(format!(
+                        "state {k}: {} vs {}",
+                        short(v),
+                        sb.get(k).map_or("missing".to_string(), short)
+                    ));
                 }
             }
         }
@@ -118,7 +131,7 @@ pub fn differences(reference: &RunOutputs, other: &RunOutputs, limit: usize) -> 
             if !sa.contains_key(k) {
                 n += 1;
                 if n <= 3 {
-                    out.push(format!("state {k}: missing vs {v:?}"));
+                    out.push(format!("state {k}: missing vs {}", short(v)));
                 }
             }
         }

@@ -7,7 +7,7 @@
 
 use crate::stats::TaskStats;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use streamnf_dag::{Alert, ContextMsg, NetworkFunction, NfContext, NfError};
+use streamnf_dag::{Alert, ContextMsg, NetworkFunction, NfContext, NfError, StateChange};
 use streamnf_packet::Packet;
 use streamnf_store::{CustomOpId, KeyBytes, Op, StateKey, StateStore, TaskId, Update, UpdateTag, Value};
 
@@ -18,6 +18,8 @@ pub enum Emit {
     Packet(usize),
     /// A context message, to this output port.
     Context(usize, ContextMsg),
+    /// A packet the NF built (a proxy's answer from its cache), to this output port.
+    NewPacket(usize, Packet),
 }
 
 /// Per-input context handed to an NF.
@@ -87,6 +89,11 @@ impl NfContext for TaskContext<'_> {
         self.emits.push(Emit::Context(port, msg));
     }
 
+    fn send_packet(&mut self, port: usize, mut pkt: Packet) {
+        pkt.meta.clock = self.clock;
+        self.emits.push(Emit::NewPacket(port, pkt));
+    }
+
     fn alert(&mut self, alert: Alert) {
         self.alerts.push(alert);
     }
@@ -116,8 +123,12 @@ pub enum NfInput<'a> {
     Packet(usize, &'a mut Packet),
     /// A context message on an input port.
     Context(usize, &'a ContextMsg),
-    /// A timer's payload.
-    Timer(&'a [u8]),
+    /// A timer's payload, and the first update sequence number its handler uses (see
+    /// [`crate::callbacks::TIMER_SEQ_BASE`]).
+    Timer(&'a [u8], u32),
+    /// A change of a watched state object, and the first update sequence number its
+    /// callback uses (see [`crate::callbacks`]).
+    StateChange(&'a StateChange, u32),
 }
 
 /// What an NF call wrote: outputs, alerts and timers, in order.
@@ -170,7 +181,10 @@ pub fn invoke(
         per_flow: site.per_flow,
         clock: site.clock,
         now_ns: site.now_ns,
-        seq: 0,
+        seq: match &input {
+            NfInput::StateChange(_, first_seq) | NfInput::Timer(_, first_seq) => *first_seq,
+            _ => 0,
+        },
         emits: &mut bufs.emits,
         alerts: &mut bufs.alerts,
         timers: &mut bufs.timers,
@@ -179,7 +193,8 @@ pub fn invoke(
     let outcome = catch_unwind(AssertUnwindSafe(|| match input {
         NfInput::Packet(port, p) => nf.on_packet(port, p, &mut ctx),
         NfInput::Context(port, m) => nf.on_context(port, m, &mut ctx),
-        NfInput::Timer(payload) => nf.on_timer(payload, &mut ctx),
+        NfInput::Timer(payload, _) => nf.on_timer(payload, &mut ctx),
+        NfInput::StateChange(change, _) => nf.on_state_change(change, &mut ctx),
     }));
     stats.state_ops += ctx.state_ops;
     match outcome {

@@ -9,6 +9,7 @@
 //! logical clock. The engine never keeps NF state: only counters and the message queue.
 
 use crate::alerts::{AlertRecord, AlertSink};
+use crate::callbacks::{TimerSeq, Watchers};
 use crate::context::{invoke, CallSite, Emit, NfInput, TaskBuffers};
 use crate::sink::{SinkRecord, SinkSet};
 use crate::stats::{ChainStats, Latency, TaskStats};
@@ -137,6 +138,10 @@ pub struct Engine {
     /// the manner of DPDK's mbuf pools: no allocation per packet, and the buffers stay
     /// in cache).
     spare: Vec<Vec<u8>>,
+    /// Store subscriptions of the vertices that watch state (`None`: nobody watches).
+    watchers: Option<Watchers>,
+    /// Numbers the timers fired at one clock.
+    timer_seq: TimerSeq,
 }
 
 /// Most frame buffers kept for reuse.
@@ -178,6 +183,7 @@ impl Engine {
         cfg: EngineConfig,
     ) -> Result<Engine, String> {
         register_custom_ops(&dag, &*store)?;
+        let watchers = Watchers::subscribe(&dag, &*store);
         let sinks =
             SinkSet::new(&dag.sinks(), cfg.out_dir.as_deref(), cfg.pcapng, cfg.keep, cfg.default_link);
         let collect = |from: &Endpoint| -> Vec<RouteEdge> {
@@ -223,6 +229,8 @@ impl Engine {
             cur_ts: 0,
             nf_calls: 0,
             spare: Vec::new(),
+            watchers,
+            timer_seq: TimerSeq::default(),
         })
     }
 
@@ -293,6 +301,7 @@ impl Engine {
             self.chain.unmatched_input += 1;
         }
         self.drain()?;
+        self.run_callbacks()?;
         if self.sink_writes == 0 {
             self.chain.dropped += 1;
         }
@@ -459,11 +468,12 @@ impl Engine {
             self.tasks[vid].dropped += 1;
         }
         let mut packet_emits_seen = 0;
-        for e in emits.iter() {
+        let mut emits = emits;
+        for e in emits.drain(..) {
             match e {
                 Emit::Context(port, msg) => {
                     self.tasks[vid].contexts_out += 1;
-                    let routes = self.take_routes(vid, *port);
+                    let routes = self.take_routes(vid, port);
                     let mut result = Ok(());
                     for r in &routes {
                         result = self.deliver(&r.route, Payload::Context(msg.clone()));
@@ -471,8 +481,19 @@ impl Engine {
                             break;
                         }
                     }
-                    self.put_routes(vid, *port, routes);
+                    self.put_routes(vid, port, routes);
                     result?;
+                }
+                Emit::NewPacket(port, mut np) => {
+                    np.meta.clock = clock;
+                    let routes = self.take_routes(vid, port);
+                    let mut admitted = false;
+                    let r = self.route_packet(&routes, np, &mut admitted);
+                    self.put_routes(vid, port, routes);
+                    r?;
+                    if admitted {
+                        self.tasks[vid].packets_out += 1;
+                    }
                 }
                 Emit::Packet(port) => {
                     packet_emits_seen += 1;
@@ -485,10 +506,10 @@ impl Engine {
                     } else {
                         self.copy_packet(p)
                     };
-                    let routes = self.take_routes(vid, *port);
+                    let routes = self.take_routes(vid, port);
                     let mut admitted = false;
                     let r = self.route_packet(&routes, out, &mut admitted);
-                    self.put_routes(vid, *port, routes);
+                    self.put_routes(vid, port, routes);
                     r?;
                     if admitted {
                         self.tasks[vid].packets_out += 1;
@@ -513,7 +534,10 @@ impl Engine {
         }
     }
 
-    /// Fires timers due at or before `now_ns`, each as its own input with a fresh clock.
+    /// Fires timers due at or before `now_ns`, in due order, at the clock of the last
+    /// packet (a timer has no clock of its own, so it never renumbers packets; see
+    /// [`streamnf_dag::NetworkFunction::on_timer`]). Its alerts and timers count; what it
+    /// emits is discarded.
     fn fire_timers(&mut self, now_ns: u64) -> io::Result<()> {
         let due = self.store.due_timers(now_ns);
         for t in due {
@@ -522,18 +546,52 @@ impl Engine {
             if t.dag != self.dag.id || vid >= self.dag.vertices.len() {
                 continue;
             }
-            let clock = self.next_clock;
-            self.next_clock += 1;
-            self.cur_ts = t.at_ns;
+            let clock = self.next_clock.saturating_sub(1);
+            let first_seq = self.timer_seq.next(clock, vid);
             let task = t.task.unwrap_or(0);
             self.tasks[vid].timers += 1;
-            self.call_nf(vid, task, clock, t.at_ns, NfInput::Timer(&t.payload));
-            // A timer has no packet: only its context messages, alerts and timers count.
-            self.bufs.emits.retain(|e| matches!(e, Emit::Context(..)));
+            self.call_nf(vid, task, clock, t.at_ns, NfInput::Timer(&t.payload, first_seq));
+            self.tasks[vid].discarded_emits += self.bufs.emits.len() as u64;
+            self.bufs.emits.clear();
             self.after_nf(vid, task, clock, t.at_ns, Payload::Context(ContextMsg::Null))?;
-            self.drain()?;
+            self.run_callbacks()?;
         }
         Ok(())
+    }
+
+    /// Delivers the changes of watched state made so far, and those the callbacks make in
+    /// turn, until none is left (see [`crate::callbacks`]). A callback's alerts and timers
+    /// count; what it emits is discarded.
+    fn run_callbacks(&mut self) -> io::Result<()> {
+        let Some(mut watchers) = self.watchers.take() else { return Ok(()) };
+        let mut result = Ok(());
+        loop {
+            if let Err(e) = self.store.flush() {
+                result = Err(io::Error::other(format!("state store: {e}")));
+                break;
+            }
+            let deliveries = watchers.drain();
+            if deliveries.is_empty() {
+                break;
+            }
+            for d in deliveries {
+                let clock = d.change.clock;
+                self.tasks[d.vertex].callbacks += 1;
+                self.call_nf(d.vertex, 0, clock, self.cur_ts, NfInput::StateChange(&d.change, d.first_seq));
+                let emitted = self.bufs.emits.len() as u64;
+                self.tasks[d.vertex].discarded_emits += emitted;
+                self.bufs.emits.clear();
+                result = self.after_nf(d.vertex, 0, clock, self.cur_ts, Payload::Context(ContextMsg::Null));
+                if result.is_err() {
+                    break;
+                }
+            }
+            if result.is_err() {
+                break;
+            }
+        }
+        self.watchers = Some(watchers);
+        result
     }
 
     /// Removes and returns the sink packets kept so far (with `keep`), per sink port.
@@ -554,6 +612,10 @@ impl Engine {
 
     /// Flushes sinks and alerts and returns what the run produced.
     pub fn finish(mut self) -> io::Result<EngineReport> {
+        self.run_callbacks()?;
+        if let Some(w) = &self.watchers {
+            w.unsubscribe(&*self.store);
+        }
         let busy = self.started.map(|s| s.elapsed().saturating_sub(self.idle)).unwrap_or_default();
         self.chain.packets_out = self.sinks.counts();
         self.alerts.flush()?;

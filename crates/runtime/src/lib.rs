@@ -12,6 +12,7 @@
 #![warn(missing_docs)]
 
 pub mod alerts;
+pub mod callbacks;
 pub mod compare;
 pub mod context;
 pub mod engine;

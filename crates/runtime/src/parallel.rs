@@ -33,6 +33,7 @@
 //! The engine keeps counters, queues and the log; NF state lives only in the store.
 
 use crate::alerts::{AlertRecord, AlertSink};
+use crate::callbacks::{Delivery, TimerSeq, Watchers};
 use crate::context::{invoke, CallSite, Emit, NfInput, TaskBuffers};
 use crate::engine::{EngineConfig, EngineReport};
 use crate::manager::{ManagerReport, Policy, TaskMonitor, ThresholdPolicy, VertexManager};
@@ -42,7 +43,7 @@ use crate::sink::SinkSet;
 use crate::splitter::{merge_needed, scope_flowspaces, SplitRule, SplitterRegistry, Targets};
 use crate::stats::{ChainStats, Latency, TaskStats};
 use parking_lot::{Condvar, Mutex};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -131,7 +132,10 @@ const PUBLISH_EVERY: u64 = 4096;
 enum Body {
     Packet(Packet),
     Context(ContextMsg),
-    Timer(Vec<u8>),
+    /// A due timer's payload and the first update sequence number of its handler. It holds
+    /// no packet-log reference: it runs at the clock of the last packet before it and what
+    /// it emits is discarded, so it has no descendants to wait for.
+    Timer(Vec<u8>, u32),
 }
 
 /// A message to a task: its sender, input port, the logged clock it descends from, and
@@ -212,6 +216,8 @@ struct Shared {
     /// Stop now, abandoning queued work (the engine was dropped after an error).
     abort: AtomicBool,
     pending_timers: AtomicU64,
+    /// Timers handed to tasks and not run yet (they are not in the packet log).
+    timers_in_flight: AtomicU64,
     io_error: Mutex<Option<io::Error>>,
     /// Set with `io_error`, so the root checks a flag per packet, not a lock.
     failed: AtomicBool,
@@ -391,10 +397,57 @@ fn route_context(
     n
 }
 
+/// Runs one input that has no packet — a state-change callback or a timer — at `task`
+/// (whichever thread holds it): its alerts go to `alerts`, its timers to the store; what it
+/// emits is discarded and counted.
+fn run_no_packet(
+    sh: &Shared,
+    task: &mut Task,
+    input: NfInput<'_>,
+    clock: u64,
+    now_ns: u64,
+    alerts: &mut Vec<AlertRecord>,
+) {
+    let vid = task.vertex;
+    let site = CallSite {
+        store: &*sh.store,
+        dag_id: sh.dag.id,
+        vertex: vid as u32,
+        task: task.index,
+        per_flow: &sh.per_flow[vid],
+        clock,
+        now_ns,
+    };
+    invoke(&*sh.dag.vertices[vid].nf, &site, input, &mut task.bufs, &mut task.stats);
+    task.stats.discarded_emits += task.bufs.emits.len() as u64;
+    task.bufs.emits.clear();
+    for a in task.bufs.alerts.drain(..) {
+        task.stats.alerts += 1;
+        alerts.push(AlertRecord {
+            kind: a.kind,
+            vertex: sh.dag.vertices[vid].name.clone(),
+            task: task.index,
+            clock,
+            ts_ns: now_ns,
+            fields: a.fields,
+        });
+    }
+    for (at, payload) in task.bufs.timers.drain(..) {
+        sh.store.schedule_timer(at, sh.dag.id, vid as u32, Some(task.index), payload);
+        sh.pending_timers.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 /// Processes one message at `task` and records how its clock settles.
 fn process_message(sh: &Shared, task: &mut Task, msg: Msg, scratch: &mut Scratch) {
     let vid = task.vertex;
     let Msg { port, clock, ts_ns, body, .. } = msg;
+    if let Body::Timer(payload, first_seq) = body {
+        task.stats.timers += 1;
+        run_no_packet(sh, task, NfInput::Timer(&payload, first_seq), clock, ts_ns, &mut scratch.alerts);
+        sh.timers_in_flight.fetch_sub(1, Ordering::AcqRel);
+        return;
+    }
     let src = task.id as u32 + 1;
     let site = CallSite {
         store: &*sh.store,
@@ -419,11 +472,7 @@ fn process_message(sh: &Shared, task: &mut Task, msg: Msg, scratch: &mut Scratch
             task.stats.contexts_in += 1;
             invoke(nf, &site, NfInput::Context(usize::from(port), &m), &mut task.bufs, &mut task.stats);
         }
-        Body::Timer(payload) => {
-            task.stats.timers += 1;
-            invoke(nf, &site, NfInput::Timer(&payload), &mut task.bufs, &mut task.stats);
-            task.bufs.emits.retain(|e| matches!(e, Emit::Context(..)));
-        }
+        Body::Timer(..) => {}
     }
     for a in task.bufs.alerts.drain(..) {
         task.stats.alerts += 1;
@@ -453,6 +502,24 @@ fn process_message(sh: &Shared, task: &mut Task, msg: Msg, scratch: &mut Scratch
                 if let Some(r) = routes.get(p) {
                     to_tasks += route_context(src, r, &m, clock, ts_ns, &mut task.outbox);
                 }
+            }
+            Emit::NewPacket(p, mut np) => {
+                np.meta.clock = clock;
+                let Some(r) = routes.get(p) else { continue };
+                let (t, s) = route_packet(
+                    src,
+                    r,
+                    np,
+                    clock,
+                    &mut task.outbox,
+                    &mut scratch.sink_out,
+                    &mut scratch.chosen,
+                );
+                if t + s > 0 {
+                    task.stats.packets_out += 1;
+                }
+                to_tasks += t;
+                to_sinks += s;
             }
             Emit::Packet(p) => {
                 seen += 1;
@@ -786,6 +853,21 @@ pub struct ParallelEngine {
     manager: VertexManager,
     worker_count: usize,
     latency: Latency,
+    /// Store subscriptions of the vertices that watch state (`None`: nobody watches).
+    watchers: Option<Watchers>,
+    /// Callbacks drained but not yet run (their task was busy), in delivery order.
+    callbacks: VecDeque<Delivery>,
+    /// Trace time of recent clocks, slot `clock % len` (empty unless some vertex watches
+    /// state): a callback runs at the time of the input whose update it reports, as in the
+    /// reference engine, however late the root gets to it.
+    clock_ts: Vec<(u64, u64)>,
+    /// Timers taken from the store but not handed over yet, with the clock they run at, in
+    /// due order.
+    timers: VecDeque<(u64, streamnf_store::Timer)>,
+    /// Senders of each task (ids: 0 = root, i + 1 = task i).
+    task_sources: Vec<Vec<u32>>,
+    /// Numbers the timers fired at one clock.
+    timer_seq: TimerSeq,
 }
 
 impl ParallelEngine {
@@ -932,6 +1014,8 @@ impl ParallelEngine {
             t.notify = merging.iter().any(|srcs| srcs.contains(&(t.id as u32 + 1)));
         }
         let (spare_tx, spare_rx) = crossbeam_channel::bounded(64);
+        let watchers = Watchers::subscribe(&dag, &*store);
+        let task_sources: Vec<Vec<u32>> = tasks.iter().map(|t| t.sources.clone()).collect();
         let sh = Arc::new(Shared {
             queues: (0..total)
                 .map(|_| Arc::new(MessageQueue::new(par.queue_capacity.max(par.batch))))
@@ -946,6 +1030,7 @@ impl ParallelEngine {
             shutdown: AtomicBool::new(false),
             abort: AtomicBool::new(false),
             pending_timers: AtomicU64::new(0),
+            timers_in_flight: AtomicU64::new(0),
             io_error: Mutex::new(None),
             failed: AtomicBool::new(false),
             batch: par.batch.max(1),
@@ -992,6 +1077,16 @@ impl ParallelEngine {
             manager,
             worker_count: workers,
             latency: Latency::default(),
+            clock_ts: if watchers.is_some() {
+                vec![(0, 0); (2 * par.log_capacity).max(1 << 16).next_power_of_two()]
+            } else {
+                Vec::new()
+            },
+            watchers,
+            callbacks: VecDeque::new(),
+            timers: VecDeque::new(),
+            timer_seq: TimerSeq::default(),
+            task_sources,
         })
     }
 
@@ -1054,7 +1149,7 @@ impl ParallelEngine {
                 return Err(e);
             }
         }
-        if self.sh.pending_timers.load(Ordering::Relaxed) > 0 {
+        if self.sh.pending_timers.load(Ordering::Relaxed) > 0 || !self.timers.is_empty() {
             self.fire_timers(pkt.ts_ns)?;
         }
         self.cur_ts = pkt.ts_ns;
@@ -1062,6 +1157,7 @@ impl ParallelEngine {
         let clock = self.next_clock()?;
         pkt.meta.clock = clock;
         pkt.meta.ingress_index = index;
+        self.note_clock_ts(clock, pkt.ts_ns);
         if drop {
             return Ok(());
         }
@@ -1112,6 +1208,7 @@ impl ParallelEngine {
             // input: measured, this keeps the queues short (p50 latency 31 µs instead of
             // 725 µs with help only when a queue is half full) at the same throughput.
             self.run_own();
+            self.run_callbacks(false)?;
         }
         if self.chain.packets_in % GC_EVERY == 0 {
             self.sh.store.gc_below(self.sh.log.watermark());
@@ -1120,6 +1217,78 @@ impl ParallelEngine {
             self.housekeeping();
         }
         Ok(())
+    }
+
+    /// Remembers the trace time of `clock` for callbacks (when some vertex watches state).
+    #[inline]
+    fn note_clock_ts(&mut self, clock: u64, ts_ns: u64) {
+        let n = self.clock_ts.len();
+        if n > 0 {
+            self.clock_ts[(clock as usize) & (n - 1)] = (clock, ts_ns);
+        }
+    }
+
+    /// Trace time of `clock` if still remembered, else the root's current time.
+    fn clock_time(&self, clock: u64) -> u64 {
+        match self.clock_ts.get((clock as usize) & self.clock_ts.len().wrapping_sub(1)) {
+            Some(&(c, ts)) if c == clock => ts,
+            _ => self.cur_ts,
+        }
+    }
+
+    /// Runs the state-change callbacks drained so far on the root thread, each in its
+    /// watching task (chosen by the changed key's hash). Only changes made at clocks the
+    /// whole chain has finished (below the packet log's watermark) run, in clock order: by
+    /// then every change at those clocks has been drained, so each watcher sees them in the
+    /// order the single-instance run delivers them. A task a worker holds is not waited for
+    /// unless `wait` (the end of the run): its callback and every later one stay queued, in
+    /// order, for the next call. Returns true if any ran.
+    fn run_callbacks(&mut self, wait: bool) -> io::Result<bool> {
+        let Some(watchers) = self.watchers.as_mut() else { return Ok(false) };
+        // Read the watermark before draining: every change below it is in the channel.
+        let watermark = if wait { u64::MAX } else { self.sh.log.watermark() };
+        self.sh.store.flush().map_err(|e| io::Error::other(format!("state store: {e}")))?;
+        let fresh = watchers.drain();
+        if !fresh.is_empty() {
+            self.callbacks.extend(fresh);
+            self.callbacks.make_contiguous().sort_by_key(|d| d.change.clock);
+        }
+        let mut ran = false;
+        let mut alerts = Vec::new();
+        while let Some(d) = self.callbacks.front() {
+            if d.change.clock >= watermark {
+                break;
+            }
+            let n = self.tasks_per_vertex.get(d.vertex).copied().unwrap_or(1).max(1);
+            let gid = self.first_task.get(d.vertex).copied().unwrap_or(0) + (d.key_hash % n as u64) as usize;
+            let Some(slot) = self.sh.tasks.get(gid) else {
+                self.callbacks.pop_front();
+                continue;
+            };
+            // Strictly in order, as the single-instance run delivers them: a busy task
+            // holds back every later callback, not only its own.
+            let guard = if wait { Some(slot.lock()) } else { slot.try_lock() };
+            let Some(mut task) = guard else { break };
+            let Some(d) = self.callbacks.pop_front() else { break };
+            task.stats.callbacks += 1;
+            let input = NfInput::StateChange(&d.change, d.first_seq);
+            run_no_packet(
+                &self.sh,
+                &mut task,
+                input,
+                d.change.clock,
+                self.clock_time(d.change.clock),
+                &mut alerts,
+            );
+            ran = true;
+        }
+        if !alerts.is_empty() {
+            let mut sink = self.sh.alerts.lock();
+            for a in alerts {
+                sink.push(a)?;
+            }
+        }
+        Ok(ran)
     }
 
     /// One pass of the root over the tasks no worker holds; true if any worked.
@@ -1224,31 +1393,47 @@ impl ParallelEngine {
         });
     }
 
-    /// Fires timers due at or before `now_ns`, each as its own input with a fresh clock.
-    fn fire_timers(&mut self, now_ns: u64) -> io::Result<()> {
-        let due = self.sh.store.due_timers(now_ns);
-        for t in due {
+    /// Takes the timers due at or before `now_ns` from the store and hands them, with those
+    /// still waiting, in due order to their tasks, at the clock of the last packet handed
+    /// out when they came due (a timer has no clock of its own, so it never renumbers
+    /// packets; see [`streamnf_dag::NetworkFunction::on_timer`]). A timer never runs early:
+    /// it is sent only once every upstream task of its task has handed over all its messages
+    /// up to that clock, and it queues behind them (and behind the root's own). A timer that
+    /// must wait holds back those after it. Returns true if any was handed over.
+    fn fire_timers(&mut self, now_ns: u64) -> io::Result<bool> {
+        let clock = self.clocks.peek().saturating_sub(1);
+        for t in self.sh.store.due_timers(now_ns) {
             self.sh.pending_timers.fetch_sub(1, Ordering::Relaxed);
-            let vid = t.vertex as usize;
-            if t.dag != self.sh.dag.id || vid >= self.tasks_per_vertex.len() {
-                continue;
+            if t.dag == self.sh.dag.id && (t.vertex as usize) < self.tasks_per_vertex.len() {
+                self.timers.push_back((clock, t));
             }
+        }
+        let mut sent = false;
+        while let Some((clock, t)) = self.timers.front() {
+            let (clock, vid) = (*clock, t.vertex as usize);
             let task = (t.task.unwrap_or(0) as usize).min(self.tasks_per_vertex[vid] - 1);
-            let clock = self.next_clock()?;
-            let mut placeholder = Packet::new(LinkType::Ethernet, Vec::new(), t.at_ns);
-            placeholder.meta.clock = clock;
-            self.pending_log.push((clock, placeholder));
             let gid = self.first_task[vid] + task;
+            let ready = self.task_sources.get(gid).is_none_or(|srcs| {
+                srcs.iter().filter(|&&s| s != 0).all(|&s| {
+                    self.sh.progress.get(s as usize).is_none_or(|p| p.load(Ordering::Acquire) >= clock)
+                })
+            });
+            if !ready {
+                break;
+            }
+            let Some((clock, t)) = self.timers.pop_front() else { break };
+            let first_seq = self.timer_seq.next(clock, vid);
             self.outbox[gid].push(Msg {
                 src: 0,
                 port: 0,
                 clock,
                 ts_ns: t.at_ns,
-                body: Body::Timer(t.payload),
+                body: Body::Timer(t.payload, first_seq),
             });
-            self.push_blocking(gid)?;
+            self.sh.timers_in_flight.fetch_add(1, Ordering::AcqRel);
+            sent = true;
         }
-        Ok(())
+        Ok(sent)
     }
 
     /// Waits for the chain to finish every packet, stops the workers, flushes sinks and
@@ -1257,7 +1442,7 @@ impl ParallelEngine {
         self.flush_root();
         self.publish_root_progress(u64::MAX);
         loop {
-            while !self.sh.log.is_empty() {
+            while !self.sh.log.is_empty() || self.sh.timers_in_flight.load(Ordering::Acquire) > 0 {
                 if self.sh.failed.load(Ordering::Acquire) {
                     let err = self.sh.io_error.lock().take();
                     self.stop();
@@ -1265,17 +1450,20 @@ impl ParallelEngine {
                 }
                 self.help_or_wait();
             }
+            // Changes of watched state not delivered yet run now; they may set timers or
+            // change more watched state, so the loop goes round again.
+            if self.run_callbacks(true)? {
+                continue;
+            }
             // Timers set while the last packets were processed, due by the last packet's
             // time, fire now (the reference engine fires them before that packet).
-            if self.sh.pending_timers.load(Ordering::Acquire) == 0 {
+            if !self.fire_timers(self.cur_ts)? {
                 break;
             }
-            let before = self.clocks.peek();
-            self.fire_timers(self.cur_ts)?;
             self.flush_root();
-            if self.clocks.peek() == before {
-                break;
-            }
+        }
+        if let Some(w) = &self.watchers {
+            w.unsubscribe(&*self.sh.store);
         }
         let busy = self.started.map(|s| s.elapsed().saturating_sub(self.idle)).unwrap_or_default();
         let (stats, vertex, latency) = self.stop();

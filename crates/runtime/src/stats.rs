@@ -27,6 +27,11 @@ pub struct TaskStats {
     pub state_ops: u64,
     /// Timers fired.
     pub timers: u64,
+    /// State-change callbacks delivered (`on_state_change`).
+    pub callbacks: u64,
+    /// Packets or context messages a timer or a state callback emitted, discarded (neither
+    /// has a place in the packet order).
+    pub discarded_emits: u64,
     /// Inputs the NF rejected with an error.
     pub nf_errors: u64,
     /// Inputs during which the NF panicked (caught and isolated).
@@ -47,6 +52,8 @@ impl TaskStats {
         self.alerts += o.alerts;
         self.state_ops += o.state_ops;
         self.timers += o.timers;
+        self.callbacks += o.callbacks;
+        self.discarded_emits += o.discarded_emits;
         self.nf_errors += o.nf_errors;
         self.nf_panics += o.nf_panics;
         self.busy_ns += o.busy_ns;

@@ -32,12 +32,15 @@ pub mod conformance;
 pub mod embedded;
 pub mod local;
 mod ops;
+pub mod redis;
+pub mod redis_server;
 mod types;
 
 use std::collections::BTreeMap;
 
 pub use embedded::EmbeddedStore;
 pub use local::LocalStore;
+pub use redis::{RedisOptions, RedisStore};
 pub use types::{
     Clock, CustomOpFn, CustomOpId, KeyBytes, KeyFilter, Notification, Op, StateKey, StoreError, TaskId,
     Timer, Update, UpdateTag, Value, KEY_BYTES_MAX,

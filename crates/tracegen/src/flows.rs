@@ -172,7 +172,7 @@ impl Ctx {
         if self.rng.chance(self.cfg.udp_fraction) {
             self.udp_flow(&mut a, budget, client, v6, ext);
         } else if self.rng.chance(self.cfg.http_fraction) && !self.url_cdf.is_empty() {
-            let k = self.skewed(200);
+            let k = self.skewed(u64::from(self.cfg.http_servers));
             let server = ext([192, 0, 2, 1 + k as u8]);
             self.http_flow(&mut a, budget, client, server, &format!("www.site{k}.example"), v6);
         } else {

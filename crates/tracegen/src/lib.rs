@@ -119,7 +119,15 @@ pub struct GenConfig {
     pub http_fraction: f64,
     /// Number of distinct URLs HTTP requests are drawn from, Zipf-like, so
     /// popular URLs repeat (default 200). Must be ≥ 1 when HTTP is enabled.
+    /// Repeats are counted by request URI ([`GenStats::distinct_urls`]),
+    /// whichever server the request goes to.
     pub url_pool: u32,
+    /// Number of web servers HTTP flows go to, 1–200 (default 200): server
+    /// `k` is `192.0.2.(1 + k)`, `Host: www.site{k}.example`, chosen with a
+    /// skew towards small `k`. With 1, every request goes to one host, so a
+    /// repeated URI is also a repeated absolute URL (Host + path), which is
+    /// what a caching proxy keys by.
+    pub http_servers: u32,
     /// Fraction of regular HTTP requests whose URI contains `<script>`
     /// (default 0.0).
     pub xss_fraction: f64,
@@ -148,6 +156,7 @@ impl Default for GenConfig {
             trojan: None,
             http_fraction: 0.5,
             url_pool: 200,
+            http_servers: 200,
             xss_fraction: 0.0,
             start_ns: 1_700_000_000_000_000_000,
             pps: 1_000_000,
@@ -315,6 +324,9 @@ fn validate(cfg: &GenConfig) -> Result<(), GenError> {
     }
     if cfg.http_fraction > 0.0 && cfg.url_pool == 0 {
         return Err(invalid("url_pool", "must be at least 1 when http_fraction > 0".into()));
+    }
+    if !(1..=200).contains(&cfg.http_servers) {
+        return Err(invalid("http_servers", format!("must be within 1..=200, got {}", cfg.http_servers)));
     }
     if cfg.url_pool > 1 << 24 {
         return Err(invalid("url_pool", format!("must be at most {}, got {}", 1u32 << 24, cfg.url_pool)));

@@ -1,0 +1,86 @@
+//! Helpers shared by the NF integration tests: generated traces, and one run of a chain
+//! on the reference engine or on the parallel engine, returned as comparable outputs.
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::path::Path;
+use std::sync::Arc;
+use streamnf_dag::chain_file::load_chain;
+use streamnf_dag::LogicalDag;
+use streamnf_nfs::builtin_registry;
+use streamnf_packet::trace::RawRecord;
+use streamnf_packet::LinkType;
+use streamnf_runtime::compare::RunOutputs;
+use streamnf_runtime::{Engine, EngineConfig, ParallelConfig, ParallelEngine};
+use streamnf_store::{EmbeddedStore, StateStore};
+use streamnf_tracegen::{GenConfig, Generator};
+
+/// The frames of a generated trace.
+pub fn generated(cfg: GenConfig) -> Vec<RawRecord> {
+    Generator::new(cfg)
+        .expect("generator")
+        .map(|g| RawRecord {
+            link: LinkType::Ethernet,
+            ts_ns: g.ts_ns,
+            orig_len: g.data.len() as u32,
+            data: g.data,
+        })
+        .collect()
+}
+
+/// Keep sink packets and alerts for comparison.
+pub fn keep() -> EngineConfig {
+    EngineConfig { keep: true, ..EngineConfig::default() }
+}
+
+/// One single-instance (reference) run.
+pub fn reference(dag: &Arc<LogicalDag>, input: &[RawRecord]) -> RunOutputs {
+    let store: Arc<dyn StateStore> = Arc::new(EmbeddedStore::new());
+    let mut e = Engine::new(Arc::clone(dag), Arc::clone(&store), keep()).expect("engine");
+    for r in input {
+        e.process_frame(r.link, &r.data, r.ts_ns, r.orig_len).expect("process");
+    }
+    let rep = e.finish().expect("finish");
+    RunOutputs::from_report(rep, store.snapshot(dag.id))
+}
+
+/// One parallel run with `workers` threads and `instances` tasks per vertex (by vertex
+/// index), with small queues and log so back-pressure happens on every run.
+pub fn parallel(dag: &Arc<LogicalDag>, input: &[RawRecord], workers: usize, instances: &[u32]) -> RunOutputs {
+    let store: Arc<dyn StateStore> = Arc::new(EmbeddedStore::new());
+    let par = ParallelConfig {
+        workers,
+        instances: instances.to_vec(),
+        queue_capacity: 64,
+        log_capacity: 256,
+        batch: 8,
+        ..ParallelConfig::default()
+    };
+    let mut e = ParallelEngine::new(Arc::clone(dag), Arc::clone(&store), keep(), par).expect("engine");
+    for r in input {
+        e.process_frame(r.link, &r.data, r.ts_ns, r.orig_len).expect("process");
+    }
+    let rep = e.finish().expect("finish");
+    RunOutputs::from_report(rep, store.snapshot(dag.id))
+}
+
+/// An example chain of the repository (`examples/NAME`).
+pub fn example(name: &str) -> Arc<LogicalDag> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples").join(name);
+    Arc::new(load_chain(&path, &builtin_registry()).expect("example chain"))
+}
+
+/// A chain from TOML text.
+pub fn chain(toml_text: &str) -> Result<Arc<LogicalDag>, String> {
+    streamnf_dag::chain_file::parse_chain(toml_text, "test.toml", &builtin_registry())
+        .map(Arc::new)
+        .map_err(|e| e.to_string())
+}
+
+/// Instance counts by vertex index from `name=count` pairs (others 1).
+pub fn instances(dag: &LogicalDag, named: &[(&str, u32)]) -> Vec<u32> {
+    let mut v = vec![1; dag.vertices.len()];
+    for (name, n) in named {
+        v[dag.vertex_id(name).expect("vertex")] = *n;
+    }
+    v
+}
