@@ -37,6 +37,9 @@ pub enum BenchName {
     /// Redis backend ops/s from one process against a private `redis-server`, next to
     /// `redis-benchmark -P 16` on the same server in the same run (--ops per phase).
     Redis,
+    /// NAT per-packet latency in the paper's four models (local state, externalized,
+    /// + caching, + non-blocking) on the embedded store and on a private `redis-server`.
+    NatModels,
 }
 
 /// Arguments of `streamnf bench`.
@@ -88,6 +91,7 @@ pub fn bench(a: BenchArgs) -> Result<(), String> {
         BenchName::Root => bench_root(a.packets, a.rounds),
         BenchName::Memory => bench_memory(a.packets),
         BenchName::Redis => bench_redis(a.ops, a.rounds),
+        BenchName::NatModels => bench_nat_models(a.packets, a.rounds),
         BenchName::Workers => {
             let pkts = trace(a.packets, true)?;
             bench_workers(&pkts, a.rounds)
@@ -371,7 +375,85 @@ fn bench_redis(ops: u64, rounds: u32) -> Result<(), String> {
             ours.nonblocking_incr_per_s / incr
         );
     }
+    let cluster = streamnf_store::redis_server::RedisCluster::start(3)?;
+    println!("  3-node Redis Cluster (private, one process per node, same machine) vs the single server:");
+    for round in 1..=rounds.max(1) {
+        let opts = streamnf_store::RedisOptions::default;
+        let one = bench_redis_ops(&srv.url(), n, opts()).map_err(|e| e.to_string())?;
+        let three = bench_redis_ops(&cluster.url(), n, opts()).map_err(|e| e.to_string())?;
+        println!(
+            "    round {round}: pipelined incr {:>8.0} (3 nodes) vs {:>8.0} (1 node) ops/s, ratio {:.2}; \
+             blocking get {:>8.0} vs {:>8.0} ops/s",
+            three.nonblocking_incr_per_s,
+            one.nonblocking_incr_per_s,
+            three.nonblocking_incr_per_s / one.nonblocking_incr_per_s,
+            three.blocking_get_per_s,
+            one.blocking_get_per_s
+        );
+    }
     Ok(())
+}
+
+/// The paper's four NAT models (§7) on one store: local state, externalized (every update
+/// waits for the store), + caching (per-flow state cached at its owner), + non-blocking
+/// (updates pipelined). `sync` and `pipelined` open the backend without and with pipelining.
+fn nat_models(
+    backend: &str,
+    pkts: &[RawRecord],
+    rounds: u32,
+    sync: &dyn Fn() -> Result<Arc<dyn StateStore>, String>,
+    pipelined: &dyn Fn() -> Result<Arc<dyn StateStore>, String>,
+) -> Result<(), String> {
+    use streamnf_store::CachedStore;
+    let dag = Arc::new(single(Arc::new(streamnf_nfs::nat::Nat::default()))?);
+    let read_heavy = dag.read_heavy_objects();
+    let cached = |inner: Arc<dyn StateStore>| -> Result<Arc<dyn StateStore>, String> {
+        Ok(Arc::new(CachedStore::with_read_heavy(inner, read_heavy.clone())))
+    };
+    type Make<'a> = Box<dyn Fn() -> Result<Arc<dyn StateStore>, String> + 'a>;
+    let models: Vec<(&str, Make)> = vec![
+        ("local state", Box::new(|| Ok(Arc::new(LocalStore::new()) as Arc<dyn StateStore>))),
+        ("externalized", Box::new(sync)),
+        ("+ caching", Box::new(|| cached(sync()?))),
+        ("+ non-blocking", Box::new(|| cached(pipelined()?))),
+    ];
+    println!("  {backend}:");
+    for (name, make) in &models {
+        let rs: Vec<RoundResult> =
+            (0..rounds.max(1)).map(|_| one_round(&dag, make()?, pkts)).collect::<Result<_, _>>()?;
+        let b = best(&rs);
+        println!(
+            "    {name:<16} latency p50 {:>7} ns  p99 {:>8} ns   {:>8.3} Mpps",
+            b.p50,
+            b.p99,
+            b.pps / 1e6
+        );
+    }
+    Ok(())
+}
+
+fn bench_nat_models(packets: u64, rounds: u32) -> Result<(), String> {
+    use streamnf_store::redis_server::RedisServer;
+    use streamnf_store::{RedisOptions, RedisStore};
+    let pkts = trace(packets, false)?;
+    println!("bench nat-models: {} packets, best of {} rounds, one core", pkts.len(), rounds.max(1));
+    let embedded = || Ok(Arc::new(EmbeddedStore::new()) as Arc<dyn StateStore>);
+    nat_models("embedded store (updates are applied in place: non-blocking = blocking)", &pkts, rounds, &embedded, &embedded)?;
+    let srv = RedisServer::start()?;
+    let url = srv.url();
+    let redis = |batch: usize| -> Result<Arc<dyn StateStore>, String> {
+        let opts = RedisOptions { batch, drop_namespace_on_drop: true, ..RedisOptions::default() };
+        let s = RedisStore::open(&url, "natmodels", opts).map_err(|e| e.to_string())?;
+        s.clear_namespace().map_err(|e| e.to_string())?;
+        Ok(Arc::new(s))
+    };
+    nat_models(
+        &format!("redis {url} (private redis-server; externalized = one round trip per update)"),
+        &pkts,
+        rounds,
+        &|| redis(1),
+        &|| redis(512),
+    )
 }
 
 fn bench_store(ops: u64, keys: u32, rounds: u32) -> Result<(), String> {

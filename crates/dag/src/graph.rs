@@ -145,6 +145,20 @@ impl LogicalDag {
         h
     }
 
+    /// The shared state objects NFs declared read-heavy, as `(dag, vertex, object)`: the
+    /// ones a client-side cache may keep with invalidation (`streamnf_store::CachedStore`).
+    pub fn read_heavy_objects(&self) -> Vec<(u32, u32, u16)> {
+        let mut out = Vec::new();
+        for (vid, v) in self.vertices.iter().enumerate() {
+            for (oid, o) in v.spec.state.iter().enumerate() {
+                if o.read_heavy && o.scope == StateScope::Shared {
+                    out.push((self.id, vid as u32, oid as u16));
+                }
+            }
+        }
+        out
+    }
+
     /// The vertex called `name`.
     pub fn vertex_id(&self, name: &str) -> Option<VertexId> {
         self.vertices.iter().position(|v| v.name == name)

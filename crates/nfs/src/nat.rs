@@ -912,7 +912,8 @@ impl NetworkFunction for Nat {
             outputs: vec![PortSpec::packets("out")],
             state: vec![
                 StateObjectSpec::per_flow("conn", Flowspace(vec![Field::Connection])),
-                StateObjectSpec::shared("reverse"),
+                // Read for every inbound packet, written once per connection.
+                StateObjectSpec { read_heavy: true, ..StateObjectSpec::shared("reverse") },
                 StateObjectSpec::shared("counters"),
                 StateObjectSpec::shared("exhausted"),
             ],

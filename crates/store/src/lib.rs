@@ -28,6 +28,7 @@
 #![warn(missing_docs)]
 
 pub mod bench;
+pub mod cached;
 pub mod conformance;
 pub mod embedded;
 pub mod local;
@@ -38,6 +39,7 @@ mod types;
 
 use std::collections::BTreeMap;
 
+pub use cached::CachedStore;
 pub use embedded::EmbeddedStore;
 pub use local::LocalStore;
 pub use redis::{RedisOptions, RedisStore};

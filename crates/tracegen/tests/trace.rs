@@ -492,6 +492,8 @@ fn invalid_configs_name_the_parameter() {
         (GenConfig { concurrency: 0, ..GenConfig::default() }, "concurrency"),
         (GenConfig { pps: 0, ..GenConfig::default() }, "pps"),
         (GenConfig { url_pool: 0, ..GenConfig::default() }, "url_pool"),
+        (GenConfig { http_servers: 0, ..GenConfig::default() }, "http_servers"),
+        (GenConfig { http_servers: 201, ..GenConfig::default() }, "http_servers"),
         (GenConfig { internal_net: [192, 0, 0, 0], ..GenConfig::default() }, "internal_net"),
         (
             GenConfig {
@@ -520,6 +522,33 @@ fn invalid_configs_name_the_parameter() {
     }
     // http disabled → url_pool 0 is fine.
     assert!(Generator::new(GenConfig { url_pool: 0, http_fraction: 0.0, ..small(1, 50) }).is_ok());
+}
+
+/// `http_servers` bounds the web servers (and `Host` names) HTTP flows use; the default
+/// keeps the historical output byte for byte.
+#[test]
+fn http_servers_limits_the_web_servers() {
+    let base = GenConfig { http_fraction: 1.0, udp_fraction: 0.0, ipv6_fraction: 0.0, ..small(9, 6000) };
+    let hosts = |cfg: GenConfig| -> HashSet<(IpAddr, String)> {
+        let (v, _) = run(cfg);
+        v.iter()
+            .map(|p| parse(&p.data))
+            .filter(|p| get_uri(p).is_some())
+            .map(|p| {
+                let t = String::from_utf8(p.payload.clone()).unwrap();
+                let host = t.split("\r\n").find_map(|l| l.strip_prefix("Host: ")).unwrap().to_string();
+                (p.dst, host)
+            })
+            .collect()
+    };
+    let one = hosts(GenConfig { http_servers: 1, ..base.clone() });
+    assert_eq!(one.len(), 1, "{one:?}");
+    assert!(one.contains(&("192.0.2.1".parse().unwrap(), "www.site0.example".to_string())));
+    let three = hosts(GenConfig { http_servers: 3, ..base.clone() });
+    assert!(three.len() > 1 && three.len() <= 3, "{three:?}");
+    let all = hosts(base.clone());
+    assert!(all.len() > 3, "{all:?}");
+    assert_eq!(generate(GenConfig { http_servers: 200, ..base.clone() }).unwrap(), generate(base).unwrap());
 }
 
 #[test]
