@@ -438,7 +438,13 @@ fn bench_nat_models(packets: u64, rounds: u32) -> Result<(), String> {
     let pkts = trace(packets, false)?;
     println!("bench nat-models: {} packets, best of {} rounds, one core", pkts.len(), rounds.max(1));
     let embedded = || Ok(Arc::new(EmbeddedStore::new()) as Arc<dyn StateStore>);
-    nat_models("embedded store (updates are applied in place: non-blocking = blocking)", &pkts, rounds, &embedded, &embedded)?;
+    nat_models(
+        "embedded store (updates are applied in place: non-blocking = blocking)",
+        &pkts,
+        rounds,
+        &embedded,
+        &embedded,
+    )?;
     let srv = RedisServer::start()?;
     let url = srv.url();
     let redis = |batch: usize| -> Result<Arc<dyn StateStore>, String> {

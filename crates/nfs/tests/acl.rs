@@ -2,6 +2,8 @@
 //! port, per-rule counters, parameter errors (a bad filter names the rule, the expression
 //! and the column), the example chain, and the parallel engine giving the same outputs.
 
+mod common;
+
 use etherparse::PacketBuilder;
 use proptest::prelude::*;
 use std::collections::BTreeMap;
@@ -60,17 +62,7 @@ fn chain(params: &str, denied_port: bool) -> LogicalDag {
 }
 
 fn run(dag: LogicalDag, pkts: Vec<Packet>) -> (EngineReport, BTreeMap<String, Value>) {
-    let mut e = Engine::new(
-        Arc::new(dag),
-        Arc::new(EmbeddedStore::new()),
-        EngineConfig { keep: true, ..EngineConfig::default() },
-    )
-    .expect("engine");
-    for p in pkts {
-        e.process(p).expect("process");
-    }
-    let state = e.final_state();
-    (e.finish().expect("finish"), state)
+    common::run_packets(dag, pkts)
 }
 
 /// The value of key `sub` in shared object `object` of the chain's only vertex.

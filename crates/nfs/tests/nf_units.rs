@@ -2,6 +2,8 @@
 //! across TCP segments (found once, never twice), the rate limiter's exact refill and
 //! burst edges, and the IDS's window roll-over and the garbage collection of its state.
 
+mod common;
+
 use etherparse::PacketBuilder;
 use proptest::prelude::*;
 use std::collections::BTreeMap;
@@ -13,8 +15,8 @@ use streamnf_nfs::net::Cidr;
 use streamnf_nfs::rate_limiter::{token_bucket, RateClass, RateLimiter};
 use streamnf_packet::{LinkType, Packet};
 use streamnf_runtime::engine::EngineReport;
-use streamnf_runtime::{Engine, EngineConfig};
-use streamnf_store::{EmbeddedStore, Value};
+
+use streamnf_store::Value;
 
 const A: [u8; 4] = [10, 0, 0, 1];
 const B: [u8; 4] = [192, 0, 2, 1];
@@ -57,17 +59,7 @@ fn single(nf: Arc<dyn NetworkFunction>, pkts: Vec<Packet>) -> (EngineReport, BTr
         .edge("nf.out", "output.out")
         .build()
         .expect("chain");
-    let mut e = Engine::new(
-        Arc::new(dag),
-        Arc::new(EmbeddedStore::new()),
-        EngineConfig { keep: true, ..EngineConfig::default() },
-    )
-    .expect("engine");
-    for p in pkts {
-        e.process(p).expect("process");
-    }
-    let state = e.final_state();
-    (e.finish().expect("finish"), state)
+    common::run_packets(dag, pkts)
 }
 
 /// Entries of state object `object` of the only vertex, whatever their owner.

@@ -34,7 +34,8 @@ fn input(packets: u64) -> Vec<RawRecord> {
 }
 
 fn open(url: &str, ns: &str, opts: RedisOptions) -> Arc<dyn StateStore> {
-    let s = RedisStore::open(url, ns, RedisOptions { drop_namespace_on_drop: true, ..opts }).expect("open redis");
+    let s =
+        RedisStore::open(url, ns, RedisOptions { drop_namespace_on_drop: true, ..opts }).expect("open redis");
     s.clear_namespace().expect("clear");
     Arc::new(s)
 }
@@ -76,8 +77,10 @@ fn a_redis_cluster_and_the_parallel_engine_give_the_same_outputs() {
 
     let srv = RedisServer::start().expect("redis-server");
     let store = open(&srv.url(), "parallel", RedisOptions::default());
-    let par = ParallelConfig { workers: 2, instances: vec![2; dag.vertices.len()], ..ParallelConfig::default() };
-    let mut e = ParallelEngine::new(Arc::clone(&dag), Arc::clone(&store), common::keep(), par).expect("engine");
+    let par =
+        ParallelConfig { workers: 2, instances: vec![2; dag.vertices.len()], ..ParallelConfig::default() };
+    let mut e =
+        ParallelEngine::new(Arc::clone(&dag), Arc::clone(&store), common::keep(), par).expect("engine");
     for r in &input {
         e.process_frame(r.link, &r.data, r.ts_ns, r.orig_len).expect("process");
     }
@@ -88,7 +91,8 @@ fn a_redis_cluster_and_the_parallel_engine_give_the_same_outputs() {
 #[test]
 fn a_redis_restarted_mid_run_leaves_the_reference_state() {
     // Append-only file so the data outlives the restart, as a production Redis would keep it.
-    let mut srv = RedisServer::start_with(&["--appendonly", "yes", "--appendfsync", "always"]).expect("redis-server");
+    let mut srv =
+        RedisServer::start_with(&["--appendonly", "yes", "--appendfsync", "always"]).expect("redis-server");
     let input = input(1500);
     let dag = example("nat.toml");
     let want = reference(&dag, &input);
@@ -128,10 +132,8 @@ fn a_redis_gone_for_good_ends_the_run_with_one_clear_error() {
     let report = e.finish();
     assert!(t.elapsed() < Duration::from_secs(30), "no hang: {:?}", t.elapsed());
     // The NFs' state calls fail (counted as NF errors) and flushing at the end reports it.
-    let errors: u64 = report
-        .as_ref()
-        .map(|r| r.tasks.values().flatten().map(|s| s.nf_errors).sum())
-        .unwrap_or(u64::MAX);
+    let errors: u64 =
+        report.as_ref().map(|r| r.tasks.values().flatten().map(|s| s.nf_errors).sum()).unwrap_or(u64::MAX);
     assert!(errors > 0 || report.is_err(), "the lost store must show");
     let e = store.flush().expect_err("the store reports the lost server");
     assert!(e.to_string().contains(&url), "the error names the server: {e}");

@@ -470,7 +470,7 @@ impl Engine {
         let mut packet_emits_seen = 0;
         let mut emits = emits;
         for e in emits.drain(..) {
-            match e {
+            let (port, out) = match e {
                 Emit::Context(port, msg) => {
                     self.tasks[vid].contexts_out += 1;
                     let routes = self.take_routes(vid, port);
@@ -483,17 +483,11 @@ impl Engine {
                     }
                     self.put_routes(vid, port, routes);
                     result?;
+                    continue;
                 }
                 Emit::NewPacket(port, mut np) => {
                     np.meta.clock = clock;
-                    let routes = self.take_routes(vid, port);
-                    let mut admitted = false;
-                    let r = self.route_packet(&routes, np, &mut admitted);
-                    self.put_routes(vid, port, routes);
-                    r?;
-                    if admitted {
-                        self.tasks[vid].packets_out += 1;
-                    }
+                    (port, np)
                 }
                 Emit::Packet(port) => {
                     packet_emits_seen += 1;
@@ -506,15 +500,16 @@ impl Engine {
                     } else {
                         self.copy_packet(p)
                     };
-                    let routes = self.take_routes(vid, port);
-                    let mut admitted = false;
-                    let r = self.route_packet(&routes, out, &mut admitted);
-                    self.put_routes(vid, port, routes);
-                    r?;
-                    if admitted {
-                        self.tasks[vid].packets_out += 1;
-                    }
+                    (port, out)
                 }
+            };
+            let routes = self.take_routes(vid, port);
+            let mut admitted = false;
+            let r = self.route_packet(&routes, out, &mut admitted);
+            self.put_routes(vid, port, routes);
+            r?;
+            if admitted {
+                self.tasks[vid].packets_out += 1;
             }
         }
         self.bufs.emits = emits;

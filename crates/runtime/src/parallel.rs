@@ -397,6 +397,19 @@ fn route_context(
     n
 }
 
+/// Where and when an input runs at `task`.
+fn call_site<'a>(sh: &'a Shared, task: &Task, clock: u64, now_ns: u64) -> CallSite<'a> {
+    CallSite {
+        store: &*sh.store,
+        dag_id: sh.dag.id,
+        vertex: task.vertex as u32,
+        task: task.index,
+        per_flow: &sh.per_flow[task.vertex],
+        clock,
+        now_ns,
+    }
+}
+
 /// Runs one input that has no packet — a state-change callback or a timer — at `task`
 /// (whichever thread holds it): its alerts go to `alerts`, its timers to the store; what it
 /// emits is discarded and counted.
@@ -409,15 +422,7 @@ fn run_no_packet(
     alerts: &mut Vec<AlertRecord>,
 ) {
     let vid = task.vertex;
-    let site = CallSite {
-        store: &*sh.store,
-        dag_id: sh.dag.id,
-        vertex: vid as u32,
-        task: task.index,
-        per_flow: &sh.per_flow[vid],
-        clock,
-        now_ns,
-    };
+    let site = call_site(sh, task, clock, now_ns);
     invoke(&*sh.dag.vertices[vid].nf, &site, input, &mut task.bufs, &mut task.stats);
     task.stats.discarded_emits += task.bufs.emits.len() as u64;
     task.bufs.emits.clear();
@@ -449,15 +454,7 @@ fn process_message(sh: &Shared, task: &mut Task, msg: Msg, scratch: &mut Scratch
         return;
     }
     let src = task.id as u32 + 1;
-    let site = CallSite {
-        store: &*sh.store,
-        dag_id: sh.dag.id,
-        vertex: vid as u32,
-        task: task.index,
-        per_flow: &sh.per_flow[vid],
-        clock,
-        now_ns: ts_ns,
-    };
+    let site = call_site(sh, task, clock, ts_ns);
     let nf = &*sh.dag.vertices[vid].nf;
     let mut pkt = None;
     match body {
@@ -496,30 +493,17 @@ fn process_message(sh: &Shared, task: &mut Task, msg: Msg, scratch: &mut Scratch
     }
     let (mut to_tasks, mut to_sinks, mut seen) = (0u32, 0u32, 0);
     for e in task.bufs.emits.drain(..) {
-        match e {
+        let (port, out) = match e {
             Emit::Context(p, m) => {
                 task.stats.contexts_out += 1;
                 if let Some(r) = routes.get(p) {
                     to_tasks += route_context(src, r, &m, clock, ts_ns, &mut task.outbox);
                 }
+                continue;
             }
             Emit::NewPacket(p, mut np) => {
                 np.meta.clock = clock;
-                let Some(r) = routes.get(p) else { continue };
-                let (t, s) = route_packet(
-                    src,
-                    r,
-                    np,
-                    clock,
-                    &mut task.outbox,
-                    &mut scratch.sink_out,
-                    &mut scratch.chosen,
-                );
-                if t + s > 0 {
-                    task.stats.packets_out += 1;
-                }
-                to_tasks += t;
-                to_sinks += s;
+                (p, np)
             }
             Emit::Packet(p) => {
                 seen += 1;
@@ -532,23 +516,17 @@ fn process_message(sh: &Shared, task: &mut Task, msg: Msg, scratch: &mut Scratch
                 } else {
                     cur.clone()
                 };
-                let Some(r) = routes.get(p) else { continue };
-                let (t, s) = route_packet(
-                    src,
-                    r,
-                    out,
-                    clock,
-                    &mut task.outbox,
-                    &mut scratch.sink_out,
-                    &mut scratch.chosen,
-                );
-                if t + s > 0 {
-                    task.stats.packets_out += 1;
-                }
-                to_tasks += t;
-                to_sinks += s;
+                (p, out)
             }
+        };
+        let Some(r) = routes.get(port) else { continue };
+        let (t, s) =
+            route_packet(src, r, out, clock, &mut task.outbox, &mut scratch.sink_out, &mut scratch.chosen);
+        if t + s > 0 {
+            task.stats.packets_out += 1;
         }
+        to_tasks += t;
+        to_sinks += s;
     }
     if let Some(p) = pkt {
         recycle(scratch, p.data);

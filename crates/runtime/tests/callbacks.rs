@@ -4,26 +4,21 @@
 //! repeat); what a callback emits is discarded and counted; unknown watches are chain
 //! errors; and a parallel run leaves the reference run's state and alerts.
 
-use etherparse::PacketBuilder;
+mod common;
+
 use std::sync::Arc;
 use streamnf_dag::{
     Alert, ChainBuilder, LogicalDag, NetworkFunction, NfContext, NfError, NfSpec, PortSpec, StateChange,
     StateExt, StateObjectSpec, StateWatch,
 };
-use streamnf_packet::{LinkType, Packet};
+use streamnf_packet::Packet;
 use streamnf_runtime::compare::{differences, RunOutputs};
 use streamnf_runtime::engine::EngineReport;
 use streamnf_runtime::{Engine, EngineConfig, ParallelConfig, ParallelEngine};
 use streamnf_store::{EmbeddedStore, Op, StateStore, Value};
 
 fn udp(src: [u8; 4], ts: u64) -> Packet {
-    let mut v = Vec::new();
-    PacketBuilder::ethernet2([1; 6], [2; 6])
-        .ipv4(src, [192, 0, 2, 1], 64)
-        .udp(5000, 53)
-        .write(&mut v, b"q")
-        .expect("build");
-    Packet::new(LinkType::Ethernet, v, ts)
+    common::udp(src, [192, 0, 2, 1], 5000, 53, b"q", ts)
 }
 
 /// Two updates of its shared `hits` per packet, at the same clock: one per source, one

@@ -1,6 +1,8 @@
 //! Engine behaviour with small test NFs: clocks, routing, filters, malformed policy,
 //! errors and panics, timers, context messages, emulated repeats, outputs and alerts.
 
+mod common;
+
 use etherparse::PacketBuilder;
 use proptest::prelude::*;
 use std::sync::Arc;
@@ -24,13 +26,7 @@ fn tcp(src: [u8; 4], sport: u16, ts: u64) -> Packet {
 }
 
 fn udp(src: [u8; 4], ts: u64) -> Packet {
-    let mut v = Vec::new();
-    PacketBuilder::ethernet2([1; 6], [2; 6])
-        .ipv4(src, [192, 0, 2, 1], 64)
-        .udp(5000, 53)
-        .write(&mut v, b"q")
-        .expect("build");
-    Packet::new(LinkType::Ethernet, v, ts)
+    common::udp(src, [192, 0, 2, 1], 5000, 53, b"q", ts)
 }
 
 /// Counts packets per source (per-flow) and in total (shared); alerts with the clock on

@@ -2,23 +2,15 @@
 //! leaves on the chosen port with the input's logical clock, passes downstream filters and
 //! vertices like any packet, and a parallel run writes the same packets.
 
-use etherparse::PacketBuilder;
+mod common;
+
+use common::udp;
 use std::sync::Arc;
 use streamnf_dag::{ChainBuilder, LogicalDag, NetworkFunction, NfContext, NfError, NfSpec, PortSpec};
 use streamnf_packet::{LinkType, Packet};
 use streamnf_runtime::compare::{differences, RunOutputs};
 use streamnf_runtime::{Engine, EngineConfig, ParallelConfig, ParallelEngine};
 use streamnf_store::{EmbeddedStore, StateStore};
-
-fn udp(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, payload: &[u8], ts: u64) -> Packet {
-    let mut v = Vec::new();
-    PacketBuilder::ethernet2([1; 6], [2; 6])
-        .ipv4(src, dst, 64)
-        .udp(sport, dport)
-        .write(&mut v, payload)
-        .expect("build");
-    Packet::new(LinkType::Ethernet, v, ts)
-}
 
 /// Answers every request whose payload starts with `?` itself (on `answers`, from the
 /// server's address back to the client) instead of forwarding it; forwards the rest.

@@ -31,7 +31,8 @@ use parking_lot::{Mutex, RwLock};
 use rustc_hash::{FxHashMap, FxHasher};
 
 use crate::types::{
-    Clock, CustomOpFn, CustomOpId, KeyFilter, Notification, Op, StateKey, StoreError, TaskId, Timer, Update, Value,
+    Clock, CustomOpFn, CustomOpId, KeyFilter, Notification, Op, StateKey, StoreError, TaskId, Timer, Update,
+    Value,
 };
 use crate::{ops, StateStore};
 
@@ -73,7 +74,9 @@ impl CachedStore {
             let (tx, rx) = crossbeam_channel::unbounded();
             s.subscriptions = read_heavy
                 .iter()
-                .map(|&(dag, vertex, object)| s.inner.subscribe(KeyFilter::object(dag, vertex, object), tx.clone()))
+                .map(|&(dag, vertex, object)| {
+                    s.inner.subscribe(KeyFilter::object(dag, vertex, object), tx.clone())
+                })
                 .collect();
             s.invalidations = Some(rx);
             s.read_heavy = read_heavy;
@@ -232,7 +235,14 @@ impl StateStore for CachedStore {
         self.inner.unsubscribe(id)
     }
 
-    fn schedule_timer(&self, at_ns: u64, dag: u32, vertex: u32, task: Option<TaskId>, payload: Vec<u8>) -> u64 {
+    fn schedule_timer(
+        &self,
+        at_ns: u64,
+        dag: u32,
+        vertex: u32,
+        task: Option<TaskId>,
+        payload: Vec<u8>,
+    ) -> u64 {
         self.inner.schedule_timer(at_ns, dag, vertex, task, payload)
     }
 

@@ -84,3 +84,17 @@ pub fn instances(dag: &LogicalDag, named: &[(&str, u32)]) -> Vec<u32> {
     }
     v
 }
+
+/// Runs parsed packets through `dag` on the reference engine (outputs kept) and returns
+/// the report and the final state.
+pub fn run_packets(
+    dag: streamnf_dag::LogicalDag,
+    pkts: Vec<streamnf_packet::Packet>,
+) -> (streamnf_runtime::engine::EngineReport, std::collections::BTreeMap<String, streamnf_store::Value>) {
+    let mut e = Engine::new(Arc::new(dag), Arc::new(EmbeddedStore::new()), keep()).expect("engine");
+    for p in pkts {
+        e.process(p).expect("process");
+    }
+    let state = e.final_state();
+    (e.finish().expect("finish"), state)
+}
