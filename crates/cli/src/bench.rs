@@ -270,6 +270,7 @@ fn nf_bench_chains() -> Vec<(&'static str, String)> {
         ("light_ids", single_toml("light_ids", "")),
         ("rate_limiter(all)", single_toml("rate_limiter", "scope = \"all\"\nrate_pps = 1000000\nburst = 1000")),
         ("dpi", single_toml("dpi", "")),
+        ("http_proxy", single_toml("http_proxy", "")),
         (
             "acl",
             single_toml(

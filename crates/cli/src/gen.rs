@@ -36,6 +36,9 @@ pub struct GenArgs {
     /// Number of distinct URLs (popular ones repeat).
     #[arg(long, default_value_t = 200)]
     url_pool: u32,
+    /// Number of web servers HTTP flows go to (1–200).
+    #[arg(long, default_value_t = 200)]
+    http_servers: u32,
     /// Fraction of HTTP requests carrying `<script>` in the URI.
     #[arg(long, default_value_t = 0.0)]
     xss: f64,
@@ -70,6 +73,7 @@ pub fn gen(a: GenArgs) -> Result<(), String> {
         udp_fraction: a.udp_fraction,
         http_fraction: a.http_fraction,
         url_pool: a.url_pool,
+        http_servers: a.http_servers,
         xss_fraction: a.xss,
         ..GenConfig::default()
     };

@@ -71,6 +71,17 @@ impl Params {
         }
     }
 
+    /// A list of TCP/UDP port numbers (each 1..=65535), or `default` when absent.
+    pub fn ports(&self, key: &str, default: &[u16]) -> Result<Vec<u16>, String> {
+        let Some(v) = self.0.get(key) else { return Ok(default.to_vec()) };
+        let bad = || format!("parameter `{key}` must be a list of port numbers in 1..=65535, found {v}");
+        let items = v.as_array().ok_or_else(bad)?;
+        items
+            .iter()
+            .map(|x| x.as_integer().and_then(|i| u16::try_from(i).ok()).filter(|&n| n > 0).ok_or_else(bad))
+            .collect()
+    }
+
     /// A boolean parameter, or `default` when absent.
     pub fn bool(&self, key: &str, default: bool) -> Result<bool, String> {
         match self.0.get(key) {

@@ -59,8 +59,8 @@ pub mod counter {
     pub const MISSES: &str = "misses";
     /// Responses stored as a new cache entry.
     pub const FILLS: &str = "fills";
-    /// Cacheable responses copied completely but not stored, because the entry was already
-    /// there (or held another URL with the same key hash).
+    /// Cacheable responses whose copy was not stored: the entry was already there (or held
+    /// another URL with the same key hash), or the copy did not have the expected length.
     pub const FILLS_DISCARDED: &str = "fills_discarded";
     /// Forwarded responses that could not be cached (status, headers, size, request method).
     pub const UNCACHEABLE: &str = "uncacheable";
@@ -124,19 +124,6 @@ impl Default for HttpProxy {
     }
 }
 
-/// A port-list parameter: integers in 1..=65535.
-fn port_list(p: &Params, key: &str, default: &[u16]) -> Result<Vec<u16>, String> {
-    let Some(v) = p.0.get(key) else { return Ok(default.to_vec()) };
-    let bad = || format!("parameter `{key}` must be a list of port numbers in 1..=65535, found {v}");
-    let items = v.as_array().ok_or_else(bad)?;
-    let mut out = Vec::with_capacity(items.len());
-    for x in items {
-        let port = x.as_integer().and_then(|i| u16::try_from(i).ok()).filter(|&n| n > 0).ok_or_else(bad)?;
-        out.push(port);
-    }
-    Ok(out)
-}
-
 /// An integer parameter within `lo..=hi`.
 fn bounded(p: &Params, key: &str, default: u64, lo: u64, hi: u64) -> Result<u64, String> {
     let v = p.u64(key, default)?;
@@ -175,7 +162,7 @@ impl HttpProxy {
         p.allow_only(&["ports", "max_object_bytes", "max_header_bytes", "mss", "max_pipeline", "key_bits"])?;
         let d = ProxyConfig::default();
         let cfg = ProxyConfig {
-            ports: port_list(p, "ports", &d.ports)?,
+            ports: p.ports("ports", &d.ports)?,
             max_object_bytes: bounded(p, "max_object_bytes", d.max_object_bytes as u64, 0, 16 << 20)?
                 as usize,
             max_header_bytes: bounded(p, "max_header_bytes", d.max_header_bytes as u64, 256, 65536)? as usize,
@@ -635,15 +622,17 @@ struct AnswerTo<'a> {
 impl AnswerTo<'_> {
     /// One TCP segment (ACK, plus PSH when `last`) carrying `payload`, with valid IPv4 (or
     /// IPv6) and TCP checksums; the link header is the template's with the MACs swapped.
-    fn segment(&self, seq: u32, ack: u32, last: bool, payload: &[u8]) -> Option<Packet> {
+    /// The payload is the concatenation of `parts`.
+    fn segment(&self, seq: u32, ack: u32, last: bool, parts: &[&[u8]]) -> Option<Packet> {
+        let payload_len: usize = parts.iter().map(|p| p.len()).sum();
         let l3 = usize::from(self.tpl.hdr.l3_offset);
-        let mut f = Vec::with_capacity(l3 + 60 + payload.len());
+        let mut f = Vec::with_capacity(l3 + 60 + payload_len);
         f.extend_from_slice(self.tpl.data.get(..l3)?);
         if self.tpl.hdr.link == LinkType::Ethernet && f.len() >= 12 {
             let (dst, src) = f.split_at_mut(6);
             dst.swap_with_slice(&mut src[..6]);
         }
-        let tcp_len = 20 + payload.len();
+        let tcp_len = 20 + payload_len;
         let (src, dst) = (self.ip.dst, self.ip.src);
         let pseudo = match (src, dst) {
             (IpAddr::V4(s), IpAddr::V4(d)) => {
@@ -685,7 +674,9 @@ impl AnswerTo<'_> {
         f.extend_from_slice(&seq.to_be_bytes());
         f.extend_from_slice(&ack.to_be_bytes());
         f.extend_from_slice(&[0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
-        f.extend_from_slice(payload);
+        for p in parts {
+            f.extend_from_slice(p);
+        }
         let ck = checksum_with(&pseudo, &f[at..]);
         f[at + 16..at + 18].copy_from_slice(&ck.to_be_bytes());
         Some(Packet::new(self.tpl.hdr.link, f, self.tpl.ts_ns))
@@ -910,30 +901,32 @@ impl HttpProxy {
         if total != entry.len as usize {
             return Err(NfError::State("http_proxy: a cache entry with data of the wrong length".into()));
         }
-        let mut chunks = parts.iter().flat_map(|p| p.chunks(self.cfg.mss));
-        let mut payload = Vec::with_capacity(self.cfg.mss);
+        let mut chunks = parts.iter().map(Vec::as_slice);
+        let mut pieces: Vec<&[u8]> = Vec::with_capacity(4);
         let mut sent = 0usize;
         let mut carry: &[u8] = &[];
         while sent < total {
-            // Fill one segment of up to `mss` bytes from the stored parts.
-            payload.clear();
-            while payload.len() < self.cfg.mss {
+            // One segment of up to `mss` bytes, taken from the stored parts without copying.
+            pieces.clear();
+            let mut len = 0;
+            while len < self.cfg.mss {
                 if carry.is_empty() {
                     match chunks.next() {
                         Some(c) => carry = c,
                         None => break,
                     }
                 }
-                let n = carry.len().min(self.cfg.mss - payload.len());
-                payload.extend_from_slice(&carry[..n]);
+                let n = carry.len().min(self.cfg.mss - len);
+                pieces.push(&carry[..n]);
                 carry = &carry[n..];
+                len += n;
             }
-            sent += payload.len();
-            let pkt = answer.segment(seq, answer.client_next, sent >= total, &payload).ok_or_else(|| {
+            sent += len;
+            let pkt = answer.segment(seq, answer.client_next, sent >= total, &pieces).ok_or_else(|| {
                 NfError::BadInput("http_proxy: cannot build an answer for this packet".into())
             })?;
             ctx.send_packet(OUT, pkt);
-            seq = seq.wrapping_add(payload.len() as u32);
+            seq = seq.wrapping_add(len as u32);
         }
         c.answers_end = seq;
         c.flags |= F_ANSWERED;

@@ -191,25 +191,6 @@ fn lower(v: &[String]) -> Vec<Vec<u8>> {
     v.iter().map(|s| s.as_bytes().to_ascii_lowercase()).collect()
 }
 
-/// A list-of-ports parameter. (Read through `toml::Value`'s methods, so this crate needs no
-/// direct `toml` dependency.)
-fn ports_param(p: &Params, key: &str, default: &[u16]) -> Result<Vec<u16>, String> {
-    let Some(v) = p.0.get(key) else { return Ok(default.to_vec()) };
-    let Some(items) = v.as_array() else {
-        return Err(format!("parameter `{key}` must be a list of port numbers, found {v}"));
-    };
-    items
-        .iter()
-        .map(|x| match x.as_integer() {
-            Some(i) => u16::try_from(i)
-                .ok()
-                .filter(|&port| port > 0)
-                .ok_or_else(|| format!("parameter `{key}`: port {i} is not in 1..=65535")),
-            None => Err(format!("parameter `{key}` must be a list of port numbers, found {x}")),
-        })
-        .collect()
-}
-
 /// A list of non-empty suffixes.
 fn suffixes_param(p: &Params, key: &str, default: &[&str]) -> Result<Vec<String>, String> {
     let v = p.strings(key, default)?;
@@ -275,10 +256,10 @@ impl TrojanDetector {
         }
         let cfg = DetectorConfig {
             internal,
-            ssh_ports: ports_param(p, "ssh_ports", &d.ssh_ports)?,
-            http_ports: ports_param(p, "http_ports", &d.http_ports)?,
-            ftp_ports: ports_param(p, "ftp_ports", &d.ftp_ports)?,
-            irc_ports: ports_param(p, "irc_ports", &d.irc_ports)?,
+            ssh_ports: p.ports("ssh_ports", &d.ssh_ports)?,
+            http_ports: p.ports("http_ports", &d.http_ports)?,
+            ftp_ports: p.ports("ftp_ports", &d.ftp_ports)?,
+            irc_ports: p.ports("irc_ports", &d.irc_ports)?,
             html_extensions: suffixes_param(p, "html_extensions", &[".html"])?,
             exe_extensions: suffixes_param(p, "exe_extensions", &[".exe"])?,
             zip_extensions: suffixes_param(p, "zip_extensions", &[".zip"])?,

@@ -137,6 +137,7 @@ fn default_is_allow_and_an_unconnected_denied_port_drops() {
     assert!(!r.sink_records.contains_key("denied"));
     // The denied packet was sent to a port without an edge: it went nowhere.
     assert_eq!((r.tasks["fw"][0].packets_in, r.tasks["fw"][0].packets_out), (2, 1));
+    assert_eq!(r.tasks["fw"][0].dropped, 1, "the vertex counts what it sent nowhere as dropped");
     assert_eq!(shared(&state, 1, "denied"), Some(1));
 }
 

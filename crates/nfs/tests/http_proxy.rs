@@ -796,6 +796,20 @@ fn hits_on_a_generated_trace_match_the_trace() {
     assert_eq!(hits_by_entry, hits, "per-entry hit counts add up");
 }
 
+/// The same check on smaller traces with other seeds, several servers and some IPv6 (where a
+/// URI served from two addresses is two entries, and the oracle keys the same way).
+#[test]
+fn hits_match_the_trace_for_other_seeds_and_servers() {
+    for (seed, servers) in [(21, 1), (22, 3), (23, 8)] {
+        let (trace, stats) = http_trace(6_000, servers, 0.2, seed);
+        let want = expected_hits(&trace, 64 * 1024);
+        let out = common::reference(&proxy_chain(""), &trace);
+        assert_eq!(counter(&out, "requests") as u64, stats.http_requests, "seed {seed}");
+        assert!(want.hits > 0, "seed {seed}: no repeats to serve");
+        assert_eq!(counter(&out, "hits") as u64, want.hits, "seed {seed}, {servers} servers");
+    }
+}
+
 #[test]
 fn parallel_runs_answer_exactly_like_one_instance() {
     let (trace, _) = http_trace(12_000, 6, 0.1, 5);

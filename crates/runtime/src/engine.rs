@@ -464,9 +464,8 @@ impl Engine {
             Payload::Context(_) => None,
         };
         let last_packet_emit = emits.iter().filter(|e| matches!(e, Emit::Packet(_))).count();
-        if pkt.is_some() && last_packet_emit == 0 {
-            self.tasks[vid].dropped += 1;
-        }
+        let had_packet = pkt.is_some();
+        let mut left = false;
         let mut packet_emits_seen = 0;
         let mut emits = emits;
         for e in emits.drain(..) {
@@ -510,7 +509,11 @@ impl Engine {
             r?;
             if admitted {
                 self.tasks[vid].packets_out += 1;
+                left = true;
             }
+        }
+        if had_packet && !left {
+            self.tasks[vid].dropped += 1;
         }
         self.bufs.emits = emits;
         if let Some(p) = pkt {

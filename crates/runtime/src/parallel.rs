@@ -488,9 +488,8 @@ fn process_message(sh: &Shared, task: &mut Task, msg: Msg, scratch: &mut Scratch
     }
     let routes = &sh.out_routes[vid];
     let packet_emits = task.bufs.emits.iter().filter(|e| matches!(e, Emit::Packet(_))).count();
-    if pkt.is_some() && packet_emits == 0 {
-        task.stats.dropped += 1;
-    }
+    let had_packet = pkt.is_some();
+    let mut left = false;
     let (mut to_tasks, mut to_sinks, mut seen) = (0u32, 0u32, 0);
     for e in task.bufs.emits.drain(..) {
         let (port, out) = match e {
@@ -524,9 +523,13 @@ fn process_message(sh: &Shared, task: &mut Task, msg: Msg, scratch: &mut Scratch
             route_packet(src, r, out, clock, &mut task.outbox, &mut scratch.sink_out, &mut scratch.chosen);
         if t + s > 0 {
             task.stats.packets_out += 1;
+            left = true;
         }
         to_tasks += t;
         to_sinks += s;
+    }
+    if had_packet && !left {
+        task.stats.dropped += 1;
     }
     if let Some(p) = pkt {
         recycle(scratch, p.data);

@@ -19,7 +19,8 @@ pub struct TaskStats {
     pub packets_out: u64,
     /// Context messages sent.
     pub contexts_out: u64,
-    /// Packets the NF did not forward on any port.
+    /// Packets that left on no edge: the NF forwarded them on no port, or only on ports
+    /// without an edge that admitted them (a firewall's unconnected `denied` port, say).
     pub dropped: u64,
     /// Alerts raised.
     pub alerts: u64,
