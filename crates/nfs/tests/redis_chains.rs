@@ -58,7 +58,7 @@ fn assert_same(what: &str, want: &RunOutputs, got: &RunOutputs) {
 fn every_example_chain_is_the_same_on_redis_as_on_the_embedded_store() {
     let srv = RedisServer::start().expect("redis-server");
     let input = input(1500);
-    for name in ["figure1.toml", "nat.toml", "port_scan.toml", "trojan.toml"] {
+    for name in ["figure1.toml", "nat.toml", "port_scan.toml", "trojan.toml", "acl.toml", "http_proxy.toml"] {
         let dag = example(name);
         let want = reference(&dag, &input);
         let got = run_on(&dag, open(&srv.url(), "chains", RedisOptions::default()), &input);

@@ -610,6 +610,15 @@ impl Engine {
 
     /// Flushes sinks and alerts and returns what the run produced.
     pub fn finish(mut self) -> io::Result<EngineReport> {
+        // Timers due by the last packet's time that no later packet fired (set by the last
+        // packets, or by timers firing now) fire at the end, as the parallel engine does.
+        while self.pending_timers > 0 {
+            let before = self.pending_timers;
+            self.fire_timers(self.cur_ts)?;
+            if self.pending_timers == before {
+                break;
+            }
+        }
         self.run_callbacks()?;
         if let Some(w) = &self.watchers {
             w.unsubscribe(&*self.store);
