@@ -16,10 +16,13 @@
 //! single-instance run delivers the same changes in the same order every time.
 
 use crossbeam_channel::{Receiver, Sender};
+use std::cmp::Reverse;
 use std::collections::hash_map::DefaultHasher;
 use std::collections::BTreeMap;
+use std::collections::BinaryHeap;
 use std::collections::HashMap;
 use std::hash::Hasher;
+use std::sync::atomic::{AtomicU64, Ordering};
 use streamnf_dag::{LogicalDag, StateChange, VertexId};
 use streamnf_store::{KeyFilter, Notification, StateStore};
 
@@ -30,6 +33,50 @@ pub const CALLBACK_SEQ_BASE: u32 = 0x8000_0000;
 /// packet before them: the *k*-th timer a vertex fires at one clock numbers its updates
 /// from `TIMER_SEQ_BASE + 65 536 × k`, clear of that packet's own (from 0) and of callbacks.
 pub const TIMER_SEQ_BASE: u32 = 0x4000_0000;
+
+/// Due times of the timers the NFs scheduled and the engine has not fired yet, so the
+/// engine asks the store for due timers only when one is due (on Redis that question is a
+/// round trip). Shared by the tasks that schedule timers and the root that fires them.
+#[derive(Debug)]
+pub struct DueTimes {
+    heap: parking_lot::Mutex<BinaryHeap<Reverse<u64>>>,
+    /// The earliest due time in `heap` (`u64::MAX` when empty), readable without the lock.
+    earliest: AtomicU64,
+}
+
+impl Default for DueTimes {
+    fn default() -> Self {
+        DueTimes { heap: parking_lot::Mutex::new(BinaryHeap::new()), earliest: AtomicU64::new(u64::MAX) }
+    }
+}
+
+impl DueTimes {
+    /// Records a timer due at `at_ns`.
+    pub fn note(&self, at_ns: u64) {
+        self.heap.lock().push(Reverse(at_ns));
+        self.earliest.fetch_min(at_ns, Ordering::AcqRel);
+    }
+
+    /// True when some recorded timer is due at or before `now_ns`.
+    #[inline]
+    pub fn any_due(&self, now_ns: u64) -> bool {
+        self.earliest.load(Ordering::Acquire) <= now_ns
+    }
+
+    /// True when no timer is recorded.
+    pub fn is_empty(&self) -> bool {
+        self.earliest.load(Ordering::Acquire) == u64::MAX
+    }
+
+    /// Forgets the timers due at or before `now_ns` (the store has just handed them out).
+    pub fn forget_through(&self, now_ns: u64) {
+        let mut heap = self.heap.lock();
+        while heap.peek().is_some_and(|Reverse(at)| *at <= now_ns) {
+            heap.pop();
+        }
+        self.earliest.store(heap.peek().map_or(u64::MAX, |Reverse(at)| *at), Ordering::Release);
+    }
+}
 
 /// Numbers the timers fired at one clock, per vertex (see [`TIMER_SEQ_BASE`]).
 #[derive(Default)]

@@ -9,7 +9,7 @@
 //! logical clock. The engine never keeps NF state: only counters and the message queue.
 
 use crate::alerts::{AlertRecord, AlertSink};
-use crate::callbacks::{TimerSeq, Watchers};
+use crate::callbacks::{DueTimes, TimerSeq, Watchers};
 use crate::context::{invoke, CallSite, Emit, NfInput, TaskBuffers};
 use crate::sink::{SinkRecord, SinkSet};
 use crate::stats::{ChainStats, Latency, TaskStats};
@@ -123,7 +123,8 @@ pub struct Engine {
     per_flow: Vec<Vec<bool>>,
     queue: VecDeque<Message>,
     bufs: TaskBuffers,
-    pending_timers: u64,
+    /// Due times of the timers not fired yet.
+    due: DueTimes,
     chain: ChainStats,
     tasks: Vec<TaskStats>,
     sinks: SinkSet,
@@ -218,7 +219,7 @@ impl Engine {
             per_flow,
             queue: VecDeque::new(),
             bufs: TaskBuffers::default(),
-            pending_timers: 0,
+            due: DueTimes::default(),
             chain,
             sinks,
             alerts: AlertSink::new(cfg.alerts_out, cfg.keep),
@@ -279,7 +280,7 @@ impl Engine {
         if self.started.is_none() {
             self.started = start;
         }
-        if self.pending_timers > 0 {
+        if self.due.any_due(pkt.ts_ns) {
             self.fire_timers(pkt.ts_ns)?;
         }
         self.cur_ts = pkt.ts_ns;
@@ -456,7 +457,7 @@ impl Engine {
         }
         for (at, p) in self.bufs.timers.drain(..) {
             self.store.schedule_timer(at, self.dag.id, vid as u32, Some(task), p);
-            self.pending_timers += 1;
+            self.due.note(at);
         }
         let emits = std::mem::take(&mut self.bufs.emits);
         let mut pkt = match payload {
@@ -537,9 +538,9 @@ impl Engine {
     /// [`streamnf_dag::NetworkFunction::on_timer`]). Its alerts and timers count; what it
     /// emits is discarded.
     fn fire_timers(&mut self, now_ns: u64) -> io::Result<()> {
+        self.due.forget_through(now_ns);
         let due = self.store.due_timers(now_ns);
         for t in due {
-            self.pending_timers = self.pending_timers.saturating_sub(1);
             let vid = t.vertex as usize;
             if t.dag != self.dag.id || vid >= self.dag.vertices.len() {
                 continue;
@@ -612,12 +613,8 @@ impl Engine {
     pub fn finish(mut self) -> io::Result<EngineReport> {
         // Timers due by the last packet's time that no later packet fired (set by the last
         // packets, or by timers firing now) fire at the end, as the parallel engine does.
-        while self.pending_timers > 0 {
-            let before = self.pending_timers;
+        while self.due.any_due(self.cur_ts) {
             self.fire_timers(self.cur_ts)?;
-            if self.pending_timers == before {
-                break;
-            }
         }
         self.run_callbacks()?;
         if let Some(w) = &self.watchers {

@@ -33,7 +33,7 @@
 //! The engine keeps counters, queues and the log; NF state lives only in the store.
 
 use crate::alerts::{AlertRecord, AlertSink};
-use crate::callbacks::{Delivery, TimerSeq, Watchers};
+use crate::callbacks::{Delivery, DueTimes, TimerSeq, Watchers};
 use crate::context::{invoke, CallSite, Emit, NfInput, TaskBuffers};
 use crate::engine::{EngineConfig, EngineReport};
 use crate::manager::{ManagerReport, Policy, TaskMonitor, ThresholdPolicy, VertexManager};
@@ -215,7 +215,8 @@ struct Shared {
     shutdown: AtomicBool,
     /// Stop now, abandoning queued work (the engine was dropped after an error).
     abort: AtomicBool,
-    pending_timers: AtomicU64,
+    /// Due times of the timers not fired yet.
+    due: DueTimes,
     /// Timers handed to tasks and not run yet (they are not in the packet log).
     timers_in_flight: AtomicU64,
     io_error: Mutex<Option<io::Error>>,
@@ -439,7 +440,7 @@ fn run_no_packet(
     }
     for (at, payload) in task.bufs.timers.drain(..) {
         sh.store.schedule_timer(at, sh.dag.id, vid as u32, Some(task.index), payload);
-        sh.pending_timers.fetch_add(1, Ordering::Relaxed);
+        sh.due.note(at);
     }
 }
 
@@ -484,7 +485,7 @@ fn process_message(sh: &Shared, task: &mut Task, msg: Msg, scratch: &mut Scratch
     }
     for (at, payload) in task.bufs.timers.drain(..) {
         sh.store.schedule_timer(at, sh.dag.id, vid as u32, Some(task.index), payload);
-        sh.pending_timers.fetch_add(1, Ordering::Relaxed);
+        sh.due.note(at);
     }
     let routes = &sh.out_routes[vid];
     let packet_emits = task.bufs.emits.iter().filter(|e| matches!(e, Emit::Packet(_))).count();
@@ -1010,7 +1011,7 @@ impl ParallelEngine {
             alerts: Mutex::new(AlertSink::new(cfg.alerts_out, cfg.keep)),
             shutdown: AtomicBool::new(false),
             abort: AtomicBool::new(false),
-            pending_timers: AtomicU64::new(0),
+            due: DueTimes::default(),
             timers_in_flight: AtomicU64::new(0),
             io_error: Mutex::new(None),
             failed: AtomicBool::new(false),
@@ -1130,7 +1131,7 @@ impl ParallelEngine {
                 return Err(e);
             }
         }
-        if self.sh.pending_timers.load(Ordering::Relaxed) > 0 || !self.timers.is_empty() {
+        if self.sh.due.any_due(pkt.ts_ns) || !self.timers.is_empty() {
             self.fire_timers(pkt.ts_ns)?;
         }
         self.cur_ts = pkt.ts_ns;
@@ -1383,8 +1384,15 @@ impl ParallelEngine {
     /// must wait holds back those after it. Returns true if any was handed over.
     fn fire_timers(&mut self, now_ns: u64) -> io::Result<bool> {
         let clock = self.clocks.peek().saturating_sub(1);
-        for t in self.sh.store.due_timers(now_ns) {
-            self.sh.pending_timers.fetch_sub(1, Ordering::Relaxed);
+        // Forget first, then ask the store: a task notes a timer only after scheduling it,
+        // so a timer noted before the forget is already in the store's answer.
+        let due = if self.sh.due.any_due(now_ns) {
+            self.sh.due.forget_through(now_ns);
+            self.sh.store.due_timers(now_ns)
+        } else {
+            Vec::new()
+        };
+        for t in due {
             if t.dag == self.sh.dag.id && (t.vertex as usize) < self.tasks_per_vertex.len() {
                 self.timers.push_back((clock, t));
             }

@@ -61,7 +61,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ::redis::{Cmd, Value as RValue};
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::embedded::check_owner;
@@ -126,6 +126,10 @@ struct Inner {
     dropped_errors: AtomicU64,
     stop: AtomicBool,
     listener: Mutex<Option<JoinHandle<()>>>,
+    /// Set (and `flush_wake` notified) when a full buffer should be sent by the flusher.
+    flush_wanted: Mutex<bool>,
+    flush_wake: Condvar,
+    flusher: Mutex<Option<JoinHandle<()>>>,
 }
 
 /// The Redis / Redis Cluster backend (see the [module documentation](self)).
@@ -146,6 +150,11 @@ impl std::fmt::Debug for RedisStore {
 pub fn valid_namespace(ns: &str) -> bool {
     (1..=64).contains(&ns.len()) && ns.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
 }
+
+/// A full buffer of non-blocking updates is sent by a background thread while the caller
+/// goes on buffering; once this many buffers' worth pile up, the caller sends them itself
+/// and waits (back-pressure, bounded memory).
+const FLUSH_BACKLOG: usize = 4;
 
 fn fcall(name: &str, keys: &[&str]) -> Cmd {
     let mut c = ::redis::cmd("FCALL");
@@ -191,8 +200,39 @@ impl RedisStore {
                 dropped_errors: AtomicU64::new(0),
                 stop: AtomicBool::new(false),
                 listener: Mutex::new(None),
+                flush_wanted: Mutex::new(false),
+                flush_wake: Condvar::new(),
+                flusher: Mutex::new(None),
             }),
         })
+    }
+
+    /// Starts the background flusher (once): a thread that sends full buffers of
+    /// non-blocking updates while the caller goes on (see [`FLUSH_BACKLOG`]).
+    fn start_flusher(&self) {
+        let mut slot = self.inner.flusher.lock();
+        if slot.is_some() {
+            return;
+        }
+        let inner = Arc::clone(&self.inner);
+        *slot = std::thread::Builder::new()
+            .name("streamnf-redis-flush".into())
+            .spawn(move || loop {
+                {
+                    let mut wanted = inner.flush_wanted.lock();
+                    while !*wanted && !inner.stop.load(Ordering::Acquire) {
+                        inner.flush_wake.wait(&mut wanted);
+                    }
+                    if inner.stop.load(Ordering::Acquire) {
+                        return;
+                    }
+                    *wanted = false;
+                }
+                // Errors leave the store dead (every later call reports them) or are
+                // counted per update; there is no caller to return them to here.
+                let _ = inner.flush();
+            })
+            .ok();
     }
 
     /// The namespace.
@@ -243,6 +283,13 @@ impl RedisStore {
 impl Drop for RedisStore {
     fn drop(&mut self) {
         self.inner.stop.store(true, Ordering::Release);
+        {
+            let _wanted = self.inner.flush_wanted.lock();
+            self.inner.flush_wake.notify_all();
+        }
+        if let Some(h) = self.inner.flusher.lock().take() {
+            let _ = h.join();
+        }
         if let Some(h) = self.inner.listener.lock().take() {
             let _ = h.join();
         }
@@ -519,8 +566,11 @@ impl Inner {
         Ok(out)
     }
 
+    /// Forgets clock-log entries below `watermark` of the keys written so far. Buffered
+    /// non-blocking updates are not waited for (the engine calls this every few hundred
+    /// packets, and waiting would drain the pipeline each time): their entries are written
+    /// when they are sent and forgotten by the next call.
     fn gc_below(&self, watermark: Clock) -> Result<(), StoreError> {
-        self.flush()?;
         let keys: Vec<StateKey> = self.logged.lock().iter().copied().collect();
         let w = format!("{watermark:016x}");
         for chunk in keys.chunks(512) {
@@ -650,14 +700,20 @@ impl StateStore for RedisStore {
             // Read-compute-commit cannot be pipelined: run it now.
             return inner.execute(&u).map(|_| ());
         }
-        let full = {
+        let buffered = {
             let mut p = inner.pending.lock();
             *p.keys.entry(u.key).or_insert(0) += 1;
             p.ups.push(u);
-            p.ups.len() >= inner.opts.batch.max(1)
+            p.ups.len()
         };
-        if full {
+        let batch = inner.opts.batch.max(1);
+        if buffered >= batch * FLUSH_BACKLOG {
+            // The flusher is behind: wait for it, then send what piled up (back-pressure).
             inner.flush()?;
+        } else if buffered >= batch {
+            self.start_flusher();
+            *inner.flush_wanted.lock() = true;
+            inner.flush_wake.notify_one();
         }
         Ok(())
     }
