@@ -210,6 +210,14 @@ pub trait NfContext {
     fn schedule_timer(&mut self, at_ns: u64, payload: Vec<u8>);
     /// Looks up a custom store operation registered in [`NetworkFunction::custom_ops`].
     fn custom_op(&self, name: &str) -> Option<CustomOpId>;
+    /// A random 64-bit value, recorded in the store under this input's clock (appendix,
+    /// "non-deterministic values"): processing the same input again — a replay after a
+    /// failover, or a straggler's clone — gets the same values in the same order. Use it
+    /// for any random choice that affects state or output.
+    fn random(&mut self) -> Result<u64, NfError>;
+    /// The wall-clock time in nanoseconds since the Unix epoch, recorded like
+    /// [`NfContext::random`]. NFs should prefer trace time ([`NfContext::now_ns`]).
+    fn wall_clock_ns(&mut self) -> Result<u64, NfError>;
 }
 
 /// Convenience wrappers over [`NfContext::state`] for Table 1 operations.

@@ -115,6 +115,73 @@ impl NfContext for TaskContext<'_> {
     fn custom_op(&self, name: &str) -> Option<CustomOpId> {
         self.store.custom_op_id(name)
     }
+
+    fn random(&mut self) -> Result<u64, NfError> {
+        let fresh = fresh_random(self.clock, self.vertex, self.seq);
+        self.record(fresh)
+    }
+
+    fn wall_clock_ns(&mut self) -> Result<u64, NfError> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+            .unwrap_or(0);
+        self.record(now)
+    }
+}
+
+/// Name of the store operation that records non-deterministic values (see
+/// [`TaskContext::record`]); the engines register it with [`record_op`].
+pub const RECORD_OP: &str = "streamnf.record.v1";
+
+/// State object id reserved for recorded values (never an NF's own object).
+pub const RECORD_OBJECT: u16 = u16::MAX;
+
+/// The `record` operation: returns its argument and changes nothing. Its result lives only in
+/// the key's clock log, so a repeated tag (a replay) returns the first call's value until the
+/// store forgets that clock.
+pub fn record_op() -> streamnf_store::CustomOpFn {
+    std::sync::Arc::new(|_value: &mut Option<Value>, arg: &[u8]| Ok(Some(Value::Bytes(arg.to_vec()))))
+}
+
+/// A value no two inputs are likely to share: a process-wide random seed mixed with the
+/// input's clock, vertex and update number (splitmix64).
+fn fresh_random(clock: u64, vertex: u32, seq: u32) -> u64 {
+    use std::sync::OnceLock;
+    static SEED: OnceLock<u64> = OnceLock::new();
+    let seed = *SEED.get_or_init(|| {
+        let t =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        (t as u64) ^ (u64::from(std::process::id()) << 32)
+    });
+    let mut z = seed ^ clock.rotate_left(17) ^ (u64::from(vertex) << 40) ^ u64::from(seq);
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+impl TaskContext<'_> {
+    /// Records `fresh` under this input's clock and the next update number, and returns the
+    /// recorded value: `fresh` the first time, the first call's value on a replay.
+    fn record(&mut self, fresh: u64) -> Result<u64, NfError> {
+        let op = self
+            .store
+            .custom_op_id(RECORD_OP)
+            .ok_or_else(|| NfError::State("the record operation is not registered".into()))?;
+        // One key per clock: recorded values spread over keys, and vanish with the clock log.
+        let key = StateKey::shared(self.dag_id, self.vertex, RECORD_OBJECT, KeyBytes::from_u64(self.clock));
+        let tag = UpdateTag { clock: self.clock, seq: self.seq };
+        self.seq = self.seq.wrapping_add(1);
+        self.state_ops += 1;
+        let u = Update::new(key, Op::Custom { op, arg: fresh.to_be_bytes().to_vec() }, tag, self.task);
+        match self.store.execute(&u)? {
+            Some(Value::Bytes(b)) => <[u8; 8]>::try_from(b.as_slice())
+                .map(u64::from_be_bytes)
+                .map_err(|_| NfError::State("recorded value of the wrong size".into())),
+            other => Err(NfError::State(format!("record returned {other:?}"))),
+        }
+    }
 }
 
 /// One input as handed to an NF.

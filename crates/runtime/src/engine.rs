@@ -166,6 +166,9 @@ fn route_of(ep: &Endpoint, sinks: &SinkSet) -> Option<Route> {
 
 /// Registers every vertex's custom store operations (once per store, before a run).
 pub(crate) fn register_custom_ops(dag: &LogicalDag, store: &dyn StateStore) -> Result<(), String> {
+    store
+        .register_custom_op(crate::context::RECORD_OP, crate::context::record_op())
+        .map_err(|e| format!("cannot register the runtime's record operation: {e}"))?;
     for v in &dag.vertices {
         for (name, f) in v.nf.custom_ops() {
             store

@@ -250,6 +250,48 @@ fn repeated_clock_is_emulated_through_the_nf_api() {
 }
 
 #[test]
+fn recorded_random_values_replay_identically() {
+    // Appendix: a replayed input (same clock, same order of calls) sees the same random
+    // values and wall-clock times; a new input sees new ones.
+    let store = EmbeddedStore::new();
+    store
+        .register_custom_op(streamnf_runtime::context::RECORD_OP, streamnf_runtime::context::record_op())
+        .expect("register");
+    let per_flow = [false];
+    let run = |clock: u64| -> (u64, u64, u64) {
+        let (mut emits, mut alerts, mut timers) = (Vec::new(), Vec::new(), Vec::new());
+        let mut ctx = TaskContext {
+            store: &store,
+            dag_id: 7,
+            vertex: 0,
+            task: 0,
+            per_flow: &per_flow,
+            clock,
+            now_ns: 0,
+            seq: 0,
+            emits: &mut emits,
+            alerts: &mut alerts,
+            timers: &mut timers,
+            state_ops: 0,
+        };
+        let a = ctx.random().expect("random");
+        let b = ctx.random().expect("random again");
+        let t = ctx.wall_clock_ns().expect("wall clock");
+        (a, b, t)
+    };
+    let first = run(5);
+    assert_ne!(first.0, first.1, "two calls in one input differ");
+    std::thread::sleep(std::time::Duration::from_millis(2));
+    assert_eq!(run(5), first, "the replay of clock 5 sees the recorded values");
+    let other = run(6);
+    assert_ne!((other.0, other.1), (first.0, first.1), "a new input gets new values");
+    assert!(other.2 > first.2, "and the time now");
+    assert!(store.snapshot(7).is_empty(), "recorded values live in the clock log only");
+    store.gc_below(7);
+    assert_eq!(store.clock_log_len(), 0, "and go with it");
+}
+
+#[test]
 fn other_tasks_cannot_update_per_flow_state() {
     let store = EmbeddedStore::new();
     let per_flow = [true];
