@@ -216,31 +216,43 @@ fn alerts_carry_kind_vertex_clock_ts_and_subject() {
     assert_eq!(j["n"], 2);
 }
 
+/// Runs `f` with a task context of vertex 0, task 0 of DAG 7 at `clock`.
+fn with_ctx<T>(
+    store: &dyn StateStore,
+    per_flow: &[bool],
+    clock: u64,
+    f: impl FnOnce(&mut TaskContext) -> T,
+) -> T {
+    let (mut emits, mut alerts, mut timers) = (Vec::new(), Vec::new(), Vec::new());
+    let mut ctx = TaskContext {
+        store,
+        dag_id: 7,
+        vertex: 0,
+        task: 0,
+        per_flow,
+        clock,
+        now_ns: 0,
+        seq: 0,
+        emits: &mut emits,
+        alerts: &mut alerts,
+        timers: &mut timers,
+        state_ops: 0,
+    };
+    f(&mut ctx)
+}
+
 #[test]
 fn repeated_clock_is_emulated_through_the_nf_api() {
     // The same input processed twice with the same clock (a replay) must not count twice.
     let store = EmbeddedStore::new();
     let per_flow = [true, false];
     let run = |clock: u64| -> i64 {
-        let (mut emits, mut alerts, mut timers) = (Vec::new(), Vec::new(), Vec::new());
-        let mut ctx = TaskContext {
-            store: &store,
-            dag_id: 7,
-            vertex: 0,
-            task: 0,
-            per_flow: &per_flow,
-            clock,
-            now_ns: 0,
-            seq: 0,
-            emits: &mut emits,
-            alerts: &mut alerts,
-            timers: &mut timers,
-            state_ops: 0,
-        };
-        let a = ctx.incr(PER_SRC, b"k", 1).expect("incr");
-        let b = ctx.incr(PER_SRC, b"k", 1).expect("incr again in the same input");
-        assert_eq!(b, a + 1, "two updates of one input are distinct");
-        b
+        with_ctx(&store, &per_flow, clock, |ctx| {
+            let a = ctx.incr(PER_SRC, b"k", 1).expect("incr");
+            let b = ctx.incr(PER_SRC, b"k", 1).expect("incr again in the same input");
+            assert_eq!(b, a + 1, "two updates of one input are distinct");
+            b
+        })
     };
     assert_eq!(run(1), 2);
     assert_eq!(run(1), 2, "replay of clock 1 is emulated");
@@ -259,25 +271,12 @@ fn recorded_random_values_replay_identically() {
         .expect("register");
     let per_flow = [false];
     let run = |clock: u64| -> (u64, u64, u64) {
-        let (mut emits, mut alerts, mut timers) = (Vec::new(), Vec::new(), Vec::new());
-        let mut ctx = TaskContext {
-            store: &store,
-            dag_id: 7,
-            vertex: 0,
-            task: 0,
-            per_flow: &per_flow,
-            clock,
-            now_ns: 0,
-            seq: 0,
-            emits: &mut emits,
-            alerts: &mut alerts,
-            timers: &mut timers,
-            state_ops: 0,
-        };
-        let a = ctx.random().expect("random");
-        let b = ctx.random().expect("random again");
-        let t = ctx.wall_clock_ns().expect("wall clock");
-        (a, b, t)
+        with_ctx(&store, &per_flow, clock, |ctx| {
+            let a = ctx.random().expect("random");
+            let b = ctx.random().expect("random again");
+            let t = ctx.wall_clock_ns().expect("wall clock");
+            (a, b, t)
+        })
     };
     let first = run(5);
     assert_ne!(first.0, first.1, "two calls in one input differ");
