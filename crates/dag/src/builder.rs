@@ -294,6 +294,14 @@ fn resolve_watches(vertices: &mut [Vertex], locs: &[Option<String>], errors: &mu
     let mut resolved = Vec::with_capacity(vertices.len());
     for (vid, v) in vertices.iter().enumerate() {
         let mut targets = Vec::new();
+        let mut refuse = |message: String| {
+            errors.push(DagError {
+                kind: DagErrorKind::BadVertexConfig,
+                location: locs.get(vid).cloned().flatten(),
+                subject: format!("vertex \"{}\"", v.name),
+                message,
+            })
+        };
         for w in v.nf.watches() {
             let target = if w.vertex.is_empty() {
                 Some(vid)
@@ -302,32 +310,18 @@ fn resolve_watches(vertices: &mut [Vertex], locs: &[Option<String>], errors: &mu
             };
             let Some(target) = target else {
                 let known: Vec<&str> = vertices.iter().map(|x| x.name.as_str()).collect();
-                errors.push(DagError {
-                    kind: DagErrorKind::BadVertexConfig,
-                    location: locs.get(vid).cloned().flatten(),
-                    subject: format!("vertex \"{}\"", v.name),
-                    message: format!(
-                        "watches unknown vertex `{}` (vertices: {})",
-                        w.vertex,
-                        known.join(", ")
-                    ),
-                });
+                refuse(format!("watches unknown vertex `{}` (vertices: {})", w.vertex, known.join(", ")));
                 continue;
             };
             let spec = &vertices[target].spec;
             let Some(object) = spec.state.iter().position(|o| o.name == w.object) else {
                 let known: Vec<&str> = spec.state.iter().map(|o| o.name.as_str()).collect();
-                errors.push(DagError {
-                    kind: DagErrorKind::BadVertexConfig,
-                    location: locs.get(vid).cloned().flatten(),
-                    subject: format!("vertex \"{}\"", v.name),
-                    message: format!(
-                        "watches object `{}` of vertex `{}`, which has no such state object (objects: {})",
-                        w.object,
-                        vertices[target].name,
-                        known.join(", ")
-                    ),
-                });
+                refuse(format!(
+                    "watches object `{}` of vertex `{}`, which has no such state object (objects: {})",
+                    w.object,
+                    vertices[target].name,
+                    known.join(", ")
+                ));
                 continue;
             };
             targets.push(WatchTarget { vertex: target, object: object as u16 });

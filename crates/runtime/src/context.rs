@@ -24,20 +24,8 @@ pub enum Emit {
 
 /// Per-input context handed to an NF.
 pub struct TaskContext<'a> {
-    /// The store.
-    pub store: &'a dyn StateStore,
-    /// DAG id (store namespace).
-    pub dag_id: u32,
-    /// Vertex index.
-    pub vertex: u32,
-    /// Task (instance) index within the vertex.
-    pub task: TaskId,
-    /// Per state object: true when per-flow (owned by a task).
-    pub per_flow: &'a [bool],
-    /// Logical clock of the input.
-    pub clock: u64,
-    /// Trace time of the input.
-    pub now_ns: u64,
+    /// Where and when the input runs: store, DAG, vertex, task, clock, time.
+    pub site: CallSite<'a>,
     /// Next update sequence number within this input.
     pub seq: u32,
     /// Buffered outputs.
@@ -52,33 +40,63 @@ pub struct TaskContext<'a> {
 
 impl TaskContext<'_> {
     fn update(&mut self, object: usize, key: &[u8], op: Op) -> Result<Update, NfError> {
-        let Some(&per_flow) = self.per_flow.get(object) else {
+        let Some(&per_flow) = self.site.per_flow.get(object) else {
             return Err(NfError::State(format!(
                 "state object #{object} is not declared (the NF declares {})",
-                self.per_flow.len()
+                self.site.per_flow.len()
             )));
         };
         let object = u16::try_from(object).map_err(|_| NfError::State("too many state objects".into()))?;
         let sub = KeyBytes::new(key);
         let key = if per_flow {
-            StateKey::per_flow(self.dag_id, self.vertex, self.task, object, sub)
+            StateKey::per_flow(self.site.dag_id, self.site.vertex, self.site.task, object, sub)
         } else {
-            StateKey::shared(self.dag_id, self.vertex, object, sub)
+            StateKey::shared(self.site.dag_id, self.site.vertex, object, sub)
         };
-        let tag = UpdateTag { clock: self.clock, seq: self.seq };
+        Ok(self.tagged(key, op))
+    }
+
+    /// The update of `key` by `op`, tagged with this input's clock and its next sequence
+    /// number (counted as a state operation).
+    fn tagged(&mut self, key: StateKey, op: Op) -> Update {
+        let tag = UpdateTag { clock: self.site.clock, seq: self.seq };
         self.seq = self.seq.wrapping_add(1);
         self.state_ops += 1;
-        Ok(Update::new(key, op, tag, self.task))
+        Update::new(key, op, tag, self.site.task)
+    }
+
+    /// Records `fresh` under this input's clock and the next update number, and returns the
+    /// recorded value: `fresh` the first time, the first call's value on a replay.
+    fn record(&mut self, fresh: u64) -> Result<u64, NfError> {
+        let op = self
+            .site
+            .store
+            .custom_op_id(RECORD_OP)
+            .ok_or_else(|| NfError::State("the record operation is not registered".into()))?;
+        // One key per clock: recorded values spread over keys, and vanish with the clock log.
+        let key = StateKey::shared(
+            self.site.dag_id,
+            self.site.vertex,
+            RECORD_OBJECT,
+            KeyBytes::from_u64(self.site.clock),
+        );
+        let u = self.tagged(key, Op::Custom { op, arg: fresh.to_be_bytes().to_vec() });
+        match self.site.store.execute(&u)? {
+            Some(Value::Bytes(b)) => <[u8; 8]>::try_from(b.as_slice())
+                .map(u64::from_be_bytes)
+                .map_err(|_| NfError::State("recorded value of the wrong size".into())),
+            other => Err(NfError::State(format!("record returned {other:?}"))),
+        }
     }
 }
 
 impl NfContext for TaskContext<'_> {
     fn clock(&self) -> u64 {
-        self.clock
+        self.site.clock
     }
 
     fn now_ns(&self) -> u64 {
-        self.now_ns
+        self.site.now_ns
     }
 
     fn forward(&mut self, port: usize) {
@@ -90,7 +108,7 @@ impl NfContext for TaskContext<'_> {
     }
 
     fn send_packet(&mut self, port: usize, mut pkt: Packet) {
-        pkt.meta.clock = self.clock;
+        pkt.meta.clock = self.site.clock;
         self.emits.push(Emit::NewPacket(port, pkt));
     }
 
@@ -100,12 +118,12 @@ impl NfContext for TaskContext<'_> {
 
     fn state(&mut self, object: usize, key: &[u8], op: Op) -> Result<Option<Value>, NfError> {
         let u = self.update(object, key, op)?;
-        Ok(self.store.execute(&u)?)
+        Ok(self.site.store.execute(&u)?)
     }
 
     fn state_nonblocking(&mut self, object: usize, key: &[u8], op: Op) -> Result<(), NfError> {
         let u = self.update(object, key, op)?;
-        Ok(self.store.execute_nonblocking(u)?)
+        Ok(self.site.store.execute_nonblocking(u)?)
     }
 
     fn schedule_timer(&mut self, at_ns: u64, payload: Vec<u8>) {
@@ -113,11 +131,11 @@ impl NfContext for TaskContext<'_> {
     }
 
     fn custom_op(&self, name: &str) -> Option<CustomOpId> {
-        self.store.custom_op_id(name)
+        self.site.store.custom_op_id(name)
     }
 
     fn random(&mut self) -> Result<u64, NfError> {
-        let fresh = fresh_random(self.clock, self.vertex, self.seq);
+        let fresh = fresh_random(self.site.clock, self.site.vertex, self.seq);
         self.record(fresh)
     }
 
@@ -161,29 +179,6 @@ fn fresh_random(clock: u64, vertex: u32, seq: u32) -> u64 {
     z ^ (z >> 31)
 }
 
-impl TaskContext<'_> {
-    /// Records `fresh` under this input's clock and the next update number, and returns the
-    /// recorded value: `fresh` the first time, the first call's value on a replay.
-    fn record(&mut self, fresh: u64) -> Result<u64, NfError> {
-        let op = self
-            .store
-            .custom_op_id(RECORD_OP)
-            .ok_or_else(|| NfError::State("the record operation is not registered".into()))?;
-        // One key per clock: recorded values spread over keys, and vanish with the clock log.
-        let key = StateKey::shared(self.dag_id, self.vertex, RECORD_OBJECT, KeyBytes::from_u64(self.clock));
-        let tag = UpdateTag { clock: self.clock, seq: self.seq };
-        self.seq = self.seq.wrapping_add(1);
-        self.state_ops += 1;
-        let u = Update::new(key, Op::Custom { op, arg: fresh.to_be_bytes().to_vec() }, tag, self.task);
-        match self.store.execute(&u)? {
-            Some(Value::Bytes(b)) => <[u8; 8]>::try_from(b.as_slice())
-                .map(u64::from_be_bytes)
-                .map_err(|_| NfError::State("recorded value of the wrong size".into())),
-            other => Err(NfError::State(format!("record returned {other:?}"))),
-        }
-    }
-}
-
 /// One input as handed to an NF.
 pub enum NfInput<'a> {
     /// A packet on an input port.
@@ -210,6 +205,7 @@ pub struct TaskBuffers {
 }
 
 /// Where and when one NF call runs.
+#[derive(Clone, Copy)]
 pub struct CallSite<'a> {
     /// The store.
     pub store: &'a dyn StateStore,
@@ -241,13 +237,7 @@ pub fn invoke(
     bufs.alerts.clear();
     bufs.timers.clear();
     let mut ctx = TaskContext {
-        store: site.store,
-        dag_id: site.dag_id,
-        vertex: site.vertex,
-        task: site.task,
-        per_flow: site.per_flow,
-        clock: site.clock,
-        now_ns: site.now_ns,
+        site: *site,
         seq: match &input {
             NfInput::StateChange(_, first_seq) | NfInput::Timer(_, first_seq) => *first_seq,
             _ => 0,

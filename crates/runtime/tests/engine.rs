@@ -11,7 +11,7 @@ use streamnf_dag::{
     StateExt, StateObjectSpec,
 };
 use streamnf_packet::{Field, Flowspace, LinkType, MalformedPolicy, Packet};
-use streamnf_runtime::context::TaskContext;
+use streamnf_runtime::context::{CallSite, TaskContext};
 use streamnf_runtime::{Engine, EngineConfig};
 use streamnf_store::{EmbeddedStore, LocalStore, Op, StateStore, Value};
 
@@ -224,14 +224,9 @@ fn with_ctx<T>(
     f: impl FnOnce(&mut TaskContext) -> T,
 ) -> T {
     let (mut emits, mut alerts, mut timers) = (Vec::new(), Vec::new(), Vec::new());
+    let site = CallSite { store, dag_id: 7, vertex: 0, task: 0, per_flow, clock, now_ns: 0 };
     let mut ctx = TaskContext {
-        store,
-        dag_id: 7,
-        vertex: 0,
-        task: 0,
-        per_flow,
-        clock,
-        now_ns: 0,
+        site,
         seq: 0,
         emits: &mut emits,
         alerts: &mut alerts,
@@ -293,26 +288,10 @@ fn recorded_random_values_replay_identically() {
 #[test]
 fn other_tasks_cannot_update_per_flow_state() {
     let store = EmbeddedStore::new();
-    let per_flow = [true];
-    let (mut emits, mut alerts, mut timers) = (Vec::new(), Vec::new(), Vec::new());
-    let mut owner = TaskContext {
-        store: &store,
-        dag_id: 1,
-        vertex: 0,
-        task: 0,
-        per_flow: &per_flow,
-        clock: 1,
-        now_ns: 0,
-        seq: 0,
-        emits: &mut emits,
-        alerts: &mut alerts,
-        timers: &mut timers,
-        state_ops: 0,
-    };
-    owner.incr(0, b"flow", 1).expect("owner updates");
+    with_ctx(&store, &[true], 1, |owner| owner.incr(0, b"flow", 1)).expect("owner updates");
     // Task 1 writes its own key space: per-flow keys carry the owner, so task 1 cannot
     // even address task 0's object through the NF API; the store refuses a forged update.
-    let key = streamnf_store::StateKey::per_flow(1, 0, 0, 0, streamnf_store::KeyBytes::new(b"flow"));
+    let key = streamnf_store::StateKey::per_flow(7, 0, 0, 0, streamnf_store::KeyBytes::new(b"flow"));
     let forged = streamnf_store::Update::new(key, Op::Incr(1), streamnf_store::UpdateTag::new(9, 0), 1);
     assert!(matches!(store.execute(&forged), Err(streamnf_store::StoreError::NotOwner { .. })));
     assert_eq!(store.get(&key).expect("read"), Some(Value::Int(1)));
