@@ -1,6 +1,6 @@
 //! `streamnf check`: runs a chain twice over one trace, once as the single-instance
-//! reference and once with the requested workers and instances, and compares what they
-//! produced with `streamnf_runtime::compare` (per-port packet multisets, alerts, final
+//! reference and once with the requested workers, instances and churn events (or
+//! `--random-events K --seed S`), and compares what they produced with `streamnf_runtime::compare` (per-port packet multisets, alerts, final
 //! state). Exit 0 = equivalent, 1 = not (the differences on stdout), 2 = error.
 
 use clap::Args;
@@ -25,15 +25,9 @@ pub struct CheckArgs {
     /// Instances of a vertex in the checked run, VERTEX=N (repeatable).
     #[arg(long = "instances", value_name = "VERTEX=N")]
     pub instances: Vec<String>,
-    /// Scale/fail/straggle event during the checked run (not in this build yet).
-    #[arg(long = "event", value_name = "SPEC")]
-    pub events: Vec<String>,
-    /// K random events (not in this build yet).
-    #[arg(long = "random-events", value_name = "K")]
-    pub random_events: Option<u32>,
-    /// Seed of the random events.
-    #[arg(long)]
-    pub seed: Option<u64>,
+    /// Churn events of the checked run, and its guarantees.
+    #[command(flatten)]
+    pub churn: crate::churn_args::ChurnArgs,
     /// Write the checked run's summary plus the verdict as JSON to this file.
     #[arg(long = "summary-json")]
     pub summary_json: Option<PathBuf>,
@@ -41,11 +35,6 @@ pub struct CheckArgs {
 
 /// Runs the check; `Ok(true)` = equivalent.
 pub fn check(a: CheckArgs) -> Result<bool, String> {
-    if !a.events.is_empty() || a.random_events.is_some() {
-        return Err(
-            "--event/--random-events: scale, fail and straggle events are not in this build yet".into()
-        );
-    }
     if a.workers == Some(0) {
         return Err("--workers must be at least 1".into());
     }
@@ -59,6 +48,8 @@ pub fn check(a: CheckArgs) -> Result<bool, String> {
     let mut checked = RunOptions::new(&a.trace);
     checked.keep = true;
     checked.workers = a.workers;
+    checked.events = a.churn.resolve(&dag, &instances, &a.trace)?;
+    checked.guarantees = a.churn.guarantees_on();
     checked.instances = instances;
     let want =
         run_trace(Arc::clone(&dag), Arc::new(EmbeddedStore::new()), &reference).map_err(|e| e.to_string())?;
@@ -83,15 +74,21 @@ pub fn check(a: CheckArgs) -> Result<bool, String> {
         let text = serde_json::to_string_pretty(&j).map_err(|e| format!("summary: {e}"))?;
         std::fs::write(p, text + "\n").map_err(|e| format!("{}: {e}", p.display()))?;
     }
+    for e in &summary.events {
+        let text = e.get("event").and_then(|v| v.as_str()).unwrap_or("?");
+        let outcome = e.get("outcome").and_then(|v| v.as_str()).unwrap_or("");
+        println!("event {text}: {outcome}");
+    }
     if diff.is_empty() {
         println!(
-            "equivalent: {packets} packets; {} workers, tasks per vertex {:?}",
+            "EQUIVALENT: {packets} packets; {} workers, tasks per vertex {:?}, {} events",
             summary.workers,
-            summary.vertices.iter().map(|(k, v)| format!("{k}={}", v.tasks.len())).collect::<Vec<_>>()
+            summary.vertices.iter().map(|(k, v)| format!("{k}={}", v.tasks.len())).collect::<Vec<_>>(),
+            summary.events.len()
         );
         Ok(true)
     } else {
-        println!("NOT equivalent to the single-instance run:");
+        println!("NOT EQUIVALENT to the single-instance run:");
         for d in &diff {
             println!("  {d}");
         }

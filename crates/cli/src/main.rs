@@ -6,6 +6,7 @@
 
 mod bench;
 mod check;
+mod churn_args;
 mod gen;
 mod graph;
 mod run;
@@ -22,6 +23,7 @@ use std::process::ExitCode;
   streamnf gen-trace -o demo.pcap --packets 100000 --scan\n  \
   streamnf run examples/figure1.toml --trace demo.pcap --out out --alerts out/alerts.jsonl\n  \
   streamnf check examples/figure1.toml --trace demo.pcap --workers 2 --instances ids=4\n  \
+  streamnf check examples/figure1.toml --trace demo.pcap --event \"at=40% fail ids/0\" --random-events 5\n  \
   streamnf graph examples/figure1.toml | dot -Tsvg > figure1.svg\n  \
   streamnf nfs")]
 struct Cli {

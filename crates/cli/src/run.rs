@@ -60,12 +60,9 @@ pub struct RunArgs {
     /// Replay pace: max, recorded, or packets per second.
     #[arg(long, default_value = "max")]
     pub pace: String,
-    /// Scale/fail/straggle event, e.g. "at=40% scale ids to 3" (repeatable).
-    #[arg(long = "event", value_name = "SPEC")]
-    pub events: Vec<String>,
-    /// File of event specs, one per line.
-    #[arg(long = "events")]
-    pub events_file: Option<PathBuf>,
+    /// Churn events and guarantees.
+    #[command(flatten)]
+    pub churn: crate::churn_args::ChurnArgs,
     /// Serve Prometheus metrics on ADDR (host:port).
     #[arg(long)]
     pub metrics: Option<String>,
@@ -87,9 +84,12 @@ pub fn run(a: RunArgs) -> Result<(), String> {
     if a.workers == Some(0) {
         return Err("--workers must be at least 1".into());
     }
-    if !a.events.is_empty() || a.events_file.is_some() {
+    let events = a.churn.resolve(&dag, &instances, &a.trace)?;
+    let churn = !events.is_empty() || !a.churn.guarantees_on();
+    if churn && (a.local_state || a.cache) {
         return Err(
-            "--event/--events: scale, fail and straggle events are not supported by this build yet".into()
+            "events and --guarantees off need the store's clock logs: not with --local-state or --cache"
+                .into(),
         );
     }
     if a.metrics.is_some() {
@@ -127,6 +127,8 @@ pub fn run(a: RunArgs) -> Result<(), String> {
         workers: a.workers,
         instances,
         packet_log: a.packet_log.parse().map_err(|e| format!("--packet-log: {e}"))?,
+        events,
+        guarantees: a.churn.guarantees_on(),
     };
     let dag = Arc::new(dag);
     let outcome = run_trace(Arc::clone(&dag), Arc::clone(&store), &opts).map_err(|e| e.to_string())?;

@@ -1089,7 +1089,7 @@ fn check_reports_equivalence_and_its_absence() {
         .into_iter()
         .chain([p(&trace)])
         .chain(["--workers", "2", "--instances", "ids=3", "--instances", "dpi=2"].map(OsStr::new)));
-    assert!(r.stdout.starts_with("equivalent: 2000 packets"), "{}", r.describe());
+    assert!(r.stdout.starts_with("EQUIVALENT: 2000 packets"), "{}", r.describe());
     // Broadcasting packets to two stateless instances duplicates them: not equivalent.
     let chain = dir.path().join("dup.toml");
     std::fs::write(
@@ -1110,19 +1110,67 @@ fn check_reports_equivalence_and_its_absence() {
     ]);
     assert_eq!(r.code, Some(1), "{}", r.describe());
     assert!(
-        r.stdout.contains("NOT equivalent") && r.stdout.contains("sink `out`: 2000 packets vs 4000"),
+        r.stdout.contains("NOT EQUIVALENT") && r.stdout.contains("sink `out`: 2000 packets vs 4000"),
         "{}",
         r.describe()
     );
     let j: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(j["equivalent"], false);
-    let msg = fails([
-        OsStr::new("check"),
-        OsStr::new(FIGURE1),
-        OsStr::new("--trace"),
-        p(&trace),
-        OsStr::new("--random-events"),
-        OsStr::new("3"),
-    ]);
-    assert!(msg.contains("--random-events"), "{msg}");
+    // Churn: random events and a failover with guarantees, the checked run's summary
+    // lists them; the same failover without guarantees is caught.
+    let json = dir.path().join("churn.json");
+    let r = ok(["check", FIGURE1, "--trace"]
+        .map(OsStr::new)
+        .into_iter()
+        .chain([p(&trace)])
+        .chain(
+            [
+                "--workers",
+                "2",
+                "--random-events",
+                "4",
+                "--seed",
+                "3",
+                "--event",
+                "at=50% fail ids/0",
+                "--summary-json",
+            ]
+            .map(OsStr::new),
+        )
+        .chain([p(&json)]));
+    assert!(r.stdout.contains("EQUIVALENT") && r.stdout.contains("5 events"), "{}", r.describe());
+    let j: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(j["events"].as_array().map(Vec::len), Some(5), "{j}");
+    assert_eq!(j["equivalent"], true);
+    let r =
+        streamnf(["check", FIGURE1, "--trace"].map(OsStr::new).into_iter().chain([p(&trace)]).chain(
+            ["--workers", "2", "--event", "at=40% fail ids/0", "--guarantees", "off"].map(OsStr::new),
+        ));
+    assert_eq!(r.code, Some(1), "{}", r.describe());
+    assert!(r.stdout.contains("messages lost (no replay)"), "{}", r.describe());
+    // A bad spec is one clear error naming the column; a bad instance names the event.
+    let msg = fails(
+        ["check", FIGURE1, "--trace"]
+            .map(OsStr::new)
+            .into_iter()
+            .chain([p(&trace)])
+            .chain(["--event", "at=40% explode ids/0"].map(OsStr::new)),
+    );
+    assert!(msg.contains("column 8") && msg.contains("unknown action `explode`"), "{msg}");
+    let msg = fails(
+        ["check", FIGURE1, "--trace"]
+            .map(OsStr::new)
+            .into_iter()
+            .chain([p(&trace)])
+            .chain(["--event", "at=40% fail ids/5"].map(OsStr::new)),
+    );
+    assert!(msg.contains("event `at=40% fail ids/5`") && msg.contains("no instance 5"), "{msg}");
+    let msg = fails(
+        ["check", FIGURE1, "--trace"]
+            .map(OsStr::new)
+            .into_iter()
+            .chain([p(&trace)])
+            .chain(["--event", "at=40% fail nope/0"].map(OsStr::new)),
+    );
+    assert!(msg.contains("no vertex `nope`"), "{msg}");
 }

@@ -44,6 +44,7 @@ pub struct ChainBuilder {
     vertices: Vec<VertexDecl>,
     edges: Vec<EdgeDecl>,
     malformed: MalformedPolicy,
+    events: Vec<crate::graph::ChainEvent>,
     errors: Vec<DagError>,
     /// Vertices that could not be built (unknown NF, bad parameters): edges naming them
     /// are skipped instead of reported again.
@@ -58,6 +59,7 @@ impl ChainBuilder {
             vertices: Vec::new(),
             edges: Vec::new(),
             malformed: MalformedPolicy::Drop,
+            events: Vec::new(),
             errors: Vec::new(),
             failed: Vec::new(),
         }
@@ -128,6 +130,13 @@ impl ChainBuilder {
     /// Sets the malformed-packet policy.
     pub fn malformed(mut self, policy: MalformedPolicy) -> ChainBuilder {
         self.malformed = policy;
+        self
+    }
+
+    /// Schedules a churn event (`at=40% scale ids to 3`); `location` says where it was
+    /// written, for error messages.
+    pub fn event(mut self, spec: &str, location: &str) -> ChainBuilder {
+        self.events.push(crate::graph::ChainEvent { text: spec.to_string(), location: location.to_string() });
         self
     }
 
@@ -279,6 +288,7 @@ impl ChainBuilder {
             vertices,
             edges,
             malformed: self.malformed,
+            events: self.events,
         };
         let checks = validate::Checks {
             input_declared: declared_input,

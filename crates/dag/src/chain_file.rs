@@ -3,6 +3,7 @@
 //! ```toml
 //! name = "figure1"
 //! malformed = "drop"            # or "pass"
+//! events = ["at=40% scale ids to 2"]   # churn events, optional (see `streamnf run --help`)
 //!
 //! [[vertex]]
 //! name = "ids"
@@ -42,6 +43,8 @@ struct ChainToml {
     vertex: Vec<VertexToml>,
     #[serde(default)]
     edge: Vec<EdgeToml>,
+    #[serde(default)]
+    events: Vec<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -112,6 +115,10 @@ pub fn parse_chain(src: &str, file: &str, registry: &NfRegistry) -> Result<Logic
                 message: format!("malformed = \"{other}\": expected \"drop\" or \"pass\""),
             }),
         }
+    }
+    for e in &parsed.events {
+        let loc = at(e.span()).unwrap_or_else(|| file.to_string());
+        b = b.event(e.get_ref(), &loc);
     }
     for v in &parsed.vertex {
         let name = v.name.get_ref().clone();

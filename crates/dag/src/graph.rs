@@ -132,6 +132,18 @@ pub struct LogicalDag {
     pub edges: Vec<Edge>,
     /// What to do with malformed packets.
     pub malformed: MalformedPolicy,
+    /// Churn events scheduled by the chain file (`events = ["at=40% scale ids to 3"]`),
+    /// as written, with where each was written (`file:line`). The runtime parses them.
+    pub events: Vec<ChainEvent>,
+}
+
+/// An event spec from a chain file (see `streamnf_runtime::events` for the syntax).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChainEvent {
+    /// The spec, e.g. `at=40% scale ids to 3`.
+    pub text: String,
+    /// Where it was written (`file:line`), for error messages.
+    pub location: String,
 }
 
 impl LogicalDag {

@@ -22,7 +22,9 @@ pub mod validate;
 
 pub use builder::ChainBuilder;
 pub use error::{DagError, DagErrors};
-pub use graph::{Edge, Endpoint, LogicalDag, Partition, Vertex, VertexId, WatchTarget, INPUT, OUTPUT_PREFIX};
+pub use graph::{
+    ChainEvent, Edge, Endpoint, LogicalDag, Partition, Vertex, VertexId, WatchTarget, INPUT, OUTPUT_PREFIX,
+};
 pub use nf::{
     Alert, ContextMsg, NetworkFunction, NfContext, NfError, NfSpec, PortClass, PortSpec, StateChange,
     StateExt, StateObjectSpec, StateScope, StateWatch,

@@ -78,6 +78,36 @@ impl DueTimes {
     }
 }
 
+/// Numbers the packet and context inputs one task runs at one clock, per flow partition:
+/// two inputs at one clock (a packet and the verdict about it, copies from a broadcast)
+/// must not share update tags, or the store would emulate the second one's updates. The
+/// `k`-th input of partition `p` at a clock numbers its updates from `p × 2²² + k × 2¹⁶`,
+/// below [`TIMER_SEQ_BASE`]. A replay or a clone runs the same inputs of a partition in
+/// the same order, so it reissues the same tags.
+#[derive(Default)]
+pub struct MessageSeq {
+    recent: [(u64, u16, u32); 8],
+    next: usize,
+}
+
+impl MessageSeq {
+    /// First sequence number of the next input of partition `part` at `clock`.
+    pub fn next(&mut self, clock: u64, part: u16) -> u32 {
+        let k = match self.recent.iter_mut().find(|e| e.0 == clock && e.1 == part) {
+            Some(e) => {
+                e.2 += 1;
+                e.2 - 1
+            }
+            None => {
+                self.recent[self.next] = (clock, part, 1);
+                self.next = (self.next + 1) % self.recent.len();
+                0
+            }
+        };
+        ((u32::from(part) & 0xff) << 22) | ((k & 0x3f) << 16)
+    }
+}
+
 /// Numbers the timers fired at one clock, per vertex (see [`TIMER_SEQ_BASE`]).
 #[derive(Default)]
 pub struct TimerSeq {

@@ -59,7 +59,11 @@ impl TaskContext<'_> {
     /// The update of `key` by `op`, tagged with this input's clock and its next sequence
     /// number (counted as a state operation).
     fn tagged(&mut self, key: StateKey, op: Op) -> Update {
-        let tag = UpdateTag { clock: self.site.clock, seq: self.seq };
+        let clock = match self.site.untagged {
+            Some(n) => n.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            None => self.site.clock,
+        };
+        let tag = UpdateTag { clock, seq: self.seq };
         self.seq = self.seq.wrapping_add(1);
         self.state_ops += 1;
         Update::new(key, op, tag, self.site.task)
@@ -92,7 +96,11 @@ impl TaskContext<'_> {
 
 impl NfContext for TaskContext<'_> {
     fn clock(&self) -> u64 {
-        self.site.clock
+        match self.site.untagged {
+            // Guarantees off: no logical clock, only the order inputs arrive in.
+            Some(n) => n.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            None => self.site.clock,
+        }
     }
 
     fn now_ns(&self) -> u64 {
@@ -117,6 +125,16 @@ impl NfContext for TaskContext<'_> {
     }
 
     fn state(&mut self, object: usize, key: &[u8], op: Op) -> Result<Option<Value>, NfError> {
+        if self.site.log_reads && op.is_read() {
+            // A logged read: the store keeps its result under this input's tag.
+            let id = self
+                .site
+                .store
+                .custom_op_id(READ_OP)
+                .ok_or_else(|| NfError::State("the logged-read operation is not registered".into()))?;
+            let u = self.update(object, key, Op::Custom { op: id, arg: Vec::new() })?;
+            return Ok(self.site.store.execute(&u)?);
+        }
         let u = self.update(object, key, op)?;
         Ok(self.site.store.execute(&u)?)
     }
@@ -151,6 +169,16 @@ impl NfContext for TaskContext<'_> {
 /// Name of the store operation that records non-deterministic values (see
 /// [`TaskContext::record`]); the engines register it with [`record_op`].
 pub const RECORD_OP: &str = "streamnf.record.v1";
+
+/// Name of the store operation behind logged reads (fault tolerance): returns the key's
+/// value and changes nothing; as an update it is logged under its tag, so a replay of the
+/// input gets the value the original read.
+pub const READ_OP: &str = "streamnf.read.v1";
+
+/// The logged-read operation (see [`READ_OP`]).
+pub fn read_op() -> streamnf_store::CustomOpFn {
+    std::sync::Arc::new(|value: &mut Option<Value>, _arg: &[u8]| Ok(value.clone()))
+}
 
 /// State object id reserved for recorded values (never an NF's own object).
 pub const RECORD_OBJECT: u16 = u16::MAX;
@@ -221,6 +249,15 @@ pub struct CallSite<'a> {
     pub clock: u64,
     /// Trace time of the input.
     pub now_ns: u64,
+    /// First update sequence number of a packet or context input (see
+    /// [`crate::callbacks::MessageSeq`]); timers and callbacks bring their own.
+    pub first_seq: u32,
+    /// Reads are logged in the store under the input's tag (fault tolerance): a replayed
+    /// input reads what the original read, not what later inputs wrote since.
+    pub log_reads: bool,
+    /// Guarantees off: updates are tagged with a fresh number from this counter instead
+    /// of the input's clock, so the store never emulates a repeat (the naive baseline).
+    pub untagged: Option<&'a std::sync::atomic::AtomicU64>,
 }
 
 /// Runs one input through `nf` with a fresh [`TaskContext`], leaving what it emitted in
@@ -240,7 +277,7 @@ pub fn invoke(
         site: *site,
         seq: match &input {
             NfInput::StateChange(_, first_seq) | NfInput::Timer(_, first_seq) => *first_seq,
-            _ => 0,
+            _ => site.first_seq,
         },
         emits: &mut bufs.emits,
         alerts: &mut bufs.alerts,

@@ -111,6 +111,10 @@ pub struct EngineReport {
     pub manager: Option<crate::manager::ManagerReport>,
     /// Worker threads the chain ran on.
     pub workers: usize,
+    /// Churn events applied (parallel engine with `--event`), as JSON records.
+    pub events: Vec<serde_json::Value>,
+    /// Duplicate suppression counters (fault tolerance on), as JSON.
+    pub guarantees: Option<serde_json::Value>,
 }
 
 /// Runs one chain over a sequence of packets.
@@ -143,6 +147,8 @@ pub struct Engine {
     watchers: Option<Watchers>,
     /// Numbers the timers fired at one clock.
     timer_seq: TimerSeq,
+    /// Numbers the inputs each vertex runs at one clock (update tags).
+    msg_seq: Vec<crate::callbacks::MessageSeq>,
 }
 
 /// Most frame buffers kept for reuse.
@@ -169,6 +175,9 @@ pub(crate) fn register_custom_ops(dag: &LogicalDag, store: &dyn StateStore) -> R
     store
         .register_custom_op(crate::context::RECORD_OP, crate::context::record_op())
         .map_err(|e| format!("cannot register the runtime's record operation: {e}"))?;
+    store
+        .register_custom_op(crate::context::READ_OP, crate::context::read_op())
+        .map_err(|e| format!("cannot register the runtime's logged-read operation: {e}"))?;
     for v in &dag.vertices {
         for (name, f) in v.nf.custom_ops() {
             store
@@ -212,7 +221,9 @@ impl Engine {
             .map(|v| v.spec.state.iter().map(|s| matches!(s.scope, StateScope::PerFlow(_))).collect())
             .collect();
         let chain = ChainStats::default();
+        let msg_seq = (0..dag.vertices.len()).map(|_| crate::callbacks::MessageSeq::default()).collect();
         Ok(Engine {
+            msg_seq,
             tasks: vec![TaskStats::default(); dag.vertices.len()],
             dag,
             store,
@@ -413,14 +424,23 @@ impl Engine {
                 NfInput::Context(port, m)
             }
         };
-        self.call_nf(vid, task, clock, now_ns, input);
+        let first_seq = self.msg_seq[vid].next(clock, 0);
+        self.call_nf(vid, task, clock, now_ns, first_seq, input);
         self.after_nf(vid, task, clock, now_ns, payload)
     }
 
     /// Runs one input through the NF of `vid` with a fresh [`TaskContext`], isolating
     /// errors and panics (both drop what the input emitted) and updating the task's
     /// counters. What the NF emitted is left in the engine's buffers for [`Self::after_nf`].
-    fn call_nf(&mut self, vid: usize, task: u32, clock: u64, now_ns: u64, input: NfInput<'_>) {
+    fn call_nf(
+        &mut self,
+        vid: usize,
+        task: u32,
+        clock: u64,
+        now_ns: u64,
+        first_seq: u32,
+        input: NfInput<'_>,
+    ) {
         self.nf_calls += 1;
         let t0 = (self.nf_calls % BUSY_SAMPLE == 0).then(Instant::now);
         let site = CallSite {
@@ -431,6 +451,9 @@ impl Engine {
             per_flow: &self.per_flow[vid],
             clock,
             now_ns,
+            first_seq,
+            log_reads: false,
+            untagged: None,
         };
         let stats = &mut self.tasks[vid];
         invoke(&*self.dag.vertices[vid].nf, &site, input, &mut self.bufs, stats);
@@ -552,7 +575,7 @@ impl Engine {
             let first_seq = self.timer_seq.next(clock, vid);
             let task = t.task.unwrap_or(0);
             self.tasks[vid].timers += 1;
-            self.call_nf(vid, task, clock, t.at_ns, NfInput::Timer(&t.payload, first_seq));
+            self.call_nf(vid, task, clock, t.at_ns, 0, NfInput::Timer(&t.payload, first_seq));
             self.tasks[vid].discarded_emits += self.bufs.emits.len() as u64;
             self.bufs.emits.clear();
             self.after_nf(vid, task, clock, t.at_ns, Payload::Context(ContextMsg::Null))?;
@@ -579,7 +602,14 @@ impl Engine {
             for d in deliveries {
                 let clock = d.change.clock;
                 self.tasks[d.vertex].callbacks += 1;
-                self.call_nf(d.vertex, 0, clock, self.cur_ts, NfInput::StateChange(&d.change, d.first_seq));
+                self.call_nf(
+                    d.vertex,
+                    0,
+                    clock,
+                    self.cur_ts,
+                    0,
+                    NfInput::StateChange(&d.change, d.first_seq),
+                );
                 let emitted = self.bufs.emits.len() as u64;
                 self.tasks[d.vertex].discarded_emits += emitted;
                 self.bufs.emits.clear();
@@ -643,6 +673,8 @@ impl Engine {
             busy,
             manager: None,
             workers: 1,
+            events: Vec::new(),
+            guarantees: None,
         })
     }
 }

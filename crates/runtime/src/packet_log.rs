@@ -941,6 +941,33 @@ impl PacketLog {
         Ok(())
     }
 
+    /// Sets the outstanding references of the packet of `clock` to `n` (a replay after a
+    /// failure discarded every message in flight and re-sends the packet as `n` messages);
+    /// `n == 0` releases it. Returns true when the packet left the log.
+    pub fn set_refs(&self, clock: u64, n: u32) -> Result<bool, PacketLogError> {
+        let mut freed = 0;
+        let (r, wake) = {
+            let mut g = self.inner.lock();
+            let i = g.table.find(clock).ok_or(PacketLogError::NotInFlight { clock })?;
+            let r = match g.table.live_mut(i) {
+                Some(e) if n > 0 => {
+                    e.count = n;
+                    Ok(false)
+                }
+                Some(e) => {
+                    let all = e.count;
+                    g.release_at(i, clock, all, &mut freed)
+                }
+                None => Err(PacketLogError::NotInFlight { clock }),
+            };
+            (r, g.waiters > 0)
+        };
+        if freed > 0 && wake {
+            self.not_full.notify_all();
+        }
+        r
+    }
+
     /// Releases one reference of the packet of `clock` (a descendant reached a sink, was
     /// dropped or was consumed). Returns true when the packet left the log.
     #[inline]

@@ -32,20 +32,26 @@
 //!
 //! The engine keeps counters, queues and the log; NF state lives only in the store.
 
+mod churn;
+
+pub use churn::{EventRecord, ReplayInput};
+
 use crate::alerts::{AlertRecord, AlertSink};
-use crate::callbacks::{Delivery, DueTimes, TimerSeq, Watchers};
+use crate::callbacks::{Delivery, DueTimes, MessageSeq, TimerSeq, Watchers};
 use crate::context::{invoke, CallSite, Emit, NfInput, TaskBuffers};
+use crate::dedupe::{child_lineage, item_key, root_lineage, Dedupe};
 use crate::engine::{EngineConfig, EngineReport};
 use crate::manager::{ManagerReport, Policy, TaskMonitor, ThresholdPolicy, VertexManager};
 use crate::packet_log::{ClockError, ClockSource, PacketLog, DEFAULT_PERSIST_EVERY};
+use crate::partition::{VertexTable, NO_REPLICA};
 use crate::queue::MessageQueue;
 use crate::sink::SinkSet;
-use crate::splitter::{merge_needed, scope_flowspaces, SplitRule, SplitterRegistry, Targets};
+use crate::splitter::{merge_needed, scope_flowspaces, SplitRule, SplitterRegistry, Targets, PARTITIONS};
 use crate::stats::{ChainStats, Latency, TaskStats};
 use parking_lot::{Condvar, Mutex};
 use std::collections::{BTreeMap, VecDeque};
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -74,6 +80,17 @@ pub struct ParallelConfig {
     pub policy: Option<Box<dyn Policy>>,
     /// Where the root logs packets in flight.
     pub packet_log: PacketLogMode,
+    /// Task slots per vertex (by vertex index): the most instances it may run at once
+    /// over the run (scale events, clones). Missing entries or smaller values use the
+    /// vertex's instance count.
+    pub slots: Vec<u32>,
+    /// Fault tolerance (§5.1): messages carry lineages, sinks, alerts and timers suppress
+    /// duplicates, reads are logged in the store, so a failure can be recovered by replay
+    /// and a clone can run beside its original. On whenever events are scheduled.
+    pub fault_tolerance: bool,
+    /// Chain-wide guarantees (default on). Off is the "existing frameworks" baseline:
+    /// no clock tags on updates, no replay, no duplicate suppression, naive handover.
+    pub guarantees: bool,
 }
 
 /// Where the root logs packets in flight (§5).
@@ -110,6 +127,9 @@ impl Default for ParallelConfig {
             splitters: SplitterRegistry::default(),
             policy: None,
             packet_log: PacketLogMode::Local,
+            slots: Vec::new(),
+            fault_tolerance: false,
+            guarantees: true,
         }
     }
 }
@@ -144,8 +164,14 @@ struct Msg {
     /// Sender: 0 = the root, task id + 1 otherwise.
     src: u32,
     port: u16,
+    /// Flow partition of the receiving vertex the message belongs to (the owner of its
+    /// per-flow state keys; see [`crate::partition`]).
+    part: u16,
     clock: u64,
     ts_ns: u64,
+    /// Hash of the clock and the path from the root ([`crate::dedupe`]); a replayed or
+    /// cloned copy has the original's.
+    lineage: u64,
     body: Body,
 }
 
@@ -153,7 +179,7 @@ struct Msg {
 #[derive(Clone)]
 enum Target {
     Sink(usize),
-    Vertex { port: u16, first_task: usize, tasks: usize, rule: SplitRule },
+    Vertex { port: u16, vertex: usize, first_task: usize, rule: SplitRule },
 }
 
 #[derive(Clone)]
@@ -231,6 +257,43 @@ struct Shared {
     /// Per sender (0 = root, task id + 1): every message it will send with a clock up
     /// to this value has been handed to its destination's queue.
     progress: Vec<AtomicU64>,
+    /// Partition history of each vertex (who owns which flows from which clock on).
+    tables: Vec<VertexTable>,
+    /// Fault tolerance on: lineages are checked at sinks, alerts and timers, reads are
+    /// logged in the store.
+    ft: bool,
+    /// Chain-wide guarantees on (off: the naive baseline).
+    guarantees: bool,
+    /// Lineages written to sinks, raised as alerts, scheduled as timers (fault tolerance).
+    sink_seen: Mutex<Dedupe>,
+    alert_seen: Mutex<Dedupe>,
+    timer_seen: Mutex<Dedupe>,
+    /// Per sender id: a clone may send copies of its messages (receivers check lineages).
+    replicated: Vec<AtomicBool>,
+    /// Per sender id: the sender id of its clone while both get the same input (0 = none):
+    /// a merging receiver may go by the faster one's progress.
+    pair: Vec<AtomicU32>,
+    /// Handovers in progress or done (§5.3).
+    handovers: Mutex<Vec<Handover>>,
+    /// Guarantees off: a fresh "clock" per update, so the store never emulates one.
+    untagged: AtomicU64,
+    /// Packet-log watermark at the last store GC (duplicate sets forget below it).
+    gc_mark: AtomicU64,
+    /// Per task id: extra time per message in nanoseconds (straggler injection).
+    straggle: Vec<AtomicU64>,
+    /// Timers that reached a dead task, kept for the replay (with their clocks).
+    lost_timers: Mutex<Vec<(u64, streamnf_store::Timer, u32)>>,
+}
+
+/// One partition handover (§5.3) from an old task to a new one at some clock: the new task
+/// holds its input from that clock on until the old one has processed everything before
+/// it and flushed its store operations; then the old task releases it. The tasks keep the
+/// id and the clock (`Task::holds`, `Task::releases`); this is the shared verdict.
+struct Handover {
+    id: u64,
+    released: bool,
+    started: Instant,
+    took: Option<Duration>,
 }
 
 impl Shared {
@@ -285,6 +348,28 @@ struct Task {
     /// Some task merging this task's output waits for its progress (workers are rung
     /// when it moves).
     notify: bool,
+    /// Handovers this task takes partitions over in, not released yet: (id, clock). Its
+    /// input from the smallest clock on waits in `held`.
+    holds: Vec<(u64, u64)>,
+    /// Handovers this task gives partitions away in, not released yet: (id, clock).
+    releases: Vec<(u64, u64)>,
+    /// Input held back by `holds`, in arrival order.
+    held: VecDeque<Msg>,
+    /// Lineages received from cloned senders (duplicate suppression at the queue, §5.2).
+    seen: Dedupe,
+    /// Numbers the inputs of one clock (update tags).
+    msg_seq: MessageSeq,
+    /// Crashed and not replaced yet: whatever reaches it is lost.
+    dead: bool,
+    /// Messages lost since it crashed.
+    lost: u64,
+}
+
+impl Task {
+    /// Smallest clock this task must not process yet (u64::MAX: none).
+    fn hold_from(&self) -> u64 {
+        self.holds.iter().map(|h| h.1).min().unwrap_or(u64::MAX)
+    }
 }
 
 /// The clock-ordered merge of a task with several senders (§5, chain-wide ordering): each
@@ -303,10 +388,10 @@ struct Reorder {
 struct Scratch {
     input: Vec<Msg>,
     settle: Vec<(u64, u32, bool)>,
-    sink_out: Vec<(usize, Packet)>,
-    alerts: Vec<AlertRecord>,
+    sink_out: Vec<(usize, Packet, u64)>,
+    alerts: Vec<(AlertRecord, u64)>,
     latency: Vec<u64>,
-    chosen: Vec<(usize, Option<usize>)>,
+    chosen: Vec<Chosen>,
     /// Buffers of finished packets, sent back to the root in batches.
     spare: Vec<Vec<u8>>,
 }
@@ -324,44 +409,98 @@ fn filter_admits(f: &Option<Filter>, p: &Packet) -> bool {
     f.as_ref().is_none_or(|f| f.matches(p))
 }
 
-/// Sends `pkt` along `routes`: copies to every admitting route but the last, which gets
-/// the packet. Returns (task deliveries, sink deliveries).
+/// A routed copy: route index, task id (`None` = a sink), partition, lineage.
+type Chosen = (usize, Option<usize>, u16, u64);
+
+/// Chooses the tasks of a vertex route for partition targets `t` at `clock`: the owner
+/// (and its clone, if any) of the partition, or every active task for a broadcast.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+fn choose_tasks(
+    tables: &[VertexTable],
+    vertex: usize,
+    first_task: usize,
+    t: Targets,
+    clock: u64,
+    ri: usize,
+    lineage: u64,
+    emit: u32,
+    chosen: &mut Vec<Chosen>,
+) {
+    let Some(table) = tables.get(vertex) else { return };
+    table.with_epoch(clock, |e| match t {
+        Targets::One(p) => {
+            let lin = child_lineage(lineage, emit, ri as u32, 0);
+            let p16 = p as u16;
+            if let Some(&o) = e.owner.get(p) {
+                chosen.push((ri, Some(first_task + usize::from(o)), p16, lin));
+            }
+            if let Some(&r) = e.replica.get(p) {
+                if r != NO_REPLICA {
+                    chosen.push((ri, Some(first_task + usize::from(r)), p16, lin));
+                }
+            }
+        }
+        Targets::All => {
+            for &t in &e.active {
+                let lin = child_lineage(lineage, emit, ri as u32, 1 + u32::from(t));
+                chosen.push((ri, Some(first_task + usize::from(t)), t, lin));
+            }
+        }
+    });
+}
+
+/// Sends `pkt` (emit number `emit` of the message of lineage `lineage`) along `routes`:
+/// copies to every admitting route but the last, which gets the packet. Returns (task
+/// deliveries, sink deliveries).
+#[allow(clippy::too_many_arguments)]
 fn route_packet(
+    tables: &[VertexTable],
     src: u32,
     routes: &[Route],
     pkt: Packet,
     clock: u64,
+    lineage: u64,
+    emit: u32,
     outbox: &mut [Vec<Msg>],
-    sinks: &mut Vec<(usize, Packet)>,
-    chosen: &mut Vec<(usize, Option<usize>)>,
+    sinks: &mut Vec<(usize, Packet, u64)>,
+    chosen: &mut Vec<Chosen>,
 ) -> (u32, u32) {
-    chosen.clear(); // (route, task) pairs
+    chosen.clear();
     for (ri, r) in routes.iter().enumerate() {
         if !filter_admits(&r.filter, &pkt) {
             continue;
         }
         match &r.target {
-            Target::Sink(_) => chosen.push((ri, None)),
-            Target::Vertex { first_task, tasks, rule, .. } => match rule.packet_targets(&pkt, *tasks) {
-                Targets::One(t) => chosen.push((ri, Some(first_task + t))),
-                Targets::All => chosen.extend((0..*tasks).map(|t| (ri, Some(first_task + t)))),
-            },
+            Target::Sink(_) => chosen.push((ri, None, 0, child_lineage(lineage, emit, ri as u32, 0))),
+            Target::Vertex { vertex, first_task, rule, .. } => {
+                let t = rule.packet_partition(&pkt);
+                choose_tasks(tables, *vertex, *first_task, t, clock, ri, lineage, emit, chosen);
+            }
         }
     }
     let (mut to_tasks, mut to_sinks) = (0, 0);
     let n = chosen.len();
     let mut pkt = Some(pkt);
-    for (i, &(ri, task)) in chosen.iter().enumerate() {
+    for (i, &(ri, task, part, lin)) in chosen.iter().enumerate() {
         let Some(p) = (if i + 1 == n { pkt.take() } else { pkt.clone() }) else { break };
         match (&routes[ri].target, task) {
             (Target::Sink(s), _) => {
-                sinks.push((*s, p));
+                sinks.push((*s, p, lin));
                 to_sinks += 1;
             }
             (Target::Vertex { port, .. }, Some(t)) => {
                 let ts_ns = p.ts_ns;
                 if let Some(ob) = outbox.get_mut(t) {
-                    ob.push(Msg { src, port: *port, clock, ts_ns, body: Body::Packet(p) });
+                    ob.push(Msg {
+                        src,
+                        port: *port,
+                        part,
+                        clock,
+                        ts_ns,
+                        lineage: lin,
+                        body: Body::Packet(p),
+                    });
                     to_tasks += 1;
                 }
             }
@@ -371,91 +510,177 @@ fn route_packet(
     (to_tasks, to_sinks)
 }
 
-/// Sends a context message along `routes` (sinks take packets only).
+/// Sends a context message (emit number `emit` of lineage `lineage`) along `routes`
+/// (sinks take packets only).
+#[allow(clippy::too_many_arguments)]
 fn route_context(
+    tables: &[VertexTable],
     src: u32,
     routes: &[Route],
     msg: &ContextMsg,
     clock: u64,
     ts_ns: u64,
+    lineage: u64,
+    emit: u32,
     outbox: &mut [Vec<Msg>],
+    chosen: &mut Vec<Chosen>,
 ) -> u32 {
+    chosen.clear();
+    for (ri, r) in routes.iter().enumerate() {
+        if let Target::Vertex { vertex, first_task, rule, .. } = &r.target {
+            let t = rule.context_partition(msg);
+            choose_tasks(tables, *vertex, *first_task, t, clock, ri, lineage, emit, chosen);
+        }
+    }
     let mut n = 0;
-    for r in routes {
-        if let Target::Vertex { port, first_task, tasks, rule } = &r.target {
-            let targets: Vec<usize> = match rule.context_targets(msg, *tasks) {
-                Targets::One(t) => vec![first_task + t],
-                Targets::All => (0..*tasks).map(|t| first_task + t).collect(),
-            };
-            for t in targets {
-                if let Some(ob) = outbox.get_mut(t) {
-                    ob.push(Msg { src, port: *port, clock, ts_ns, body: Body::Context(msg.clone()) });
-                    n += 1;
-                }
+    for &(ri, task, part, lin) in chosen.iter() {
+        if let (Target::Vertex { port, .. }, Some(t)) = (&routes[ri].target, task) {
+            if let Some(ob) = outbox.get_mut(t) {
+                let body = Body::Context(msg.clone());
+                ob.push(Msg { src, port: *port, part, clock, ts_ns, lineage: lin, body });
+                n += 1;
             }
         }
     }
     n
 }
 
-/// Where and when an input runs at `task`.
-fn call_site<'a>(sh: &'a Shared, task: &Task, clock: u64, now_ns: u64) -> CallSite<'a> {
+/// Where and when an input runs at `task`, for flow partition `part`.
+fn call_site<'a>(
+    sh: &'a Shared,
+    task: &Task,
+    part: u16,
+    clock: u64,
+    now_ns: u64,
+    first_seq: u32,
+) -> CallSite<'a> {
     CallSite {
         store: &*sh.store,
         dag_id: sh.dag.id,
         vertex: task.vertex as u32,
-        task: task.index,
+        task: u32::from(part),
         per_flow: &sh.per_flow[task.vertex],
         clock,
         now_ns,
+        first_seq,
+        log_reads: sh.ft && sh.guarantees,
+        untagged: (!sh.guarantees).then_some(&sh.untagged),
+    }
+}
+
+/// Moves the alerts and timers an NF call raised out of `task.bufs`: alerts to `alerts`,
+/// timers to the store (for partition `part`). With fault tolerance, those a replay or a
+/// clone raises again (same lineage) are dropped.
+fn take_alerts_and_timers(
+    sh: &Shared,
+    task: &mut Task,
+    part: u16,
+    clock: u64,
+    ts_ns: u64,
+    lineage: u64,
+    alerts: &mut Vec<(AlertRecord, u64)>,
+) {
+    let vid = task.vertex;
+    for (k, a) in task.bufs.alerts.drain(..).enumerate() {
+        task.stats.alerts += 1;
+        let key = if sh.ft && lineage != 0 { item_key(lineage, 1, k as u32) } else { 0 };
+        alerts.push((
+            AlertRecord {
+                kind: a.kind,
+                vertex: sh.dag.vertices[vid].name.clone(),
+                task: task.index,
+                clock,
+                ts_ns,
+                fields: a.fields,
+            },
+            key,
+        ));
+    }
+    for (k, (at, payload)) in task.bufs.timers.drain(..).enumerate() {
+        if sh.ft && lineage != 0 {
+            let mut seen = sh.timer_seen.lock();
+            let key = item_key(lineage, 2, k as u32);
+            if sh.guarantees {
+                if !seen.first(key, clock) {
+                    continue;
+                }
+            } else {
+                seen.count(key, clock);
+            }
+        }
+        sh.store.schedule_timer(at, sh.dag.id, vid as u32, Some(u32::from(part)), payload);
+        sh.due.note(at);
     }
 }
 
 /// Runs one input that has no packet — a state-change callback or a timer — at `task`
-/// (whichever thread holds it): its alerts go to `alerts`, its timers to the store; what it
-/// emits is discarded and counted.
+/// (whichever thread holds it) for partition `part`: its alerts go to `alerts`, its timers
+/// to the store; what it emits is discarded and counted.
+#[allow(clippy::too_many_arguments)]
 fn run_no_packet(
     sh: &Shared,
     task: &mut Task,
     input: NfInput<'_>,
+    part: u16,
     clock: u64,
     now_ns: u64,
-    alerts: &mut Vec<AlertRecord>,
+    alerts: &mut Vec<(AlertRecord, u64)>,
 ) {
     let vid = task.vertex;
-    let site = call_site(sh, task, clock, now_ns);
+    let site = call_site(sh, task, part, clock, now_ns, 0);
     invoke(&*sh.dag.vertices[vid].nf, &site, input, &mut task.bufs, &mut task.stats);
     task.stats.discarded_emits += task.bufs.emits.len() as u64;
     task.bufs.emits.clear();
-    for a in task.bufs.alerts.drain(..) {
-        task.stats.alerts += 1;
-        alerts.push(AlertRecord {
-            kind: a.kind,
-            vertex: sh.dag.vertices[vid].name.clone(),
-            task: task.index,
-            clock,
-            ts_ns: now_ns,
-            fields: a.fields,
-        });
+    take_alerts_and_timers(sh, task, part, clock, now_ns, 0, alerts);
+}
+
+/// Waits `ns` nanoseconds on this thread (straggler injection; spins below 50 µs, where
+/// sleeping is too coarse).
+fn straggle_for(ns: u64) {
+    let t0 = Instant::now();
+    let d = Duration::from_nanos(ns);
+    if ns >= 50_000 {
+        std::thread::sleep(d);
     }
-    for (at, payload) in task.bufs.timers.drain(..) {
-        sh.store.schedule_timer(at, sh.dag.id, vid as u32, Some(task.index), payload);
-        sh.due.note(at);
+    while t0.elapsed() < d {
+        std::hint::spin_loop();
     }
 }
 
 /// Processes one message at `task` and records how its clock settles.
 fn process_message(sh: &Shared, task: &mut Task, msg: Msg, scratch: &mut Scratch) {
     let vid = task.vertex;
-    let Msg { port, clock, ts_ns, body, .. } = msg;
+    // A clone's copy of a message this task already had: suppressed at the queue (§5.2).
+    if sh.replicated.get(msg.src as usize).is_some_and(|r| r.load(Ordering::Relaxed)) {
+        let first = if sh.guarantees {
+            task.seen.first(msg.lineage, msg.clock)
+        } else {
+            task.seen.count(msg.lineage, msg.clock)
+        };
+        if !first {
+            task.stats.duplicates_suppressed += 1;
+            if !matches!(msg.body, Body::Timer(..)) {
+                scratch.settle.push((msg.clock, 1, false));
+            }
+            return;
+        }
+    }
+    if let Some(d) = sh.straggle.get(task.id) {
+        let ns = d.load(Ordering::Relaxed);
+        if ns > 0 {
+            straggle_for(ns);
+        }
+    }
+    let Msg { port, part, clock, ts_ns, lineage, body, .. } = msg;
     if let Body::Timer(payload, first_seq) = body {
         task.stats.timers += 1;
-        run_no_packet(sh, task, NfInput::Timer(&payload, first_seq), clock, ts_ns, &mut scratch.alerts);
+        run_no_packet(sh, task, NfInput::Timer(&payload, first_seq), part, clock, ts_ns, &mut scratch.alerts);
         sh.timers_in_flight.fetch_sub(1, Ordering::AcqRel);
         return;
     }
     let src = task.id as u32 + 1;
-    let site = call_site(sh, task, clock, ts_ns);
+    let first_seq = task.msg_seq.next(clock, part);
+    let site = call_site(sh, task, part, clock, ts_ns, first_seq);
     let nf = &*sh.dag.vertices[vid].nf;
     let mut pkt = None;
     match body {
@@ -472,32 +697,30 @@ fn process_message(sh: &Shared, task: &mut Task, msg: Msg, scratch: &mut Scratch
         }
         Body::Timer(..) => {}
     }
-    for a in task.bufs.alerts.drain(..) {
-        task.stats.alerts += 1;
-        scratch.alerts.push(AlertRecord {
-            kind: a.kind,
-            vertex: sh.dag.vertices[vid].name.clone(),
-            task: task.index,
-            clock,
-            ts_ns,
-            fields: a.fields,
-        });
-    }
-    for (at, payload) in task.bufs.timers.drain(..) {
-        sh.store.schedule_timer(at, sh.dag.id, vid as u32, Some(task.index), payload);
-        sh.due.note(at);
-    }
+    take_alerts_and_timers(sh, task, part, clock, ts_ns, lineage, &mut scratch.alerts);
     let routes = &sh.out_routes[vid];
     let packet_emits = task.bufs.emits.iter().filter(|e| matches!(e, Emit::Packet(_))).count();
     let had_packet = pkt.is_some();
     let mut left = false;
     let (mut to_tasks, mut to_sinks, mut seen) = (0u32, 0u32, 0);
-    for e in task.bufs.emits.drain(..) {
+    for (emit, e) in task.bufs.emits.drain(..).enumerate() {
+        let emit = emit as u32;
         let (port, out) = match e {
             Emit::Context(p, m) => {
                 task.stats.contexts_out += 1;
                 if let Some(r) = routes.get(p) {
-                    to_tasks += route_context(src, r, &m, clock, ts_ns, &mut task.outbox);
+                    to_tasks += route_context(
+                        &sh.tables,
+                        src,
+                        r,
+                        &m,
+                        clock,
+                        ts_ns,
+                        lineage,
+                        emit,
+                        &mut task.outbox,
+                        &mut scratch.chosen,
+                    );
                 }
                 continue;
             }
@@ -520,8 +743,18 @@ fn process_message(sh: &Shared, task: &mut Task, msg: Msg, scratch: &mut Scratch
             }
         };
         let Some(r) = routes.get(port) else { continue };
-        let (t, s) =
-            route_packet(src, r, out, clock, &mut task.outbox, &mut scratch.sink_out, &mut scratch.chosen);
+        let (t, s) = route_packet(
+            &sh.tables,
+            src,
+            r,
+            out,
+            clock,
+            lineage,
+            emit,
+            &mut task.outbox,
+            &mut scratch.sink_out,
+            &mut scratch.chosen,
+        );
         if t + s > 0 {
             task.stats.packets_out += 1;
             left = true;
@@ -566,7 +799,21 @@ fn outbox_full(task: &Task) -> bool {
 fn finish_batch(sh: &Shared, scratch: &mut Scratch, latency: &mut Latency) {
     if !scratch.sink_out.is_empty() {
         let mut sinks = sh.sinks.lock();
-        for (idx, p) in scratch.sink_out.drain(..) {
+        let mut seen = sh.ft.then(|| sh.sink_seen.lock());
+        for (idx, p, lineage) in scratch.sink_out.drain(..) {
+            if let Some(seen) = seen.as_mut() {
+                let first = if sh.guarantees {
+                    seen.first(lineage, p.meta.clock)
+                } else {
+                    seen.count(lineage, p.meta.clock)
+                };
+                if !first {
+                    let mut data = p.data;
+                    data.clear();
+                    scratch.spare.push(data);
+                    continue;
+                }
+            }
             if p.meta.clock % LATENCY_SAMPLE == 0 {
                 let slot = (p.meta.clock / LATENCY_SAMPLE) as usize % LATENCY_RING;
                 let start = sh.latency_ring[slot].load(Ordering::Relaxed);
@@ -593,12 +840,7 @@ fn finish_batch(sh: &Shared, scratch: &mut Scratch, latency: &mut Latency) {
         }
     }
     if !scratch.alerts.is_empty() {
-        let mut alerts = sh.alerts.lock();
-        for a in scratch.alerts.drain(..) {
-            if let Err(e) = alerts.push(a) {
-                sh.record_io_error(e);
-            }
-        }
+        push_alerts(sh, &mut scratch.alerts);
     }
     if !scratch.settle.is_empty() {
         if let Err(e) = sh.log.settle(&scratch.settle) {
@@ -609,6 +851,24 @@ fn finish_batch(sh: &Shared, scratch: &mut Scratch, latency: &mut Latency) {
             )));
         }
         scratch.settle.clear();
+    }
+}
+
+/// Writes alerts to the alert sink; with fault tolerance, one raised again by a replay or a
+/// clone (same key) is dropped.
+fn push_alerts(sh: &Shared, batch: &mut Vec<(AlertRecord, u64)>) {
+    let mut alerts = sh.alerts.lock();
+    let mut seen = sh.ft.then(|| sh.alert_seen.lock());
+    for (a, key) in batch.drain(..) {
+        if let (Some(seen), true) = (seen.as_mut(), key != 0) {
+            let first = if sh.guarantees { seen.first(key, a.clock) } else { seen.count(key, a.clock) };
+            if !first {
+                continue;
+            }
+        }
+        if let Err(e) = alerts.push(a) {
+            sh.record_io_error(e);
+        }
     }
 }
 
@@ -638,10 +898,70 @@ fn process_counted(sh: &Shared, task: &mut Task, msg: Msg, scratch: &mut Scratch
     task.since_publish += 1;
 }
 
+/// Drops the holds of `task` whose handovers have been released (§5.3 step 5: the store
+/// tells the new task the flows are its own now).
+fn check_holds(sh: &Shared, task: &mut Task) {
+    let h = sh.handovers.lock();
+    task.holds.retain(|&(id, _)| h.iter().any(|x| x.id == id && !x.released));
+}
+
+/// Releases the handovers `task` gives partitions away in once it has processed every
+/// message before their clock (§5.3 steps 3–5): every sender has handed over all messages
+/// up to `clock − 1` (`min_progress`, read before the queue) and none of them is still
+/// queued, held or waiting here. The task's store operations are flushed first, so the new
+/// owner reads the latest state.
+fn check_releases(sh: &Shared, task: &mut Task, min_progress: u64) {
+    let q = &sh.queues[task.id];
+    let mut earliest = u64::MAX;
+    q.inspect(|m| earliest = earliest.min(m.clock));
+    if let Some(m) = task.held.front() {
+        earliest = earliest.min(m.clock);
+    }
+    if let Some(((c, _, _), _)) = task.reorder.as_ref().and_then(|r| r.waiting.first_key_value()) {
+        earliest = earliest.min(*c);
+    }
+    let ready: Vec<u64> = task
+        .releases
+        .iter()
+        .filter(|&&(_, clock)| min_progress >= clock.saturating_sub(1) && earliest >= clock)
+        .map(|&(id, _)| id)
+        .collect();
+    if ready.is_empty() || !task.outbox.iter().all(Vec::is_empty) {
+        return;
+    }
+    if let Err(e) = sh.store.flush() {
+        sh.record_io_error(io::Error::other(format!("state store: {e}")));
+        return;
+    }
+    {
+        let mut h = sh.handovers.lock();
+        for x in h.iter_mut().filter(|x| ready.contains(&x.id)) {
+            x.released = true;
+            x.took = Some(x.started.elapsed());
+        }
+    }
+    task.releases.retain(|(id, _)| !ready.contains(id));
+    sh.ring_workers();
+}
+
 /// One turn of `task`: takes what its queue holds, processes what may be processed now,
 /// hands its outputs over and publishes how far it got.
 fn task_turn(sh: &Shared, task: &mut Task, scratch: &mut Scratch, latency: &mut Latency) -> Turn {
     let mut turn = Turn::default();
+    if task.dead {
+        // A crashed task: what reaches it is lost until a new one takes its place.
+        let Some(q) = sh.queues.get(task.id) else { return turn };
+        let mut lost = Vec::new();
+        while q.pop_batch(&mut scratch.input, 1024) > 0 {
+            lost.append(&mut scratch.input);
+        }
+        turn.worked = !lost.is_empty();
+        task.lost += churn::lose_messages(sh, lost, task.vertex);
+        return turn;
+    }
+    if !task.holds.is_empty() {
+        check_holds(sh, task);
+    }
     if !flush_outboxes(sh, task) {
         turn.backed_up = true;
         if outbox_full(task) {
@@ -651,19 +971,41 @@ fn task_turn(sh: &Shared, task: &mut Task, scratch: &mut Scratch, latency: &mut 
     }
     let Some(q) = sh.queues.get(task.id) else { return turn };
     let t0 = Instant::now();
+    let hold = task.hold_from();
     // Sender progress is read before the queue: whatever a sender handed over up to its
     // progress is then already in the queue.
-    let safe = match task.reorder.take() {
+    let min_progress = task
+        .sources
+        .iter()
+        .map(|&s| sh.progress.get(s as usize).map_or(0, |a| a.load(Ordering::Acquire)))
+        .min()
+        .unwrap_or(0);
+    let mut safe = match task.reorder.take() {
         None => {
-            let src = task.sources.first().copied().unwrap_or(0) as usize;
-            let p = sh.progress.get(src).map_or(0, |a| a.load(Ordering::Acquire));
+            let p = min_progress;
+            let mut last = 0;
+            // Input held for a handover that has been released runs first, in order.
+            if hold == u64::MAX && !task.held.is_empty() {
+                turn.worked = true;
+                while let Some(msg) = task.held.pop_front() {
+                    last = msg.clock;
+                    process_counted(sh, task, msg, scratch);
+                }
+            }
             if q.pop_batch(&mut scratch.input, sh.batch) == 0 {
-                p
+                if last == 0 {
+                    p
+                } else {
+                    p.max(last.saturating_sub(1))
+                }
             } else {
                 turn.worked = true;
                 let mut input = std::mem::take(&mut scratch.input);
-                let mut last = 0;
                 for msg in input.drain(..) {
+                    if msg.clock >= hold || !task.held.is_empty() {
+                        task.held.push_back(msg);
+                        continue;
+                    }
                     last = msg.clock;
                     process_counted(sh, task, msg, scratch);
                 }
@@ -692,15 +1034,24 @@ fn task_turn(sh: &Shared, task: &mut Task, scratch: &mut Scratch, latency: &mut 
                 }
             }
             // A sender may still send its last clock again, but nothing earlier.
-            let bound = progress
-                .iter()
-                .zip(&r.last_recv)
-                .map(|(&p, &l)| p.max(l.saturating_sub(1)))
-                .min()
-                .unwrap_or(u64::MAX);
+            let mut eff: Vec<u64> =
+                progress.iter().zip(&r.last_recv).map(|(&p, &l)| p.max(l.saturating_sub(1))).collect();
+            // A task and its clone send the same messages: the faster one's progress
+            // counts for both (§5.2, "the faster of the two").
+            for (i, &s) in task.sources.iter().enumerate() {
+                let partner = sh.pair.get(s as usize).map_or(0, |a| a.load(Ordering::Acquire));
+                if partner != 0 {
+                    if let Some(&j) = task.rank_of.get(partner as usize) {
+                        if let (Some(&a), Some(&b)) = (eff.get(i), eff.get(j as usize)) {
+                            eff[i] = a.max(b);
+                        }
+                    }
+                }
+            }
+            let bound = eff.iter().copied().min().unwrap_or(u64::MAX);
             let mut safe = bound;
             while let Some(entry) = r.waiting.first_entry() {
-                if entry.key().0 > bound {
+                if entry.key().0 > bound || entry.key().0 >= hold {
                     break;
                 }
                 if outbox_full(task) && !hand_over(sh, task, scratch, latency) {
@@ -720,6 +1071,12 @@ fn task_turn(sh: &Shared, task: &mut Task, scratch: &mut Scratch, latency: &mut 
             safe
         }
     };
+    // A task holding input for a handover has not sent what that input will produce.
+    safe = safe.min(hold.saturating_sub(1));
+    if let Some(m) = task.held.front() {
+        safe = safe.min(m.clock.saturating_sub(1));
+        turn.waiting = true;
+    }
     if turn.worked {
         let busy = t0.elapsed().as_nanos() as u64;
         task.stats.busy_ns += busy;
@@ -738,9 +1095,16 @@ fn task_turn(sh: &Shared, task: &mut Task, scratch: &mut Scratch, latency: &mut 
     } else {
         turn.backed_up = true;
     }
+    if !task.releases.is_empty() {
+        check_releases(sh, task, min_progress);
+        turn.waiting |= !task.releases.is_empty();
+    }
     if task.since_publish >= PUBLISH_EVERY {
         task.monitor.publish();
         task.since_publish = 0;
+    }
+    if task.seen.len() > 4096 {
+        task.seen.prune_below(sh.gc_mark.load(Ordering::Relaxed));
     }
     turn
 }
@@ -764,7 +1128,9 @@ fn all_idle(sh: &Shared) -> bool {
     sh.queues.iter().all(|q| q.is_empty())
         && sh.tasks.iter().all(|t| {
             t.try_lock().is_some_and(|t| {
-                t.outbox.iter().all(Vec::is_empty) && t.reorder.as_ref().is_none_or(|r| r.waiting.is_empty())
+                t.outbox.iter().all(Vec::is_empty)
+                    && t.held.is_empty()
+                    && t.reorder.as_ref().is_none_or(|r| r.waiting.is_empty())
             })
         })
 }
@@ -808,8 +1174,8 @@ pub struct ParallelEngine {
     /// Root's batches per task.
     outbox: Vec<Vec<Msg>>,
     /// Root sink writes (input → sink edges).
-    sink_out: Vec<(usize, Packet)>,
-    chosen: Vec<(usize, Option<usize>)>,
+    sink_out: Vec<(usize, Packet, u64)>,
+    chosen: Vec<Chosen>,
     chain: ChainStats,
     started: Option<Instant>,
     idle: Duration,
@@ -845,11 +1211,14 @@ pub struct ParallelEngine {
     clock_ts: Vec<(u64, u64)>,
     /// Timers taken from the store but not handed over yet, with the clock they run at, in
     /// due order.
-    timers: VecDeque<(u64, streamnf_store::Timer)>,
+    /// A timer re-sent after a replay keeps its first update sequence number.
+    timers: VecDeque<(u64, streamnf_store::Timer, Option<u32>)>,
     /// Senders of each task (ids: 0 = root, i + 1 = task i).
     task_sources: Vec<Vec<u32>>,
     /// Numbers the timers fired at one clock.
     timer_seq: TimerSeq,
+    /// Churn: events applied, clones in progress, recoveries under way.
+    churn: churn::ChurnState,
 }
 
 impl ParallelEngine {
@@ -862,12 +1231,20 @@ impl ParallelEngine {
     ) -> Result<ParallelEngine, String> {
         crate::engine::register_custom_ops(&dag, &*store)?;
         let workers = par.workers.max(1);
-        let tasks_per_vertex: Vec<usize> = dag
+        let active: Vec<usize> = dag
             .vertices
             .iter()
             .enumerate()
             .map(|(i, v)| par.instances.get(i).copied().unwrap_or(v.instances).max(1) as usize)
             .collect();
+        // Task slots: the most instances each vertex may run at once (scale events and
+        // clones use the slots beyond its starting instances).
+        let tasks_per_vertex: Vec<usize> = active
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| n.max(par.slots.get(i).copied().unwrap_or(0) as usize).min(u16::MAX as usize - 1))
+            .collect();
+        let elastic: Vec<bool> = tasks_per_vertex.iter().zip(&active).map(|(s, a)| s > a).collect();
         let mut first_task = Vec::with_capacity(tasks_per_vertex.len());
         let mut total = 0;
         for n in &tasks_per_vertex {
@@ -885,6 +1262,7 @@ impl ParallelEngine {
                 },
                 Endpoint::Port { vertex, port } => {
                     let tasks = tasks_per_vertex[*vertex];
+                    let vertex_id = *vertex;
                     let scope = scopes[*vertex].as_ref();
                     let rule = SplitRule::resolve(
                         &e.partition,
@@ -897,8 +1275,8 @@ impl ParallelEngine {
                     Target::Vertex {
                         port: u16::try_from(*port)
                             .map_err(|_| format!("edge {}: port index too large", e.label))?,
+                        vertex: vertex_id,
                         first_task: first_task[*vertex],
-                        tasks,
                         rule,
                     }
                 }
@@ -958,7 +1336,19 @@ impl ParallelEngine {
         for s in senders.iter_mut() {
             s.sort_unstable();
         }
-        let merge = merge_needed(&dag, &scopes, &tasks_per_vertex);
+        let mut merge = merge_needed(&dag, &scopes, &tasks_per_vertex);
+        // Below a vertex whose flows may move between its tasks (it scales or gets
+        // cloned), a flow can reach a task from two senders: merge in clock order there.
+        if elastic.iter().any(|&e| e) {
+            for e in &dag.edges {
+                if let (Endpoint::Port { vertex: u, .. }, Endpoint::Port { vertex: v, .. }) = (&e.from, &e.to)
+                {
+                    if tasks_per_vertex[*u] > 1 {
+                        merge[*v] = true;
+                    }
+                }
+            }
+        }
         let mut tasks: Vec<Task> = Vec::with_capacity(total);
         for (vid, n) in tasks_per_vertex.iter().enumerate() {
             for index in 0..*n {
@@ -970,7 +1360,8 @@ impl ParallelEngine {
                 for (r, &s) in sources.iter().enumerate() {
                     rank_of[s as usize] = r as u32;
                 }
-                let reorder = (merge[vid] && sources.len() > 1)
+                // Without guarantees there are no clocks to merge by: arrival order.
+                let reorder = (merge[vid] && sources.len() > 1 && par.guarantees)
                     .then(|| Reorder { last_recv: vec![0; sources.len()], ..Reorder::default() });
                 tasks.push(Task {
                     id,
@@ -986,6 +1377,13 @@ impl ParallelEngine {
                     reorder,
                     published: 0,
                     notify: false,
+                    holds: Vec::new(),
+                    releases: Vec::new(),
+                    held: VecDeque::new(),
+                    seen: Dedupe::default(),
+                    msg_seq: MessageSeq::default(),
+                    dead: false,
+                    lost: 0,
                 });
             }
         }
@@ -1020,6 +1418,19 @@ impl ParallelEngine {
             latency_ring: (0..LATENCY_RING).map(|_| AtomicU64::new(0)).collect(),
             epoch: Instant::now(),
             progress: (0..=total).map(|_| AtomicU64::new(0)).collect(),
+            tables: active.iter().map(|&n| VertexTable::new(n)).collect(),
+            ft: par.fault_tolerance,
+            guarantees: par.guarantees,
+            sink_seen: Mutex::new(Dedupe::default()),
+            alert_seen: Mutex::new(Dedupe::default()),
+            timer_seen: Mutex::new(Dedupe::default()),
+            replicated: (0..=total).map(|_| AtomicBool::new(false)).collect(),
+            pair: (0..=total).map(|_| AtomicU32::new(0)).collect(),
+            handovers: Mutex::new(Vec::new()),
+            untagged: AtomicU64::new(1),
+            gc_mark: AtomicU64::new(0),
+            straggle: (0..total).map(|_| AtomicU64::new(0)).collect(),
+            lost_timers: Mutex::new(Vec::new()),
             dag,
             store,
         });
@@ -1068,6 +1479,7 @@ impl ParallelEngine {
             callbacks: VecDeque::new(),
             timers: VecDeque::new(),
             timer_seq: TimerSeq::default(),
+            churn: churn::ChurnState::default(),
             task_sources,
         })
     }
@@ -1131,6 +1543,9 @@ impl ParallelEngine {
                 return Err(e);
             }
         }
+        if !self.churn.is_idle() {
+            self.detect_failures(false)?;
+        }
         if self.sh.due.any_due(pkt.ts_ns) || !self.timers.is_empty() {
             self.fire_timers(pkt.ts_ns)?;
         }
@@ -1150,16 +1565,7 @@ impl ParallelEngine {
             let slot = (clock / LATENCY_SAMPLE) as usize % LATENCY_RING;
             self.sh.latency_ring[slot].store(self.sh.epoch.elapsed().as_nanos() as u64, Ordering::Relaxed);
         }
-        let routes = std::mem::take(&mut self.input_routes);
-        let (to_tasks, to_sinks) =
-            route_packet(0, &routes, pkt, clock, &mut self.outbox, &mut self.sink_out, &mut self.chosen);
-        self.input_routes = routes;
-        if !self.sink_out.is_empty() {
-            let mut sinks = self.sh.sinks.lock();
-            for (idx, p) in self.sink_out.drain(..) {
-                sinks.write(idx, &p)?;
-            }
-        }
+        let (to_tasks, to_sinks) = self.route_input(pkt, clock)?;
         if to_tasks == 0 {
             // Nothing downstream: the chain is done with it, no need to log it.
             if to_sinks == 0 {
@@ -1193,12 +1599,61 @@ impl ParallelEngine {
             self.run_callbacks(false)?;
         }
         if self.chain.packets_in % GC_EVERY == 0 {
-            self.sh.store.gc_below(self.sh.log.watermark());
+            let w = self.sh.log.watermark();
+            self.sh.store.gc_below(w);
+            self.sh.gc_mark.store(w, Ordering::Relaxed);
+            if self.sh.ft {
+                for d in [&self.sh.sink_seen, &self.sh.alert_seen, &self.sh.timer_seen] {
+                    d.lock().prune_below(w);
+                }
+            }
+            for t in &self.sh.tables {
+                t.forget_below(w);
+            }
+            if !self.churn.is_idle() {
+                self.decide_clones(None)?;
+                self.check_recoveries();
+            }
         }
         if self.chain.packets_in % HOUSEKEEPING_EVERY == 0 {
             self.housekeeping();
         }
         Ok(())
+    }
+
+    /// Routes an input packet from the root (its first admission or a replay) and writes
+    /// what goes straight to sinks. Returns (task deliveries, sink deliveries).
+    fn route_input(&mut self, pkt: Packet, clock: u64) -> io::Result<(u32, u32)> {
+        let routes = std::mem::take(&mut self.input_routes);
+        let lineage = root_lineage(clock);
+        let r = route_packet(
+            &self.sh.tables,
+            0,
+            &routes,
+            pkt,
+            clock,
+            lineage,
+            0,
+            &mut self.outbox,
+            &mut self.sink_out,
+            &mut self.chosen,
+        );
+        self.input_routes = routes;
+        if !self.sink_out.is_empty() {
+            let sh = &self.sh;
+            let mut sinks = sh.sinks.lock();
+            let mut seen = sh.ft.then(|| sh.sink_seen.lock());
+            for (idx, p, lin) in self.sink_out.drain(..) {
+                if let Some(seen) = seen.as_mut() {
+                    let first = if sh.guarantees { seen.first(lin, clock) } else { seen.count(lin, clock) };
+                    if !first {
+                        continue;
+                    }
+                }
+                sinks.write(idx, &p)?;
+            }
+        }
+        Ok(r)
     }
 
     /// Remembers the trace time of `clock` for callbacks (when some vertex watches state).
@@ -1241,8 +1696,13 @@ impl ParallelEngine {
             if d.change.clock >= watermark {
                 break;
             }
-            let n = self.tasks_per_vertex.get(d.vertex).copied().unwrap_or(1).max(1);
-            let gid = self.first_task.get(d.vertex).copied().unwrap_or(0) + (d.key_hash % n as u64) as usize;
+            let part = (d.key_hash % PARTITIONS as u64) as u16;
+            let owner = self
+                .sh
+                .tables
+                .get(d.vertex)
+                .map_or(0, |t| t.with_epoch(d.change.clock, |e| e.owner[usize::from(part)]));
+            let gid = self.first_task.get(d.vertex).copied().unwrap_or(0) + usize::from(owner);
             let Some(slot) = self.sh.tasks.get(gid) else {
                 self.callbacks.pop_front();
                 continue;
@@ -1258,6 +1718,7 @@ impl ParallelEngine {
                 &self.sh,
                 &mut task,
                 input,
+                part,
                 d.change.clock,
                 self.clock_time(d.change.clock),
                 &mut alerts,
@@ -1265,10 +1726,7 @@ impl ParallelEngine {
             ran = true;
         }
         if !alerts.is_empty() {
-            let mut sink = self.sh.alerts.lock();
-            for a in alerts {
-                sink.push(a)?;
-            }
+            push_alerts(&self.sh, &mut alerts);
         }
         Ok(ran)
     }
@@ -1394,14 +1852,15 @@ impl ParallelEngine {
         };
         for t in due {
             if t.dag == self.sh.dag.id && (t.vertex as usize) < self.tasks_per_vertex.len() {
-                self.timers.push_back((clock, t));
+                self.timers.push_back((clock, t, None));
             }
         }
         let mut sent = false;
-        while let Some((clock, t)) = self.timers.front() {
+        while let Some((clock, t, _)) = self.timers.front() {
             let (clock, vid) = (*clock, t.vertex as usize);
-            let task = (t.task.unwrap_or(0) as usize).min(self.tasks_per_vertex[vid] - 1);
-            let gid = self.first_task[vid] + task;
+            let part = (t.task.unwrap_or(0) as usize).min(PARTITIONS - 1);
+            let owner = self.sh.tables[vid].with_epoch(clock, |e| usize::from(e.owner[part]));
+            let gid = self.first_task[vid] + owner.min(self.tasks_per_vertex[vid] - 1);
             let ready = self.task_sources.get(gid).is_none_or(|srcs| {
                 srcs.iter().filter(|&&s| s != 0).all(|&s| {
                     self.sh.progress.get(s as usize).is_none_or(|p| p.load(Ordering::Acquire) >= clock)
@@ -1410,24 +1869,32 @@ impl ParallelEngine {
             if !ready {
                 break;
             }
-            let Some((clock, t)) = self.timers.pop_front() else { break };
-            let first_seq = self.timer_seq.next(clock, vid);
-            self.outbox[gid].push(Msg {
-                src: 0,
-                port: 0,
-                clock,
-                ts_ns: t.at_ns,
-                body: Body::Timer(t.payload, first_seq),
-            });
-            self.sh.timers_in_flight.fetch_add(1, Ordering::AcqRel);
+            let Some((clock, t, seq)) = self.timers.pop_front() else { break };
+            let first_seq = seq.unwrap_or_else(|| self.timer_seq.next(clock, vid));
+            self.send_timer(gid, part as u16, clock, t, first_seq);
             sent = true;
         }
         Ok(sent)
     }
 
+    /// Queues a due timer for task `gid` in the root's outbox.
+    fn send_timer(&mut self, gid: usize, part: u16, clock: u64, t: streamnf_store::Timer, first_seq: u32) {
+        self.outbox[gid].push(Msg {
+            src: 0,
+            port: 0,
+            part,
+            clock,
+            ts_ns: t.at_ns,
+            lineage: 0,
+            body: Body::Timer(t.payload, first_seq),
+        });
+        self.sh.timers_in_flight.fetch_add(1, Ordering::AcqRel);
+    }
+
     /// Waits for the chain to finish every packet, stops the workers, flushes sinks and
     /// alerts, and returns what the run produced.
     pub fn finish(mut self) -> io::Result<EngineReport> {
+        self.detect_failures(true)?;
         self.flush_root();
         self.publish_root_progress(u64::MAX);
         loop {
@@ -1457,6 +1924,24 @@ impl ParallelEngine {
         let busy = self.started.map(|s| s.elapsed().saturating_sub(self.idle)).unwrap_or_default();
         let (stats, vertex, latency) = self.stop();
         self.latency.merge(&latency);
+        let events: Vec<serde_json::Value> =
+            self.event_records().iter().filter_map(|r| serde_json::to_value(r).ok()).collect();
+        let guarantees = self.sh.ft.then(|| {
+            let queue_dups: u64 = self.sh.tasks.iter().map(|t| t.lock().stats.duplicates_suppressed).sum();
+            let (sinks, alerts, timers) =
+                (self.sh.sink_seen.lock(), self.sh.alert_seen.lock(), self.sh.timer_seen.lock());
+            let on = self.sh.guarantees;
+            serde_json::json!({
+                "guarantees": if on { "on" } else { "off" },
+                "duplicate_packets": if on { 0 } else { sinks.leaked },
+                "duplicate_packets_suppressed": sinks.suppressed,
+                "duplicate_alerts": if on { 0 } else { alerts.leaked },
+                "duplicate_alerts_suppressed": alerts.suppressed,
+                "duplicate_timers": if on { 0 } else { timers.leaked },
+                "duplicate_timers_suppressed": timers.suppressed,
+                "duplicate_messages_at_queues": queue_dups,
+            })
+        });
         self.sh.store.gc_below(self.sh.log.watermark());
         self.housekeeping();
         let mut tasks: BTreeMap<String, Vec<TaskStats>> = BTreeMap::new();
@@ -1488,6 +1973,8 @@ impl ParallelEngine {
             busy,
             manager: Some(self.manager.report()),
             workers: self.worker_count,
+            events,
+            guarantees,
         })
     }
 

@@ -5,6 +5,7 @@
 //! the damage processed; the error is returned beside the summary.
 
 use crate::engine::{Engine, EngineConfig, EngineReport};
+use crate::events::{Action, EventSpec};
 use crate::pace::{Pace, Pacer};
 use crate::parallel::{ParallelConfig, ParallelEngine};
 use crate::summary::Summary;
@@ -40,6 +41,11 @@ pub struct RunOptions {
     pub instances: Vec<(String, u32)>,
     /// Where the parallel engine's root logs packets in flight.
     pub packet_log: crate::parallel::PacketLogMode,
+    /// Churn events (scale, fail, kill, clone, straggle); any event runs the parallel
+    /// engine with fault tolerance on.
+    pub events: Vec<EventSpec>,
+    /// Chain-wide guarantees (default on; off = the naive baseline, parallel engine).
+    pub guarantees: bool,
 }
 
 impl RunOptions {
@@ -56,6 +62,8 @@ impl RunOptions {
             workers: None,
             instances: Vec::new(),
             packet_log: crate::parallel::PacketLogMode::Local,
+            events: Vec::new(),
+            guarantees: true,
         }
     }
 }
@@ -98,6 +106,10 @@ pub fn run_trace(
     opts: &RunOptions,
 ) -> Result<RunOutcome, RunError> {
     let (records, trace_error) = read_all(&opts.trace)?;
+    let records = Arc::new(records);
+    for e in &opts.events {
+        e.validate(&dag).map_err(RunError::Setup)?;
+    }
     if let Some(dir) = &opts.out_dir {
         std::fs::create_dir_all(dir).map_err(|err| RunError::Io {
             what: format!("cannot create output directory {}", dir.display()),
@@ -121,8 +133,21 @@ pub fn run_trace(
     };
     let backend = store.backend_name().to_string();
     let mut engine = AnyEngine::new(&dag, store, cfg, opts)?;
-
+    // Each event happens before the input packet it names (after the last one: at the end).
     let total = records.len() as u64;
+    let mut schedule: Vec<(u64, &EventSpec)> =
+        opts.events.iter().map(|e| (e.packet_index(total, |i| records[i as usize].ts_ns), e)).collect();
+    schedule.sort_by_key(|(i, _)| *i);
+    let mut next_event = 0;
+    if let AnyEngine::Parallel(p) = &mut engine {
+        let input = Arc::clone(&records);
+        p.set_replay_input(Arc::new(move |i| {
+            input
+                .get(i as usize)
+                .map(|r| streamnf_packet::Packet::with_orig_len(r.link, r.data.clone(), r.ts_ns, r.orig_len))
+        }));
+    }
+
     let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::hidden());
     bar.set_style(
         ProgressStyle::with_template(
@@ -136,6 +161,13 @@ pub fn run_trace(
     let mut pacer = Pacer::new(opts.pace);
     let io_err = |err| RunError::Io { what: "writing outputs".into(), err };
     for (i, rec) in records.iter().enumerate() {
+        while let Some(&(at, ev)) = schedule.get(next_event) {
+            if at > i as u64 {
+                break;
+            }
+            engine.apply_event(ev, i as u64).map_err(io_err)?;
+            next_event += 1;
+        }
         let waited = pacer.wait(i as u64, rec.ts_ns);
         engine.add_idle(waited);
         engine.process_frame(rec.link, &rec.data, rec.ts_ns, rec.orig_len).map_err(io_err)?;
@@ -148,6 +180,9 @@ pub fn run_trace(
         }
     }
     bar.finish_and_clear();
+    for &(_, ev) in &schedule[next_event..] {
+        engine.apply_event(ev, total).map_err(io_err)?;
+    }
     let store = Arc::clone(engine.store());
     let report = engine.finish().map_err(io_err)?;
     let final_state = if opts.keep { store.snapshot(dag.id) } else { Default::default() };
@@ -182,13 +217,22 @@ impl AnyEngine {
             };
             instances[v] = (*n).max(1);
         }
-        if workers == 1 && instances.iter().all(|&n| n == 1) {
+        let churn = !opts.events.is_empty() || !opts.guarantees;
+        if workers == 1 && instances.iter().all(|&n| n == 1) && !churn {
             return Engine::new(Arc::clone(dag), store, cfg)
                 .map(AnyEngine::Reference)
                 .map_err(RunError::Setup);
         }
-        let par =
-            ParallelConfig { workers, instances, packet_log: opts.packet_log, ..ParallelConfig::default() };
+        let slots = event_slots(dag, &instances, &opts.events);
+        let par = ParallelConfig {
+            workers,
+            instances,
+            packet_log: opts.packet_log,
+            slots,
+            fault_tolerance: churn,
+            guarantees: opts.guarantees,
+            ..ParallelConfig::default()
+        };
         ParallelEngine::new(Arc::clone(dag), store, cfg, par)
             .map(AnyEngine::Parallel)
             .map_err(RunError::Setup)
@@ -204,6 +248,15 @@ impl AnyEngine {
         match self {
             AnyEngine::Reference(e) => e.process_frame(link, frame, ts_ns, orig_len),
             AnyEngine::Parallel(e) => e.process_frame(link, frame, ts_ns, orig_len),
+        }
+    }
+
+    fn apply_event(&mut self, ev: &EventSpec, packet: u64) -> std::io::Result<()> {
+        match self {
+            AnyEngine::Reference(_) => {
+                Err(std::io::Error::other(format!("event `{}`: events need the parallel engine", ev.text)))
+            }
+            AnyEngine::Parallel(e) => e.apply_event(ev, packet),
         }
     }
 
@@ -227,4 +280,24 @@ impl AnyEngine {
             AnyEngine::Parallel(e) => e.finish(),
         }
     }
+}
+
+/// Task slots each vertex needs for `events`: its largest instance count over the schedule
+/// plus one per clone (a clone runs beside its original until one is retired).
+pub fn event_slots(dag: &LogicalDag, instances: &[u32], events: &[EventSpec]) -> Vec<u32> {
+    let mut count: Vec<u32> = instances.to_vec();
+    let mut most = count.clone();
+    let mut clones = vec![0u32; count.len()];
+    for e in events {
+        let Some(v) = dag.vertex_id(e.action.vertex()) else { continue };
+        match &e.action {
+            Action::Scale { to, .. } => {
+                count[v] = *to;
+                most[v] = most[v].max(*to);
+            }
+            Action::Clone { .. } => clones[v] += 1,
+            _ => {}
+        }
+    }
+    most.iter().zip(&clones).map(|(m, c)| m + c).collect()
 }

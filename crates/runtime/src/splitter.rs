@@ -15,10 +15,11 @@ use streamnf_packet::{Field, FieldValue, Flowspace, Packet};
 
 /// A user-supplied splitter for `partition = "custom:NAME"` edges.
 pub trait Splitter: Send + Sync {
-    /// The task (`0..tasks`) that gets `pkt`.
-    fn select(&self, pkt: &Packet, tasks: usize) -> usize;
+    /// The partition (`0..partitions`, see [`PARTITIONS`]) that gets `pkt`; the partition
+    /// table maps it to a task (values out of range are clamped).
+    fn select(&self, pkt: &Packet, partitions: usize) -> usize;
 
-    /// The task that gets a context message (default: task 0).
+    /// The partition that gets a context message (default: partition 0).
     fn select_context(&self, msg: &ContextMsg, tasks: usize) -> usize {
         let _ = (msg, tasks);
         0
@@ -121,35 +122,65 @@ impl SplitRule {
         })
     }
 
-    /// The task(s) of `tasks` that get `pkt`.
+    /// The flow partition (`0..PARTITIONS`) of `pkt`, or every task for a broadcast edge.
+    /// A partition table ([`crate::partition`]) maps partitions to tasks; per-flow state is
+    /// keyed by partition, so a partition can change task without moving its state.
     #[inline]
-    pub fn packet_targets(&self, pkt: &Packet, tasks: usize) -> Targets {
+    pub fn packet_partition(&self, pkt: &Packet) -> Targets {
         match self {
             SplitRule::Single => Targets::One(0),
             SplitRule::Broadcast => Targets::All,
-            SplitRule::Custom(s) => Targets::One(s.select(pkt, tasks).min(tasks.saturating_sub(1))),
+            SplitRule::Custom(s) => Targets::One(s.select(pkt, PARTITIONS).min(PARTITIONS - 1)),
             SplitRule::Flowspace { flowspace, nf } => {
                 let h = nf.partition_hash(pkt).unwrap_or_else(|| flowspace.key(pkt).stable_hash());
-                Targets::One(bucket(h, tasks))
+                Targets::One(bucket(h, PARTITIONS))
             }
         }
     }
 
-    /// The task(s) of `tasks` that get context message `msg`: the owner of the flow its
-    /// fields name (`{"src_ip": "10.0.0.1"}`), else task 0 (a message about no flow in
-    /// particular goes to one task, so shared state sees it once).
-    pub fn context_targets(&self, msg: &ContextMsg, tasks: usize) -> Targets {
+    /// The flow partition of context message `msg`: that of the flow its fields name
+    /// (`{"src_ip": "10.0.0.1"}`), else partition 0 (a message about no flow in particular
+    /// goes to one task, so shared state sees it once).
+    pub fn context_partition(&self, msg: &ContextMsg) -> Targets {
         match self {
             SplitRule::Single => Targets::One(0),
             SplitRule::Broadcast => Targets::All,
-            SplitRule::Custom(s) => Targets::One(s.select_context(msg, tasks).min(tasks.saturating_sub(1))),
+            SplitRule::Custom(s) => Targets::One(s.select_context(msg, PARTITIONS).min(PARTITIONS - 1)),
             SplitRule::Flowspace { flowspace, .. } => {
                 match flowspace.key_from_values(|f| context_field(msg, f)) {
-                    Some(k) => Targets::One(bucket(k.stable_hash(), tasks)),
+                    Some(k) => Targets::One(bucket(k.stable_hash(), PARTITIONS)),
                     None => Targets::One(0),
                 }
             }
         }
+    }
+
+    /// The task(s) of `tasks` that get `pkt` under the initial partition table.
+    pub fn packet_targets(&self, pkt: &Packet, tasks: usize) -> Targets {
+        initial_task(self.packet_partition(pkt), tasks)
+    }
+
+    /// The task(s) of `tasks` that get context message `msg` under the initial partition
+    /// table.
+    pub fn context_targets(&self, msg: &ContextMsg, tasks: usize) -> Targets {
+        initial_task(self.context_partition(msg), tasks)
+    }
+}
+
+/// Flow partitions of a vertex: the unit a splitter hashes flows onto and the unit that
+/// moves between tasks when a vertex scales (§5.3).
+pub const PARTITIONS: usize = 256;
+
+/// The task of partition `p` among `tasks` before any move: contiguous ranges.
+#[inline]
+pub fn initial_owner(p: usize, tasks: usize) -> usize {
+    (p * tasks.max(1) / PARTITIONS).min(tasks.max(1) - 1)
+}
+
+fn initial_task(t: Targets, tasks: usize) -> Targets {
+    match t {
+        Targets::One(p) => Targets::One(initial_owner(p, tasks)),
+        Targets::All => Targets::All,
     }
 }
 
@@ -465,6 +496,7 @@ mod tests {
         reg.register("last", Arc::new(Last));
         let r = SplitRule::resolve(&Partition::Custom("last".into()), &v, 3, &reg, None).unwrap();
         assert_eq!(r.packet_targets(&udp([10, 0, 0, 1], 1), 3), Targets::One(2));
+        assert_eq!(r.packet_partition(&udp([10, 0, 0, 1], 1)), Targets::One(PARTITIONS - 1));
     }
 
     #[test]

@@ -39,6 +39,9 @@ pub struct TaskStats {
     pub nf_panics: u64,
     /// Time spent inside the NF, ns (estimated from one input in 16).
     pub busy_ns: u64,
+    /// Copies from a cloned sender this task had already received, dropped at its queue
+    /// (with guarantees off: counted and processed).
+    pub duplicates_suppressed: u64,
 }
 
 impl TaskStats {
@@ -58,6 +61,7 @@ impl TaskStats {
         self.nf_errors += o.nf_errors;
         self.nf_panics += o.nf_panics;
         self.busy_ns += o.busy_ns;
+        self.duplicates_suppressed += o.duplicates_suppressed;
     }
 }
 

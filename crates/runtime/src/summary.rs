@@ -51,6 +51,9 @@ pub struct Summary {
     pub latency: LatencySummary,
     /// Scale / fail / straggle events that happened (none without `--event`).
     pub events: Vec<serde_json::Value>,
+    /// Duplicate suppression under churn (`null` unless fault tolerance is on): what was
+    /// suppressed, or with guarantees off, what went through twice.
+    pub guarantees: Option<serde_json::Value>,
     /// Output captures written.
     pub output_files: Vec<String>,
     /// The trace error that ended the run early, if any.
@@ -94,7 +97,8 @@ impl Summary {
             throughput_pps: if secs > 0.0 { r.chain.packets_in as f64 / secs } else { 0.0 },
             processing_s: secs,
             latency: r.latency.percentiles(),
-            events: Vec::new(),
+            events: r.events.clone(),
+            guarantees: r.guarantees.clone(),
             output_files: r.output_files.iter().map(|p| p.display().to_string()).collect(),
             trace_error: None,
             workers: r.workers,
@@ -117,6 +121,11 @@ impl Summary {
         }
         for (k, v) in &self.packets_out {
             let _ = writeln!(s, "  output.{k:<16} {v:>10} packets");
+        }
+        for e in &self.events {
+            let text = e.get("event").and_then(|v| v.as_str()).unwrap_or("?");
+            let outcome = e.get("outcome").and_then(|v| v.as_str()).unwrap_or("");
+            let _ = writeln!(s, "  event {text}: {outcome}");
         }
         if self.alerts.is_empty() {
             let _ = writeln!(s, "  alerts: none");

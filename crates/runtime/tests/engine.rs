@@ -224,7 +224,18 @@ fn with_ctx<T>(
     f: impl FnOnce(&mut TaskContext) -> T,
 ) -> T {
     let (mut emits, mut alerts, mut timers) = (Vec::new(), Vec::new(), Vec::new());
-    let site = CallSite { store, dag_id: 7, vertex: 0, task: 0, per_flow, clock, now_ns: 0 };
+    let site = CallSite {
+        store,
+        dag_id: 7,
+        vertex: 0,
+        task: 0,
+        per_flow,
+        clock,
+        now_ns: 0,
+        first_seq: 0,
+        log_reads: false,
+        untagged: None,
+    };
     let mut ctx = TaskContext {
         site,
         seq: 0,

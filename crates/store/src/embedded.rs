@@ -345,6 +345,9 @@ impl Entry {
 struct Shard {
     map: HashMap<HashedKey, Entry, BuildPassThrough>,
     logged: Vec<HashedKey>,
+    /// Updates applied and updates emulated (a repeated tag) in this shard.
+    applied: u64,
+    emulated: u64,
 }
 
 /// Sharded in-process state store with per-key clock logs (the default backend).
@@ -437,7 +440,9 @@ impl StateStore for EmbeddedStore {
         let shard = &mut *guard;
         let entry = shard.map.entry(hk).or_default();
         if let Some(done) = entry.logged(u.tag) {
-            return Ok(done.res.to_value());
+            let res = done.res.to_value();
+            shard.emulated += 1;
+            return Ok(res);
         }
         let (res, changed) = match ops::apply(&mut entry.value, &u.op, &u.key, custom.as_ref()) {
             Ok(r) => r,
@@ -452,6 +457,7 @@ impl StateStore for EmbeddedStore {
             shard.logged.push(hk);
         }
         entry.log(u.issuer, u.tag, LogResult::of(&res));
+        shard.applied += 1;
         if changed && self.subs.active() {
             self.subs.notify(&u.key, &entry.value, u.tag);
         }
@@ -545,6 +551,16 @@ impl StateStore for EmbeddedStore {
 
     fn flush(&self) -> Result<(), StoreError> {
         Ok(())
+    }
+
+    fn update_counts(&self) -> Option<(u64, u64)> {
+        let mut c = (0, 0);
+        for sh in self.shards.iter() {
+            let g = sh.0.lock();
+            c.0 += g.applied;
+            c.1 += g.emulated;
+        }
+        Some(c)
     }
 
     fn backend_name(&self) -> &'static str {

@@ -126,4 +126,10 @@ pub trait StateStore: Send + Sync {
 
     /// Short backend name (e.g. `"embedded"`).
     fn backend_name(&self) -> &'static str;
+
+    /// Updates applied and updates emulated (repeated tags) so far, when the backend
+    /// counts them (the embedded store does; duplicate-update experiments read it).
+    fn update_counts(&self) -> Option<(u64, u64)> {
+        None
+    }
 }

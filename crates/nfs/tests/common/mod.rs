@@ -98,3 +98,56 @@ pub fn run_packets(
     let state = e.final_state();
     (e.finish().expect("finish"), state)
 }
+
+/// One parallel run with churn `events` applied before the input packets they name (as
+/// `streamnf run --event` does), fault tolerance on, `guarantees` on or off. Small queues
+/// and log, so back-pressure and replays of many packets happen.
+pub fn churn(
+    dag: &Arc<LogicalDag>,
+    input: &[RawRecord],
+    workers: usize,
+    instances: &[u32],
+    events: &[streamnf_runtime::events::EventSpec],
+    guarantees: bool,
+) -> (RunOutputs, Vec<serde_json::Value>) {
+    let store: Arc<dyn StateStore> = Arc::new(EmbeddedStore::new());
+    let par = ParallelConfig {
+        workers,
+        instances: instances.to_vec(),
+        slots: streamnf_runtime::run::event_slots(dag, instances, events),
+        fault_tolerance: true,
+        guarantees,
+        queue_capacity: 64,
+        log_capacity: 1024,
+        batch: 8,
+        ..ParallelConfig::default()
+    };
+    let mut e = ParallelEngine::new(Arc::clone(dag), Arc::clone(&store), keep(), par).expect("engine");
+    let frames: Arc<Vec<RawRecord>> = Arc::new(input.to_vec());
+    e.set_replay_input(Arc::new(move |i| {
+        frames
+            .get(i as usize)
+            .map(|r| streamnf_packet::Packet::with_orig_len(r.link, r.data.clone(), r.ts_ns, r.orig_len))
+    }));
+    let n = input.len() as u64;
+    let mut schedule: Vec<(u64, &streamnf_runtime::events::EventSpec)> =
+        events.iter().map(|ev| (ev.packet_index(n, |i| input[i as usize].ts_ns), ev)).collect();
+    schedule.sort_by_key(|s| s.0);
+    let mut next = 0;
+    for (i, r) in input.iter().enumerate() {
+        while let Some(&(at, ev)) = schedule.get(next) {
+            if at > i as u64 {
+                break;
+            }
+            e.apply_event(ev, i as u64).expect("event");
+            next += 1;
+        }
+        e.process_frame(r.link, &r.data, r.ts_ns, r.orig_len).expect("process");
+    }
+    for &(_, ev) in &schedule[next..] {
+        e.apply_event(ev, n).expect("event");
+    }
+    let rep = e.finish().expect("finish");
+    let events = rep.events.clone();
+    (RunOutputs::from_report(rep, store.snapshot(dag.id)), events)
+}
