@@ -50,6 +50,7 @@ pub fn check(a: CheckArgs) -> Result<bool, String> {
     checked.workers = a.workers;
     checked.events = a.churn.resolve(&dag, &instances, &a.trace)?;
     checked.guarantees = a.churn.guarantees_on();
+    checked.auto_churn = a.churn.auto_churn;
     checked.instances = instances;
     let want =
         run_trace(Arc::clone(&dag), Arc::new(EmbeddedStore::new()), &reference).map_err(|e| e.to_string())?;

@@ -29,6 +29,11 @@ pub struct ChurnArgs {
     /// frameworks (no clock tags, no replay, no duplicate suppression, naive handover).
     #[arg(long, default_value = "on", value_parser = ["on", "off"])]
     pub guarantees: String,
+    /// Let the vertex manager trigger churn: an overloaded task scales its vertex up (to at
+    /// most MAX instances), an underloaded one scales it down, a suspected straggler is
+    /// cloned. The events that happen are listed in --summary-json.
+    #[arg(long = "auto-churn", value_name = "MAX", value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub auto_churn: Option<u32>,
 }
 
 /// Most instances a random schedule scales a vertex to.

@@ -85,7 +85,7 @@ pub fn run(a: RunArgs) -> Result<(), String> {
         return Err("--workers must be at least 1".into());
     }
     let events = a.churn.resolve(&dag, &instances, &a.trace)?;
-    let churn = !events.is_empty() || !a.churn.guarantees_on();
+    let churn = !events.is_empty() || !a.churn.guarantees_on() || a.churn.auto_churn.is_some();
     if churn && (a.local_state || a.cache) {
         return Err(
             "events and --guarantees off need the store's clock logs: not with --local-state or --cache"
@@ -129,6 +129,7 @@ pub fn run(a: RunArgs) -> Result<(), String> {
         packet_log: a.packet_log.parse().map_err(|e| format!("--packet-log: {e}"))?,
         events,
         guarantees: a.churn.guarantees_on(),
+        auto_churn: a.churn.auto_churn,
     };
     let dag = Arc::new(dag);
     let outcome = run_trace(Arc::clone(&dag), Arc::clone(&store), &opts).map_err(|e| e.to_string())?;

@@ -62,8 +62,17 @@ fn reference_of(i: usize) -> &'static (Arc<LogicalDag>, RunOutputs) {
     })[i]
 }
 
+/// Parsed specs whose instance numbers count running instances (after a clone, which of the
+/// two survives depends on speed).
 fn parse(specs: &[&str]) -> Vec<EventSpec> {
-    specs.iter().map(|s| s.parse().expect("event spec")).collect()
+    specs
+        .iter()
+        .map(|s| {
+            let mut e: EventSpec = s.parse().expect("event spec");
+            e.relative = true;
+            e
+        })
+        .collect()
 }
 
 fn check(i: usize, workers: usize, instances: &[u32], events: &[EventSpec], guarantees: bool) -> Vec<String> {
@@ -172,4 +181,61 @@ proptest::proptest! {
         let texts: Vec<&str> = events.iter().map(|e| e.text.as_str()).collect();
         proptest::prop_assert!(d.is_empty(), "{} {instances:?} on {workers} workers, {texts:?}:\n{}", CHAINS[which], d.join("\n"));
     }
+}
+
+/// A policy that finds the first vertex's task 0 overloaded in every window, then (from
+/// window 4 on) underloaded: automatic churn must scale it up to the limit and back down,
+/// and the run stay equivalent.
+struct Scripted;
+
+impl streamnf_runtime::manager::Policy for Scripted {
+    fn hints(&self, view: &streamnf_runtime::manager::VertexView) -> Vec<streamnf_runtime::manager::Hint> {
+        use streamnf_runtime::manager::Hint;
+        if view.vertex != "nat" {
+            return Vec::new();
+        }
+        let (vertex, task, reason) = (view.vertex.clone(), 0, "scripted".to_string());
+        vec![if view.window < 6 {
+            Hint::Overloaded { vertex, task, reason }
+        } else {
+            Hint::Underloaded { vertex, task, reason }
+        }]
+    }
+}
+
+#[test]
+fn manager_hints_scale_automatically_and_stay_equivalent() {
+    let dag = chain("nat.toml");
+    let input = generated(GenConfig { packets: 120_000, flows: 2000, seed: 5, ..GenConfig::default() });
+    let want = reference(&dag, &input);
+    let store: Arc<dyn streamnf_store::StateStore> = Arc::new(streamnf_store::EmbeddedStore::new());
+    let par = streamnf_runtime::ParallelConfig {
+        workers: 2,
+        slots: vec![4],
+        fault_tolerance: true,
+        auto_churn: Some(3),
+        policy: Some(Box::new(Scripted)),
+        ..streamnf_runtime::ParallelConfig::default()
+    };
+    let mut e =
+        streamnf_runtime::ParallelEngine::new(Arc::clone(&dag), Arc::clone(&store), common::keep(), par)
+            .expect("engine");
+    for r in &input {
+        e.process_frame(r.link, &r.data, r.ts_ns, r.orig_len).expect("process");
+    }
+    let rep = e.finish().expect("finish");
+    let texts: Vec<String> = rep
+        .events
+        .iter()
+        .map(|v| v.get("event").and_then(|t| t.as_str()).unwrap_or("").to_string())
+        .collect();
+    assert!(
+        texts.iter().any(|t| t.starts_with("auto (overloaded)") && t.ends_with("scale nat to 3")),
+        "{texts:?}"
+    );
+    assert!(!texts.iter().any(|t| t.ends_with("scale nat to 4")), "never beyond the limit: {texts:?}");
+    assert!(texts.iter().any(|t| t.starts_with("auto (underloaded)")), "{texts:?}");
+    let got = RunOutputs::from_report(rep, store.snapshot(dag.id));
+    let d = differences(&want, &got, 8);
+    assert!(d.is_empty(), "{}", d.join("\n"));
 }

@@ -91,6 +91,10 @@ pub struct ParallelConfig {
     /// Chain-wide guarantees (default on). Off is the "existing frameworks" baseline:
     /// no clock tags on updates, no replay, no duplicate suppression, naive handover.
     pub guarantees: bool,
+    /// Let the vertex manager's hints trigger churn up to this many instances per vertex
+    /// (needs `fault_tolerance` and spare `slots`): overloaded → scale up, underloaded →
+    /// scale down, straggler → clone.
+    pub auto_churn: Option<u32>,
 }
 
 /// Where the root logs packets in flight (§5).
@@ -130,6 +134,7 @@ impl Default for ParallelConfig {
             slots: Vec::new(),
             fault_tolerance: false,
             guarantees: true,
+            auto_churn: None,
         }
     }
 }
@@ -283,6 +288,10 @@ struct Shared {
     straggle: Vec<AtomicU64>,
     /// Timers that reached a dead task, kept for the replay (with their clocks).
     lost_timers: Mutex<Vec<(u64, streamnf_store::Timer, u32)>>,
+    /// Tasks whose NF panicked (task id, clock), for the root to fail over (§5.1), and
+    /// whether the list is non-empty (checked per packet without the lock).
+    panicked: Mutex<Vec<(usize, u64)>>,
+    any_panicked: AtomicBool,
 }
 
 /// One partition handover (§5.3) from an old task to a new one at some clock: the new task
@@ -363,6 +372,9 @@ struct Task {
     dead: bool,
     /// Messages lost since it crashed.
     lost: u64,
+    /// Clocks at which its NF panicked and the task was failed over (a second panic at
+    /// one of them is only isolated).
+    panic_clocks: Vec<u64>,
 }
 
 impl Task {
@@ -682,6 +694,7 @@ fn process_message(sh: &Shared, task: &mut Task, msg: Msg, scratch: &mut Scratch
     let first_seq = task.msg_seq.next(clock, part);
     let site = call_site(sh, task, part, clock, ts_ns, first_seq);
     let nf = &*sh.dag.vertices[vid].nf;
+    let panics = task.stats.nf_panics;
     let mut pkt = None;
     match body {
         Body::Packet(mut p) => {
@@ -696,6 +709,10 @@ fn process_message(sh: &Shared, task: &mut Task, msg: Msg, scratch: &mut Scratch
             invoke(nf, &site, NfInput::Context(usize::from(port), &m), &mut task.bufs, &mut task.stats);
         }
         Body::Timer(..) => {}
+    }
+    if task.stats.nf_panics > panics && sh.ft && sh.guarantees {
+        // A panic is a task failure (§5.1): the task stops here and the root replaces it.
+        churn::note_panic(sh, task, clock);
     }
     take_alerts_and_timers(sh, task, part, clock, ts_ns, lineage, &mut scratch.alerts);
     let routes = &sh.out_routes[vid];
@@ -1384,6 +1401,7 @@ impl ParallelEngine {
                     msg_seq: MessageSeq::default(),
                     dead: false,
                     lost: 0,
+                    panic_clocks: Vec::new(),
                 });
             }
         }
@@ -1431,6 +1449,8 @@ impl ParallelEngine {
             gc_mark: AtomicU64::new(0),
             straggle: (0..total).map(|_| AtomicU64::new(0)).collect(),
             lost_timers: Mutex::new(Vec::new()),
+            panicked: Mutex::new(Vec::new()),
+            any_panicked: AtomicBool::new(false),
             dag,
             store,
         });
@@ -1479,7 +1499,7 @@ impl ParallelEngine {
             callbacks: VecDeque::new(),
             timers: VecDeque::new(),
             timer_seq: TimerSeq::default(),
-            churn: churn::ChurnState::default(),
+            churn: churn::ChurnState::new(par.auto_churn.filter(|_| par.fault_tolerance)),
             task_sources,
         })
     }
@@ -1542,6 +1562,9 @@ impl ParallelEngine {
             if let Some(e) = self.sh.io_error.lock().take() {
                 return Err(e);
             }
+        }
+        if self.sh.any_panicked.load(Ordering::Acquire) {
+            self.fail_panicked()?;
         }
         if !self.churn.is_idle() {
             self.detect_failures(false)?;
@@ -1819,18 +1842,27 @@ impl ParallelEngine {
         }
     }
 
-    /// A vertex-manager window (the store GC runs on its own schedule, `GC_EVERY`).
+    /// A vertex-manager window (the store GC runs on its own schedule, `GC_EVERY`); with
+    /// automatic churn, its hints become events.
     fn housekeeping(&mut self) {
         let sh = &self.sh;
         let now = sh.epoch.elapsed().as_nanos() as u64;
         let first = &self.first_task;
-        self.manager.poll(now, |vertex, task| {
-            sh.dag
-                .vertex_id(vertex)
-                .and_then(|v| sh.queues.get(first[v] + task))
-                .map(|q| (q.len(), q.capacity()))
-                .unwrap_or((0, 0))
-        });
+        let hints = self
+            .manager
+            .poll(now, |vertex, task| {
+                sh.dag
+                    .vertex_id(vertex)
+                    .and_then(|v| sh.queues.get(first[v] + task))
+                    .map(|q| (q.len(), q.capacity()))
+                    .unwrap_or((0, 0))
+            })
+            .to_vec();
+        if self.churn.auto.is_some() {
+            if let Err(e) = self.auto_churn(&hints) {
+                self.sh.record_io_error(e);
+            }
+        }
     }
 
     /// Takes the timers due at or before `now_ns` from the store and hands them, with those
@@ -1899,6 +1931,11 @@ impl ParallelEngine {
         self.publish_root_progress(u64::MAX);
         loop {
             while !self.sh.log.is_empty() || self.sh.timers_in_flight.load(Ordering::Acquire) > 0 {
+                // A panic near the end still fails its task over.
+                if self.sh.any_panicked.load(Ordering::Acquire) {
+                    self.fail_panicked()?;
+                    self.detect_failures(true)?;
+                }
                 if self.sh.failed.load(Ordering::Acquire) {
                     let err = self.sh.io_error.lock().take();
                     self.stop();

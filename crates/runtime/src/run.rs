@@ -46,6 +46,9 @@ pub struct RunOptions {
     pub events: Vec<EventSpec>,
     /// Chain-wide guarantees (default on; off = the naive baseline, parallel engine).
     pub guarantees: bool,
+    /// Let the vertex manager's hints scale vertices up to this many instances and clone
+    /// stragglers (`None`: only scheduled events).
+    pub auto_churn: Option<u32>,
 }
 
 impl RunOptions {
@@ -64,6 +67,7 @@ impl RunOptions {
             packet_log: crate::parallel::PacketLogMode::Local,
             events: Vec::new(),
             guarantees: true,
+            auto_churn: None,
         }
     }
 }
@@ -217,13 +221,19 @@ impl AnyEngine {
             };
             instances[v] = (*n).max(1);
         }
-        let churn = !opts.events.is_empty() || !opts.guarantees;
+        let churn = !opts.events.is_empty() || !opts.guarantees || opts.auto_churn.is_some();
         if workers == 1 && instances.iter().all(|&n| n == 1) && !churn {
             return Engine::new(Arc::clone(dag), store, cfg)
                 .map(AnyEngine::Reference)
                 .map_err(RunError::Setup);
         }
-        let slots = event_slots(dag, &instances, &opts.events);
+        let mut slots = event_slots(dag, &instances, &opts.events);
+        if let Some(max) = opts.auto_churn {
+            // Room to scale every vertex to `max`, plus one clone.
+            for s in slots.iter_mut() {
+                *s = (*s).max(max.saturating_add(1));
+            }
+        }
         let par = ParallelConfig {
             workers,
             instances,
@@ -231,6 +241,7 @@ impl AnyEngine {
             slots,
             fault_tolerance: churn,
             guarantees: opts.guarantees,
+            auto_churn: opts.auto_churn,
             ..ParallelConfig::default()
         };
         ParallelEngine::new(Arc::clone(dag), store, cfg, par)
@@ -285,14 +296,12 @@ impl AnyEngine {
 /// Task slots each vertex needs for `events`: its largest instance count over the schedule
 /// plus one per clone (a clone runs beside its original until one is retired).
 pub fn event_slots(dag: &LogicalDag, instances: &[u32], events: &[EventSpec]) -> Vec<u32> {
-    let mut count: Vec<u32> = instances.to_vec();
-    let mut most = count.clone();
-    let mut clones = vec![0u32; count.len()];
+    let mut most: Vec<u32> = instances.to_vec();
+    let mut clones = vec![0u32; most.len()];
     for e in events {
         let Some(v) = dag.vertex_id(e.action.vertex()) else { continue };
         match &e.action {
             Action::Scale { to, .. } => {
-                count[v] = *to;
                 most[v] = most[v].max(*to);
             }
             Action::Clone { .. } => clones[v] += 1,

@@ -427,6 +427,69 @@ fn parallel_engine_matches_the_reference_on_every_kind_of_input() {
     }
 }
 
+/// With fault tolerance, an NF panic is a task failure (§5.1): the task is replaced and the
+/// log replayed; the replay hits the same panic, which is then only isolated. The outputs,
+/// alerts and state equal the reference run's, and every panicking input is listed once.
+#[test]
+fn a_panic_fails_the_task_over_and_the_run_stays_equivalent() {
+    use streamnf_runtime::compare::{differences, RunOutputs};
+    use streamnf_runtime::{ParallelConfig, ParallelEngine};
+    let payloads: [&[u8]; 4] = [b"", b"alert", b"x", b"y"];
+    let input: Vec<Packet> = (0..800u64)
+        .map(|i| {
+            let src = [10, 0, 0, (i % 7) as u8 + 1];
+            let payload: &[u8] = if i % 97 == 50 { b"panic" } else { payloads[i as usize % 4] };
+            from(src, payload, 1_000 + i * 1_000)
+        })
+        .collect();
+    let dag = chain(MalformedPolicy::Drop);
+    let store: Arc<dyn StateStore> = Arc::new(EmbeddedStore::new());
+    let mut e = Engine::new(
+        Arc::clone(&dag),
+        Arc::clone(&store),
+        EngineConfig { keep: true, ..EngineConfig::default() },
+    )
+    .expect("engine");
+    for p in &input {
+        e.process(p.clone()).expect("process");
+    }
+    let r = e.finish().expect("finish");
+    let panics = r.tasks["count"][0].nf_panics;
+    assert_eq!(panics, 8);
+    let want = RunOutputs::from_report(r, store.snapshot(dag.id));
+    let store: Arc<dyn StateStore> = Arc::new(EmbeddedStore::new());
+    let par = ParallelConfig {
+        workers: 2,
+        instances: vec![2, 2],
+        fault_tolerance: true,
+        batch: 4,
+        ..ParallelConfig::default()
+    };
+    let mut e = ParallelEngine::new(
+        Arc::clone(&dag),
+        Arc::clone(&store),
+        EngineConfig { keep: true, ..EngineConfig::default() },
+        par,
+    )
+    .expect("parallel engine");
+    let frames = Arc::new(input.clone());
+    e.set_replay_input(Arc::new(move |i| frames.get(i as usize).cloned()));
+    for p in &input {
+        e.process(p.clone()).expect("process");
+    }
+    let r = e.finish().expect("finish");
+    let failed: Vec<&serde_json::Value> = r.events.iter().filter(|v| v["kind"] == "panic").collect();
+    assert_eq!(failed.len() as u64, panics, "{:?}", r.events);
+    assert!(
+        failed.iter().all(|v| v["outcome"].as_str().unwrap_or("").contains("replayed")),
+        "{:?}",
+        r.events
+    );
+    let got = RunOutputs::from_report(r, store.snapshot(dag.id));
+    let d = differences(&want, &got, 12);
+    assert!(d.is_empty(), "{}", d.join("\n"));
+}
+
 /// Timers in the parallel engine: every timer the reference run fires also fires, at the
 /// same trace time and with the same payload; its logical clock may be later (the root
 /// learns of a timer only once the packet that set it has been processed), which is the

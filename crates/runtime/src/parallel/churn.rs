@@ -101,6 +101,19 @@ pub(super) fn lose_messages(sh: &Shared, msgs: Vec<Msg>, vertex: usize) -> u64 {
     n
 }
 
+/// A task's NF panicked at `clock`: unless that clock already failed this task over (the
+/// replay hit the same panic: then it is only isolated, as without fault tolerance), the task
+/// dies here and the root replaces it at its next packet.
+pub(super) fn note_panic(sh: &Shared, task: &mut Task, clock: u64) {
+    if task.panic_clocks.contains(&clock) {
+        return;
+    }
+    task.panic_clocks.push(clock);
+    task.dead = true;
+    sh.panicked.lock().push((task.id, clock));
+    sh.any_panicked.store(true, Ordering::Release);
+}
+
 /// A clone whose faster copy is not chosen yet.
 struct PendingClone {
     event: usize,
@@ -123,9 +136,22 @@ pub(super) struct ChurnState {
     /// Recoveries under way: (record index, start, last replayed clock).
     recoveries: Vec<(usize, Instant, u64)>,
     pub(super) replay_input: Option<ReplayInput>,
+    /// The vertex manager's hints trigger events, scaling up to this many instances.
+    pub(super) auto: Option<u32>,
+    /// Per vertex name: the manager window of its last automatic event (cool-down).
+    auto_last: std::collections::HashMap<String, u64>,
+    auto_windows: u64,
 }
 
+/// Manager windows between two automatic events on one vertex.
+const AUTO_COOLDOWN: u64 = 4;
+
 impl ChurnState {
+    /// Nothing applied yet; `auto`: the vertex manager's hints trigger events.
+    pub(super) fn new(auto: Option<u32>) -> ChurnState {
+        ChurnState { auto, ..ChurnState::default() }
+    }
+
     /// True when no clone waits for its decision and no recovery is under way.
     pub(super) fn is_idle(&self) -> bool {
         self.clones.is_empty() && self.recoveries.is_empty() && self.failures.is_empty()
@@ -193,6 +219,52 @@ impl ParallelEngine {
         }
         rec.apply_us = t0.elapsed().as_secs_f64() * 1e6;
         self.churn.records.push(rec);
+        Ok(())
+    }
+
+    /// Turns the vertex manager's hints into events (§4.1): an overloaded task scales its
+    /// vertex up by one, an underloaded one scales it down by one, a suspected straggler is
+    /// cloned; at most one event per vertex per window and none within [`AUTO_COOLDOWN`]
+    /// windows of the last, only for running tasks and within the vertex's slots.
+    pub(super) fn auto_churn(&mut self, hints: &[crate::manager::Hint]) -> io::Result<()> {
+        use crate::manager::Hint;
+        let Some(max) = self.churn.auto.map(|m| m as usize) else { return Ok(()) };
+        self.churn.auto_windows += 1;
+        let window = self.churn.auto_windows;
+        let packet = self.chain.packets_in;
+        let mut done: Vec<String> = Vec::new();
+        for h in hints {
+            let (vertex, task) = (h.vertex().to_string(), h.task());
+            if done.contains(&vertex)
+                || self.churn.auto_last.get(&vertex).is_some_and(|&w| window < w + AUTO_COOLDOWN)
+            {
+                continue;
+            }
+            let Some(vid) = self.sh.dag.vertex_id(&vertex) else { continue };
+            let cur = self.sh.tables[vid].current();
+            let Ok(t16) = u16::try_from(task) else { continue };
+            if !cur.active.contains(&t16) || self.churn.clones.iter().any(|c| c.vertex == vid) {
+                continue;
+            }
+            let n = cur.active.len();
+            let free = self.free_slots(vid, &cur).len();
+            let spec = match h {
+                Hint::Overloaded { .. } if free > 0 && n < max => {
+                    format!("at={packet} scale {vertex} to {}", n + 1)
+                }
+                Hint::Underloaded { .. } if n > 1 => format!("at={packet} scale {vertex} to {}", n - 1),
+                // A straggler is slow next to its running siblings.
+                Hint::StragglerSuspected { .. } if free > 0 && n > 1 => {
+                    format!("at={packet} clone {vertex}/{task}")
+                }
+                _ => continue,
+            };
+            let Ok(mut ev) = spec.parse::<EventSpec>() else { continue };
+            ev.text = format!("auto ({}): {spec}", h.kind());
+            self.apply_event(&ev, packet)?;
+            self.churn.auto_last.insert(vertex.clone(), window);
+            done.push(vertex);
+        }
         Ok(())
     }
 
@@ -294,6 +366,28 @@ impl ParallelEngine {
         Ok(())
     }
 
+    /// Turns the tasks whose NF panicked into failures detected at once (listed as events).
+    pub(super) fn fail_panicked(&mut self) -> io::Result<()> {
+        let list: Vec<(usize, u64)> = std::mem::take(&mut *self.sh.panicked.lock());
+        self.sh.any_panicked.store(false, Ordering::Release);
+        for (gid, clock) in list {
+            let vid = self.sh.tasks[gid].lock().vertex;
+            let t = gid - self.first_task[vid];
+            let name = self.sh.dag.vertices[vid].name.clone();
+            let idx = self.churn.records.len();
+            self.churn.records.push(EventRecord {
+                event: format!("panic {name}/{t}"),
+                kind: "panic".into(),
+                packet: self.chain.packets_in,
+                clock,
+                outcome: format!("{name}/{t} panicked at clock {clock}"),
+                ..EventRecord::default()
+            });
+            self.churn.failures.push(PendingFailure { event: idx, task: gid, detect_at: 0 });
+        }
+        Ok(())
+    }
+
     /// Recovers the failed tasks whose failure is detected by now (`all`: every one, at
     /// the end of the input). With guarantees, every message in flight is discarded and
     /// the log replayed (§5.1); without, the task just comes back, its lost input gone.
@@ -310,6 +404,8 @@ impl ParallelEngine {
         let revive = !(self.sh.guarantees && self.sh.ft);
         let mut lost = Vec::new();
         for f in &due {
+            // The replacement is a fresh task: whatever slowed the old one is gone.
+            self.sh.straggle[f.task].store(0, Ordering::Relaxed);
             let mut task = self.sh.tasks[f.task].lock();
             lost.push(std::mem::take(&mut task.lost));
             if revive {
@@ -433,6 +529,8 @@ impl ParallelEngine {
             for t in [c.original, c.clone] {
                 self.sh.pair[first + usize::from(t) + 1].store(0, Ordering::Release);
             }
+            // The retired copy is gone; a task started later in its slot is a fresh one.
+            self.sh.straggle[first + usize::from(retire)].store(0, Ordering::Relaxed);
             let name = &self.sh.dag.vertices[c.vertex].name;
             if let Some(r) = self.churn.records.get_mut(c.event) {
                 r.moved_partitions = moved;
