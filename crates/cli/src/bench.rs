@@ -40,6 +40,15 @@ pub enum BenchName {
     /// NAT per-packet latency in the paper's four models (local state, externalized,
     /// + caching, + non-blocking) on the embedded store and on a private `redis-server`.
     NatModels,
+    /// Churn (§5, §7.2): scale handover of the port-scan firewall, NAT failover by replay,
+    /// NAT latency with fault tolerance on and off (--rounds, at least 5; fixed traces).
+    Churn,
+    /// Table 2: a straggling NAT cloned at 25/50/75 % load, duplicate packets and state
+    /// updates with guarantees off and on (--rounds; fixed trace).
+    Duplicates,
+    /// §7.3: trojans found behind 3 straggling detector instances, guarantees on and off
+    /// (--rounds; fixed trace).
+    Ordering,
 }
 
 /// Arguments of `streamnf bench`.
@@ -92,6 +101,9 @@ pub fn bench(a: BenchArgs) -> Result<(), String> {
         BenchName::Memory => bench_memory(a.packets),
         BenchName::Redis => bench_redis(a.ops, a.rounds),
         BenchName::NatModels => bench_nat_models(a.packets, a.rounds),
+        BenchName::Churn => crate::bench_churn::churn(a.rounds),
+        BenchName::Duplicates => crate::bench_churn::duplicates(a.rounds),
+        BenchName::Ordering => crate::bench_churn::ordering(a.rounds),
         BenchName::Workers => {
             let pkts = trace(a.packets, true)?;
             bench_workers(&pkts, a.rounds)

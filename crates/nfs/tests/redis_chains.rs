@@ -88,6 +88,37 @@ fn a_redis_cluster_and_the_parallel_engine_give_the_same_outputs() {
     assert_same("figure1 on redis, 2 workers x 2 instances", &want, &got);
 }
 
+/// Churn on Redis: a scale, a clone (whose copies' non-blocking updates reach Redis late)
+/// and a failover with replay leave the reference outputs and state: the store emulates
+/// every repeated update, also one that arrives after the original's clock finished.
+#[test]
+fn churn_on_redis_keeps_the_reference_outputs_and_state() {
+    let srv = RedisServer::start().expect("redis-server");
+    let input = input(3000);
+    for name in ["nat.toml", "figure1.toml"] {
+        let dag = example(name);
+        let want = reference(&dag, &input);
+        let first = dag.vertices[0].name.clone();
+        let events: Vec<streamnf_runtime::events::EventSpec> = [
+            format!("at=20% scale {first} to 2"),
+            format!("at=40% clone {first}/0"),
+            format!("at=70% fail {first}/1"),
+        ]
+        .iter()
+        .map(|s| {
+            let mut e: streamnf_runtime::events::EventSpec = s.parse().expect("spec");
+            e.relative = true;
+            e
+        })
+        .collect();
+        let store = open(&srv.url(), "churn", RedisOptions::default());
+        let (got, records) =
+            common::churn_on(store, &dag, &input, 2, &vec![1; dag.vertices.len()], &events, true);
+        assert_eq!(records.len(), 3, "{records:?}");
+        assert_same(&format!("{name} on redis with churn"), &want, &got);
+    }
+}
+
 #[test]
 fn a_redis_restarted_mid_run_leaves_the_reference_state() {
     // Append-only file so the data outlives the restart, as a production Redis would keep it.

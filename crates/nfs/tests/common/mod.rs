@@ -110,7 +110,19 @@ pub fn churn(
     events: &[streamnf_runtime::events::EventSpec],
     guarantees: bool,
 ) -> (RunOutputs, Vec<serde_json::Value>) {
-    let store: Arc<dyn StateStore> = Arc::new(EmbeddedStore::new());
+    churn_on(Arc::new(EmbeddedStore::new()), dag, input, workers, instances, events, guarantees)
+}
+
+/// [`churn`] on the given store.
+pub fn churn_on(
+    store: Arc<dyn StateStore>,
+    dag: &Arc<LogicalDag>,
+    input: &[RawRecord],
+    workers: usize,
+    instances: &[u32],
+    events: &[streamnf_runtime::events::EventSpec],
+    guarantees: bool,
+) -> (RunOutputs, Vec<serde_json::Value>) {
     let par = ParallelConfig {
         workers,
         instances: instances.to_vec(),

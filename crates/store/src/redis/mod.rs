@@ -776,7 +776,12 @@ impl StateStore for RedisStore {
     }
 
     fn gc_below(&self, watermark: Clock) {
-        let _ = self.inner.gc_below(watermark);
+        // Pending non-blocking updates go first: one tagged below the watermark may repeat an
+        // update already applied (a clone's copy, a replay), and must find its tag still in
+        // the log to be emulated rather than applied again.
+        if self.inner.flush().is_ok() {
+            let _ = self.inner.gc_below(watermark);
+        }
     }
 
     fn clock_log_len(&self) -> usize {
