@@ -107,7 +107,8 @@ fn every_event_kind_on_every_chain_is_equivalent() {
 #[test]
 fn events_are_reported_with_what_happened() {
     let (dag, _) = reference_of(1);
-    let events = parse(&["at=10% scale nat to 3", "at=50% fail nat/2", "at=60% clone nat/0"]);
+    // The clone is decided 2048 clocks after its replay, before the trace's 3000 packets end.
+    let events = parse(&["at=10% scale nat to 3", "at=15% fail nat/2", "at=20% clone nat/0"]);
     let (_, records) = churn(dag, trace(), 2, &[1], &events, true);
     assert_eq!(records.len(), 3);
     let field = |i: usize, k: &str| records[i].get(k).cloned().unwrap_or_default();

@@ -66,7 +66,8 @@ impl TaskContext<'_> {
         let tag = UpdateTag { clock, seq: self.seq };
         self.seq = self.seq.wrapping_add(1);
         self.state_ops += 1;
-        Update::new(key, op, tag, self.site.task)
+        let issuer = if key.owner.is_some() { self.site.task } else { self.site.slot };
+        Update::new(key, op, tag, issuer)
     }
 
     /// Records `fresh` under this input's clock and the next update number, and returns the
@@ -241,8 +242,12 @@ pub struct CallSite<'a> {
     pub dag_id: u32,
     /// Vertex index.
     pub vertex: u32,
-    /// Task index within the vertex.
+    /// Owner of the per-flow keys this input touches: the flow partition it belongs to
+    /// (see [`crate::partition`]; 0 in the reference engine). It issues their updates.
     pub task: TaskId,
+    /// The task (instance index within the vertex) running the input: it issues the
+    /// updates of shared keys (the store keeps one clock-log run per issuer).
+    pub slot: TaskId,
     /// Per state object: true when per-flow.
     pub per_flow: &'a [bool],
     /// Logical clock of the input.

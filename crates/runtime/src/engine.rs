@@ -448,6 +448,7 @@ impl Engine {
             dag_id: self.dag.id,
             vertex: vid as u32,
             task,
+            slot: task,
             per_flow: &self.per_flow[vid],
             clock,
             now_ns,

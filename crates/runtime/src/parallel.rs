@@ -292,6 +292,8 @@ struct Shared {
     /// whether the list is non-empty (checked per packet without the lock).
     panicked: Mutex<Vec<(usize, u64)>>,
     any_panicked: AtomicBool,
+    /// The root is taking every task's lock (stop the world): workers stay off them.
+    stopping: AtomicBool,
 }
 
 /// One partition handover (§5.3) from an old task to a new one at some clock: the new task
@@ -571,6 +573,7 @@ fn call_site<'a>(
         dag_id: sh.dag.id,
         vertex: task.vertex as u32,
         task: u32::from(part),
+        slot: task.index,
         per_flow: &sh.per_flow[task.vertex],
         clock,
         now_ns,
@@ -1130,6 +1133,11 @@ fn task_turn(sh: &Shared, task: &mut Task, scratch: &mut Scratch, latency: &mut 
 fn run_tasks(sh: &Shared, scratch: &mut Scratch, latency: &mut Latency) -> Turn {
     let mut all = Turn::default();
     for slot in sh.tasks.iter().rev() {
+        // The root is stopping the world (a replay): let it take every task.
+        if sh.stopping.load(Ordering::Acquire) {
+            all.waiting = true;
+            break;
+        }
         if let Some(mut task) = slot.try_lock() {
             let t = task_turn(sh, &mut task, scratch, latency);
             all.worked |= t.worked;
@@ -1451,6 +1459,7 @@ impl ParallelEngine {
             lost_timers: Mutex::new(Vec::new()),
             panicked: Mutex::new(Vec::new()),
             any_panicked: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
             dag,
             store,
         });
@@ -1568,6 +1577,7 @@ impl ParallelEngine {
         }
         if !self.churn.is_idle() {
             self.detect_failures(false)?;
+            self.check_recoveries();
         }
         if self.sh.due.any_due(pkt.ts_ns) || !self.timers.is_empty() {
             self.fire_timers(pkt.ts_ns)?;
@@ -1970,11 +1980,11 @@ impl ParallelEngine {
             let on = self.sh.guarantees;
             serde_json::json!({
                 "guarantees": if on { "on" } else { "off" },
-                "duplicate_packets": if on { 0 } else { sinks.leaked },
+                "duplicate_packets": sinks.leaked,
                 "duplicate_packets_suppressed": sinks.suppressed,
-                "duplicate_alerts": if on { 0 } else { alerts.leaked },
+                "duplicate_alerts": alerts.leaked,
                 "duplicate_alerts_suppressed": alerts.suppressed,
-                "duplicate_timers": if on { 0 } else { timers.leaked },
+                "duplicate_timers": timers.leaked,
                 "duplicate_timers_suppressed": timers.suppressed,
                 "duplicate_messages_at_queues": queue_dups,
             })

@@ -229,6 +229,7 @@ fn with_ctx<T>(
         dag_id: 7,
         vertex: 0,
         task: 0,
+        slot: 0,
         per_flow,
         clock,
         now_ns: 0,

@@ -56,6 +56,9 @@ pub struct EventRecord {
     pub apply_us: f64,
 }
 
+/// Clocks a clone and its original both run, after the replay, before the faster is kept.
+pub const CLONE_RACE_CLOCKS: u64 = 2048;
+
 /// Input packets between a task's crash and its detection (a missed heartbeat).
 pub const DETECT_PACKETS: u64 = 256;
 
@@ -467,7 +470,7 @@ impl ParallelEngine {
                 vertex: vid,
                 original: t,
                 clone: c,
-                decide_after: last + 1,
+                decide_after: last.max(self.clocks.peek()) + CLONE_RACE_CLOCKS,
             });
             rec.outcome = format!("{name}/{t} cloned as {name}/{c}; {n} packets replayed to it");
         } else {
@@ -478,7 +481,7 @@ impl ParallelEngine {
                 vertex: vid,
                 original: t,
                 clone: c,
-                decide_after: from,
+                decide_after: from + CLONE_RACE_CLOCKS,
             });
             rec.outcome = format!("{name}/{t} cloned as {name}/{c} (naive: no replay, no suppression)");
         }
@@ -503,7 +506,8 @@ impl ParallelEngine {
             let c = self.churn.clones.remove(i);
             let first = self.first_task[c.vertex];
             let progress = |t: u16| self.sh.progress[first + usize::from(t) + 1].load(Ordering::Acquire);
-            let (keep, retire) = if progress(c.clone) > progress(c.original) {
+            // A tie keeps the clone: it is the fresh one.
+            let (keep, retire) = if progress(c.clone) >= progress(c.original) {
                 (c.clone, c.original)
             } else {
                 (c.original, c.clone)
@@ -580,7 +584,9 @@ impl ParallelEngine {
         sh.store.flush().map_err(|e| io::Error::other(format!("state store: {e}")))?;
         let mut timers: Vec<(u64, streamnf_store::Timer, u32)> = Vec::new();
         {
+            sh.stopping.store(true, Ordering::Release);
             let mut guards: Vec<_> = sh.tasks.iter().map(|t| t.lock()).collect();
+            sh.stopping.store(false, Ordering::Release);
             let mut buf = Vec::new();
             let mut discard = |m: Msg, vertex: usize| {
                 if let Body::Timer(payload, first_seq) = m.body {
