@@ -13,6 +13,10 @@
 #   SEEDS=N     seeds per capture and chain (default 2)
 #   EVENTS=K    random events per schedule (default 5)
 #   JOBS=J      checks run in parallel (default 2)
+#   TIMEOUT=T   seconds before a check counts as hung, and failed (default 60; a check of
+#               the largest capture takes well under a second)
+#
+# The binary is copied first, so a rebuild during the run does not mix two versions.
 #
 # Prints one line per capture and chain, the command and the first 15 lines of output of
 # every failing schedule, then "check-churn-real: N schedules, F failed" (plus the
@@ -25,6 +29,7 @@ BIN=${2:-$ROOT/target/release/streamnf}
 SEEDS=${SEEDS:-2}
 EVENTS=${EVENTS:-5}
 JOBS=${JOBS:-2}
+TIMEOUT=${TIMEOUT:-60}
 
 if [ ! -d "$TRACES" ]; then
     echo "check-churn-real: no captures in $TRACES, skipped"
@@ -35,12 +40,19 @@ fi
 tmp=$(mktemp -d)
 xargs_pid=
 cleanup() {
-    [ -n "$xargs_pid" ] && kill "$xargs_pid" 2>/dev/null
+    if [ -n "$xargs_pid" ]; then
+        kill "$xargs_pid" 2>/dev/null
+        # Checks still running (a pid file and no exit status yet).
+        for f in "$tmp"/res/*.pid; do
+            [ -f "$f" ] && [ ! -f "${f%.pid}.rc" ] && kill "$(cat "$f")" 2>/dev/null
+        done
+    fi
     rm -rf "$tmp"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 mkdir -p "$tmp/jobs" "$tmp/res"
+cp "$BIN" "$tmp/streamnf" || { echo "check-churn-real: cannot copy $BIN" >&2; exit 2; }
 
 # port_scan, detect only: the firewall does not enforce the analyzer's decisions.
 sed '/^analyzer = /d' "$ROOT/examples/port_scan.toml" > "$tmp/port_scan_detect.toml"
@@ -56,13 +68,15 @@ run_job() {
     local id=$1 rc
     local args=()
     mapfile -t args < "$JOBS_DIR/$id"
-    timeout 600 "${args[@]}" > "$RES_DIR/$id.out" 2>&1
+    args[0]=$SNAP_BIN
+    timeout "$TIMEOUT" "${args[@]}" > "$RES_DIR/$id.out" 2>&1 &
+    echo $! > "$RES_DIR/$id.pid"
+    wait $!
     rc=$?
-    echo "$rc" > "$RES_DIR/$id.rc.tmp"
-    mv "$RES_DIR/$id.rc.tmp" "$RES_DIR/$id.rc"
+    { echo "$rc" > "$RES_DIR/$id.rc.tmp" && mv "$RES_DIR/$id.rc.tmp" "$RES_DIR/$id.rc"; } 2>/dev/null
 }
 export -f run_job
-export JOBS_DIR=$tmp/jobs RES_DIR=$tmp/res
+export JOBS_DIR=$tmp/jobs RES_DIR=$tmp/res SNAP_BIN=$tmp/streamnf TIMEOUT
 
 groups=()      # "capture chain-file" per group, in order
 njobs=()       # schedules per group
@@ -133,7 +147,9 @@ for ((g = 0; g < ${#groups[@]}; g++)); do
             failed=$((failed + 1))
             cmd=$(mapfile -t a < "$tmp/jobs/$id"; printf '%q ' "${a[@]}")
             details+="    exit $rc: ${cmd% }"$'\n'
-            details+=$(head -n 15 "$tmp/res/$id.out" 2>/dev/null | sed 's/^/      /')$'\n'
+            [ "$rc" = 124 ] && details+="      (timed out after ${TIMEOUT}s: hung; check prints its events only when the run ends)"$'\n'
+            [ -s "$tmp/res/$id.out" ] &&
+                details+=$(head -n 15 "$tmp/res/$id.out" | sed 's/^/      /')$'\n'
         fi
     done
     if [ "$bad" -gt 0 ]; then

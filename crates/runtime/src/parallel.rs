@@ -366,6 +366,8 @@ struct Task {
     releases: Vec<(u64, u64)>,
     /// Input held back by `holds`, in arrival order.
     held: VecDeque<Msg>,
+    /// Smallest clock in `held` (u64::MAX when empty).
+    held_min: u64,
     /// Lineages received from cloned senders (duplicate suppression at the queue, §5.2).
     seen: Dedupe,
     /// Numbers the inputs of one clock (update tags).
@@ -1004,12 +1006,20 @@ fn task_turn(sh: &Shared, task: &mut Task, scratch: &mut Scratch, latency: &mut 
         None => {
             let p = min_progress;
             let mut last = 0;
-            // Input held for a handover that has been released runs first, in order.
-            if hold == u64::MAX && !task.held.is_empty() {
+            // Held input that no pending handover holds back any more runs first, in the
+            // order it came (with a later handover still pending, that is what precedes it).
+            if task.held_min < hold {
                 turn.worked = true;
-                while let Some(msg) = task.held.pop_front() {
-                    last = msg.clock;
-                    process_counted(sh, task, msg, scratch);
+                let held = std::mem::take(&mut task.held);
+                task.held_min = u64::MAX;
+                for msg in held {
+                    if msg.clock < hold {
+                        last = last.max(msg.clock);
+                        process_counted(sh, task, msg, scratch);
+                    } else {
+                        task.held_min = task.held_min.min(msg.clock);
+                        task.held.push_back(msg);
+                    }
                 }
             }
             if q.pop_batch(&mut scratch.input, sh.batch) == 0 {
@@ -1023,6 +1033,7 @@ fn task_turn(sh: &Shared, task: &mut Task, scratch: &mut Scratch, latency: &mut 
                 let mut input = std::mem::take(&mut scratch.input);
                 for msg in input.drain(..) {
                     if msg.clock >= hold || !task.held.is_empty() {
+                        task.held_min = task.held_min.min(msg.clock);
                         task.held.push_back(msg);
                         continue;
                     }
@@ -1405,6 +1416,7 @@ impl ParallelEngine {
                     holds: Vec::new(),
                     releases: Vec::new(),
                     held: VecDeque::new(),
+                    held_min: u64::MAX,
                     seen: Dedupe::default(),
                     msg_seq: MessageSeq::default(),
                     dead: false,

@@ -133,6 +133,19 @@ impl VertexTable {
         self.changed.store(true, Ordering::Release);
     }
 
+    /// Which of `slots` task slots some epoch routing clocks from `clock` on uses.
+    pub fn slots_in_use_from(&self, clock: u64, slots: usize) -> Vec<bool> {
+        let h = self.history.read();
+        let first = h.partition_point(|e| e.from <= clock).saturating_sub(1);
+        let mut used = vec![false; slots];
+        for e in &h[first..] {
+            for (t, u) in used.iter_mut().enumerate() {
+                *u |= e.uses(t as u16);
+            }
+        }
+        used
+    }
+
     /// Forgets epochs no clock at or above `watermark` can be routed by.
     pub fn forget_below(&self, watermark: u64) {
         let mut h = self.history.write();

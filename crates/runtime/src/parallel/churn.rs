@@ -271,6 +271,37 @@ impl ParallelEngine {
         Ok(())
     }
 
+    /// A slot of vertex `vid` for a clone: used by no epoch routing clocks still in flight
+    /// and by no pending clone.
+    fn clone_slot(&self, vid: usize) -> Option<u16> {
+        let busy = self.sh.tables[vid].slots_in_use_from(self.sh.log.watermark(), self.tasks_per_vertex[vid]);
+        let pending: Vec<u16> = self
+            .churn
+            .clones
+            .iter()
+            .filter(|c| c.vertex == vid)
+            .flat_map(|c| [c.original, c.clone])
+            .collect();
+        (0..self.tasks_per_vertex[vid] as u16).find(|t| !busy[usize::from(*t)] && !pending.contains(t))
+    }
+
+    /// Waits until the chain has finished every packet handed out so far.
+    fn drain(&mut self) -> io::Result<()> {
+        self.flush_root();
+        while !self.sh.log.is_empty() || self.sh.timers_in_flight.load(Ordering::Acquire) > 0 {
+            if self.sh.failed.load(Ordering::Acquire) {
+                return Err(self
+                    .sh
+                    .io_error
+                    .lock()
+                    .take()
+                    .unwrap_or_else(|| io::Error::other("a worker failed")));
+            }
+            self.help_or_wait();
+        }
+        Ok(())
+    }
+
     /// Free task slots of vertex `vid` (neither owning, replicating nor active), lowest first.
     fn free_slots(&self, vid: usize, cur: &Epoch) -> Vec<u16> {
         let pending: Vec<u16> = self
@@ -350,6 +381,7 @@ impl ParallelEngine {
             let mut task = sh.tasks[gid].lock();
             task.dead = true;
             let mut lost: Vec<Msg> = task.held.drain(..).collect();
+            task.held_min = u64::MAX;
             for ob in task.outbox.iter_mut() {
                 lost.append(ob);
             }
@@ -438,8 +470,17 @@ impl ParallelEngine {
     /// Starts a clone of task `t` of vertex `vid` in a free slot.
     fn clone_task(&mut self, vid: usize, t: u16, idx: usize, rec: &mut EventRecord) -> io::Result<()> {
         let name = self.sh.dag.vertices[vid].name.clone();
-        let cur = self.sh.tables[vid].current();
-        let Some(&c) = self.free_slots(vid, &cur).first() else {
+        // The clone must be a slot no epoch still in flight uses: it gets copies of the
+        // original's messages from the oldest clock in flight on, and a merging receiver
+        // takes either one's progress for both. If every free slot was in use by an older
+        // epoch (a task scaled away whose clocks are still in flight), finish those first.
+        let mut slot = self.clone_slot(vid);
+        if slot.is_none() {
+            self.detect_failures(true)?;
+            self.drain()?;
+            slot = self.clone_slot(vid);
+        }
+        let Some(c) = slot else {
             return Err(io::Error::other(format!(
                 "{name} has no free task slot for a clone ({} slots)",
                 self.tasks_per_vertex[vid]
@@ -613,6 +654,7 @@ impl ParallelEngine {
                 for m in task.held.drain(..) {
                     discard(m, vertex);
                 }
+                task.held_min = u64::MAX;
                 // Only the root sends timers, so an outbox holds none; the vertex is moot.
                 let outs: Vec<Msg> = task.outbox.iter_mut().flat_map(std::mem::take).collect();
                 for m in outs {
