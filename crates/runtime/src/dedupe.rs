@@ -38,16 +38,17 @@ fn mix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// Lineages seen at clocks not yet finished, with the clock each was seen at.
+/// Lineages seen at clocks not yet finished, with the clock each was seen at. Keys are also
+/// kept in arrival order, so forgetting finished clocks pops from the front instead of
+/// scanning the set (arrival is nearly clock order; a key behind a later clock just waits).
 #[derive(Default)]
 pub struct Dedupe {
     seen: FxHashMap<u64, u64>,
+    order: std::collections::VecDeque<(u64, u64)>,
     /// Duplicates refused so far.
     pub suppressed: u64,
     /// Duplicates seen while not suppressing (guarantees off): counted, let through.
     pub leaked: u64,
-    /// Size after the last pruning.
-    pruned_at: usize,
 }
 
 impl Dedupe {
@@ -55,7 +56,10 @@ impl Dedupe {
     #[inline]
     pub fn first(&mut self, key: u64, clock: u64) -> bool {
         match self.seen.insert(key, clock) {
-            None => true,
+            None => {
+                self.order.push_back((clock, key));
+                true
+            }
             Some(_) => {
                 self.suppressed += 1;
                 false
@@ -68,18 +72,24 @@ impl Dedupe {
     pub fn count(&mut self, key: u64, clock: u64) -> bool {
         if self.seen.insert(key, clock).is_some() {
             self.leaked += 1;
+        } else {
+            self.order.push_back((clock, key));
         }
         true
     }
 
     /// Forgets keys seen below `watermark` (those clocks are finished: nothing can repeat
-    /// them), when the set has grown since the last pruning.
+    /// them), oldest first, stopping at the first key of an unfinished clock.
     pub fn prune_below(&mut self, watermark: u64) {
-        if self.seen.len() < 1024 || self.seen.len() < 2 * self.pruned_at {
-            return;
+        while let Some(&(clock, key)) = self.order.front() {
+            if clock >= watermark {
+                break;
+            }
+            self.order.pop_front();
+            if self.seen.get(&key).is_some_and(|&c| c < watermark) {
+                self.seen.remove(&key);
+            }
         }
-        self.seen.retain(|_, c| *c >= watermark);
-        self.pruned_at = self.seen.len().max(512);
     }
 
     /// Keys held.

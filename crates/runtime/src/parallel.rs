@@ -1134,7 +1134,7 @@ fn task_turn(sh: &Shared, task: &mut Task, scratch: &mut Scratch, latency: &mut 
         task.monitor.publish();
         task.since_publish = 0;
     }
-    if task.seen.len() > 4096 {
+    if !task.seen.is_empty() {
         task.seen.prune_below(sh.gc_mark.load(Ordering::Relaxed));
     }
     turn
