@@ -1149,28 +1149,19 @@ fn check_reports_equivalence_and_its_absence() {
     assert_eq!(r.code, Some(1), "{}", r.describe());
     assert!(r.stdout.contains("messages lost (no replay)"), "{}", r.describe());
     // A bad spec is one clear error naming the column; a bad instance names the event.
-    let msg = fails(
-        ["check", FIGURE1, "--trace"]
-            .map(OsStr::new)
-            .into_iter()
-            .chain([p(&trace)])
-            .chain(["--event", "at=40% explode ids/0"].map(OsStr::new)),
-    );
+    let event_error = |spec: &str| {
+        fails(
+            ["check", FIGURE1, "--trace"]
+                .map(OsStr::new)
+                .into_iter()
+                .chain([p(&trace)])
+                .chain([OsStr::new("--event"), OsStr::new(spec)]),
+        )
+    };
+    let msg = event_error("at=40% explode ids/0");
     assert!(msg.contains("column 8") && msg.contains("unknown action `explode`"), "{msg}");
-    let msg = fails(
-        ["check", FIGURE1, "--trace"]
-            .map(OsStr::new)
-            .into_iter()
-            .chain([p(&trace)])
-            .chain(["--event", "at=40% fail ids/5"].map(OsStr::new)),
-    );
+    let msg = event_error("at=40% fail ids/5");
     assert!(msg.contains("event `at=40% fail ids/5`") && msg.contains("no instance 5"), "{msg}");
-    let msg = fails(
-        ["check", FIGURE1, "--trace"]
-            .map(OsStr::new)
-            .into_iter()
-            .chain([p(&trace)])
-            .chain(["--event", "at=40% fail nope/0"].map(OsStr::new)),
-    );
+    let msg = event_error("at=40% fail nope/0");
     assert!(msg.contains("no vertex `nope`"), "{msg}");
 }

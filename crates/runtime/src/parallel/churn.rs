@@ -69,6 +69,24 @@ struct PendingFailure {
     detect_at: u64,
 }
 
+/// The store timer a discarded timer message came from (to fire it again after a replay).
+fn discarded_timer(
+    sh: &Shared,
+    vertex: usize,
+    part: u16,
+    at_ns: u64,
+    payload: Vec<u8>,
+) -> streamnf_store::Timer {
+    streamnf_store::Timer {
+        id: 0,
+        at_ns,
+        dag: sh.dag.id,
+        vertex: vertex as u32,
+        task: Some(u32::from(part)),
+        payload,
+    }
+}
+
 /// Drops messages of a dead task (of `vertex`). With guarantees they stay in the packet log
 /// (their clocks are replayed) and their timers wait for the replay; without, their clocks
 /// are settled and their timers are gone. Returns how many were dropped.
@@ -81,14 +99,7 @@ pub(super) fn lose_messages(sh: &Shared, msgs: Vec<Msg>, vertex: usize) -> u64 {
             Body::Timer(payload, first_seq) => {
                 sh.timers_in_flight.fetch_sub(1, Ordering::AcqRel);
                 if keep {
-                    let timer = streamnf_store::Timer {
-                        id: 0,
-                        at_ns: m.ts_ns,
-                        dag: sh.dag.id,
-                        vertex: vertex as u32,
-                        task: Some(u32::from(m.part)),
-                        payload,
-                    };
+                    let timer = discarded_timer(sh, vertex, m.part, m.ts_ns, payload);
                     sh.lost_timers.lock().push((m.clock, timer, first_seq));
                 }
             }
@@ -632,15 +643,7 @@ impl ParallelEngine {
             let mut discard = |m: Msg, vertex: usize| {
                 if let Body::Timer(payload, first_seq) = m.body {
                     sh.timers_in_flight.fetch_sub(1, Ordering::AcqRel);
-                    let timer = streamnf_store::Timer {
-                        id: 0,
-                        at_ns: m.ts_ns,
-                        dag: sh.dag.id,
-                        vertex: vertex as u32,
-                        task: Some(u32::from(m.part)),
-                        payload,
-                    };
-                    timers.push((m.clock, timer, first_seq));
+                    timers.push((m.clock, discarded_timer(&sh, vertex, m.part, m.ts_ns, payload), first_seq));
                 }
             };
             let base = sh.log.watermark().saturating_sub(1);
