@@ -146,6 +146,13 @@ impl VertexTable {
         used
     }
 
+    /// True when some epoch routing clocks from `clock` on gives a partition a replica.
+    pub fn replicas_from(&self, clock: u64) -> bool {
+        let h = self.history.read();
+        let first = h.partition_point(|e| e.from <= clock).saturating_sub(1);
+        h[first..].iter().any(|e| e.replica.iter().any(|&r| r != NO_REPLICA))
+    }
+
     /// Forgets epochs no clock at or above `watermark` can be routed by.
     pub fn forget_below(&self, watermark: u64) {
         let mut h = self.history.write();

@@ -485,6 +485,13 @@ impl ParallelEngine {
         // original's messages from the oldest clock in flight on, and a merging receiver
         // takes either one's progress for both. If every free slot was in use by an older
         // epoch (a task scaled away whose clocks are still in flight), finish those first.
+        // Likewise a previous clone's replicated epochs must be finished: the new clone's
+        // replay starts at the oldest clock in flight, and there only one copy may be racing.
+        let w = self.sh.log.watermark();
+        if self.sh.tables[vid].replicas_from(w) {
+            self.detect_failures(true)?;
+            self.drain()?;
+        }
         let mut slot = self.clone_slot(vid);
         if slot.is_none() {
             self.detect_failures(true)?;
@@ -614,8 +621,13 @@ impl ParallelEngine {
         });
     }
 
-    /// The events applied, with handover and recovery times filled in (end of run).
+    /// The events applied, with handover and recovery times filled in (end of run; a clone
+    /// still racing its original is decided now, on how far each got).
     pub(super) fn event_records(&mut self) -> Vec<EventRecord> {
+        let vertices: Vec<usize> = self.churn.clones.iter().map(|c| c.vertex).collect();
+        for v in vertices {
+            let _ = self.decide_clones(Some(v));
+        }
         self.check_recoveries();
         let h = self.sh.handovers.lock();
         for (idx, ids) in &self.churn.handovers {
