@@ -152,8 +152,10 @@ struct LogEntry {
 
 /// Entries kept inside the key's entry before spilling to a heap buffer. In steady state
 /// the runtime's GC watermark trails the packets in flight, so a key holds only a few
-/// entries and its log shares cache lines with its value.
-const INLINE_LOG: usize = 2;
+/// entries and its log shares cache lines with its value. Four, not two: with fault
+/// tolerance a packet logs its read and its write of a flow's key, and two packets of one
+/// flow in flight spilled every time (NAT p99 with fault tolerance 37 → 30 µs at 200 kpps).
+const INLINE_LOG: usize = 4;
 
 /// A vector of log entries with inline storage for the first [`INLINE_LOG`] entries.
 /// Invariant: when `spill` is non-empty it holds all entries and `inline` is unused.
