@@ -286,14 +286,13 @@ impl ParallelEngine {
     /// and by no pending clone.
     fn clone_slot(&self, vid: usize) -> Option<u16> {
         let busy = self.sh.tables[vid].slots_in_use_from(self.sh.log.watermark(), self.tasks_per_vertex[vid]);
-        let pending: Vec<u16> = self
-            .churn
-            .clones
-            .iter()
-            .filter(|c| c.vertex == vid)
-            .flat_map(|c| [c.original, c.clone])
-            .collect();
+        let pending = self.racing_slots(vid);
         (0..self.tasks_per_vertex[vid] as u16).find(|t| !busy[usize::from(*t)] && !pending.contains(t))
+    }
+
+    /// Slots of vertex `vid` taken by clones still racing their originals.
+    fn racing_slots(&self, vid: usize) -> Vec<u16> {
+        self.churn.clones.iter().filter(|c| c.vertex == vid).flat_map(|c| [c.original, c.clone]).collect()
     }
 
     /// Waits until the chain has finished every packet handed out so far.
@@ -315,13 +314,7 @@ impl ParallelEngine {
 
     /// Free task slots of vertex `vid` (neither owning, replicating nor active), lowest first.
     fn free_slots(&self, vid: usize, cur: &Epoch) -> Vec<u16> {
-        let pending: Vec<u16> = self
-            .churn
-            .clones
-            .iter()
-            .filter(|c| c.vertex == vid)
-            .flat_map(|c| [c.original, c.clone])
-            .collect();
+        let pending = self.racing_slots(vid);
         (0..self.tasks_per_vertex[vid] as u16).filter(|&t| !cur.uses(t) && !pending.contains(&t)).collect()
     }
 
