@@ -36,8 +36,8 @@ struct Cli {
 enum Command {
     /// Run a chain over a trace; write output captures, alerts and a summary.
     Run(run::RunArgs),
-    /// Check chain output equivalence: the chain with the given workers and instances
-    /// against the single-instance run (exit 0 = equivalent, 1 = not, 2 = error).
+    /// Check chain output equivalence: the chain with the given workers, instances and churn
+    /// events against the single-instance run (exit 0 = equivalent, 1 = not, 2 = error).
     Check(check::CheckArgs),
     /// Generate a seeded, deterministic synthetic trace (pcap, or pcapng by extension).
     GenTrace(gen::GenArgs),
