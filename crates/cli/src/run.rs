@@ -85,8 +85,22 @@ pub fn run(a: RunArgs) -> Result<(), String> {
         return Err("--workers must be at least 1".into());
     }
     let events = a.churn.resolve(&dag, &instances, &a.trace)?;
-    let churn = !events.is_empty() || !a.churn.guarantees_on() || a.churn.auto_churn.is_some();
-    if churn && (a.local_state || a.cache) {
+    let opts = RunOptions {
+        trace: a.trace.clone(),
+        out_dir: a.out.clone(),
+        pcapng: a.pcapng,
+        alerts: a.alerts.clone(),
+        pace,
+        progress: !a.no_progress,
+        keep: false,
+        workers: a.workers,
+        instances,
+        packet_log: a.packet_log.parse().map_err(|e| format!("--packet-log: {e}"))?,
+        events,
+        guarantees: a.churn.guarantees_on(),
+        auto_churn: a.churn.auto_churn,
+    };
+    if opts.fault_tolerance() && (a.local_state || a.cache) {
         return Err(
             "events and --guarantees off need the store's clock logs: not with --local-state or --cache"
                 .into(),
@@ -115,21 +129,6 @@ pub fn run(a: RunArgs) -> Result<(), String> {
         Arc::new(streamnf_store::CachedStore::with_read_heavy(store, dag.read_heavy_objects()))
     } else {
         store
-    };
-    let opts = RunOptions {
-        trace: a.trace.clone(),
-        out_dir: a.out.clone(),
-        pcapng: a.pcapng,
-        alerts: a.alerts.clone(),
-        pace,
-        progress: !a.no_progress,
-        keep: false,
-        workers: a.workers,
-        instances,
-        packet_log: a.packet_log.parse().map_err(|e| format!("--packet-log: {e}"))?,
-        events,
-        guarantees: a.churn.guarantees_on(),
-        auto_churn: a.churn.auto_churn,
     };
     let dag = Arc::new(dag);
     let outcome = run_trace(Arc::clone(&dag), Arc::clone(&store), &opts).map_err(|e| e.to_string())?;

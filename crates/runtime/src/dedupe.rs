@@ -41,8 +41,12 @@ fn mix(mut z: u64) -> u64 {
 /// Lineages seen at clocks not yet finished, with the clock each was seen at. Keys are also
 /// kept in arrival order, so forgetting finished clocks pops from the front instead of
 /// scanning the set (arrival is nearly clock order; a key behind a later clock just waits).
+/// A set that suppresses (guarantees on) refuses a repeat; one that does not (guarantees
+/// off, the naive baseline) lets it through and counts it.
 #[derive(Default)]
 pub struct Dedupe {
+    /// Refuse repeats (else count them as leaked and let them through).
+    suppress: bool,
     seen: FxHashMap<u64, u64>,
     order: std::collections::VecDeque<(u64, u64)>,
     /// Duplicates refused so far.
@@ -52,9 +56,25 @@ pub struct Dedupe {
 }
 
 impl Dedupe {
+    /// An empty set; `suppress`: refuse repeats.
+    pub fn new(suppress: bool) -> Dedupe {
+        Dedupe { suppress, ..Dedupe::default() }
+    }
+
+    /// Records `key` seen at `clock`; true when it may go through: the first time, or any
+    /// time in a set that does not suppress (a repeat is then counted as leaked).
+    #[inline]
+    pub fn admit(&mut self, key: u64, clock: u64) -> bool {
+        if self.suppress {
+            self.first(key, clock)
+        } else {
+            self.count(key, clock)
+        }
+    }
+
     /// Records `key` seen at `clock`; true the first time.
     #[inline]
-    pub fn first(&mut self, key: u64, clock: u64) -> bool {
+    fn first(&mut self, key: u64, clock: u64) -> bool {
         match self.seen.insert(key, clock) {
             None => {
                 self.order.push_back((clock, key));
@@ -69,7 +89,7 @@ impl Dedupe {
 
     /// Records `key` without suppressing: counts a repeat as leaked. Returns true.
     #[inline]
-    pub fn count(&mut self, key: u64, clock: u64) -> bool {
+    fn count(&mut self, key: u64, clock: u64) -> bool {
         if self.seen.insert(key, clock).is_some() {
             self.leaked += 1;
         } else {

@@ -299,6 +299,32 @@ impl EventSpec {
     }
 }
 
+/// Events in the order they happen over an input of known length: each before the input
+/// packet it names ([`EventSpec::packet_index`]), those past the end after the last packet.
+pub struct Schedule<'a> {
+    due: Vec<(u64, &'a EventSpec)>,
+    next: usize,
+}
+
+impl<'a> Schedule<'a> {
+    /// Orders `events` over `count` packets whose timestamps are `ts(i)`.
+    pub fn new(events: &'a [EventSpec], count: u64, ts: impl Fn(u64) -> u64) -> Schedule<'a> {
+        let mut due: Vec<(u64, &EventSpec)> =
+            events.iter().map(|e| (e.packet_index(count, &ts), e)).collect();
+        due.sort_by_key(|d| d.0);
+        Schedule { due, next: 0 }
+    }
+
+    /// The next event due before input packet `i` (`u64::MAX`: every one left), once each.
+    pub fn next_before(&mut self, i: u64) -> Option<&'a EventSpec> {
+        let &(at, ev) = self.due.get(self.next)?;
+        (at <= i).then(|| {
+            self.next += 1;
+            ev
+        })
+    }
+}
+
 /// A small deterministic generator (splitmix64) for random schedules.
 struct Rng(u64);
 

@@ -34,7 +34,7 @@
 
 mod churn;
 
-pub use churn::{EventRecord, ReplayInput};
+pub use churn::{replay_input, EventRecord, ReplayInput};
 
 use crate::alerts::{AlertRecord, AlertSink};
 use crate::callbacks::{Delivery, DueTimes, MessageSeq, TimerSeq, Watchers};
@@ -284,8 +284,6 @@ struct Shared {
     untagged: AtomicU64,
     /// Packet-log watermark at the last store GC (duplicate sets forget below it).
     gc_mark: AtomicU64,
-    /// Per task id: extra time per message in nanoseconds (straggler injection).
-    straggle: Vec<AtomicU64>,
     /// Timers that reached a dead task, kept for the replay (with their clocks).
     lost_timers: Mutex<Vec<(u64, streamnf_store::Timer, u32)>>,
     /// Tasks whose NF panicked (task id, clock), for the root to fail over (§5.1), and
@@ -379,6 +377,8 @@ struct Task {
     /// Clocks at which its NF panicked and the task was failed over (a second panic at
     /// one of them is only isolated).
     panic_clocks: Vec<u64>,
+    /// Extra time per message in nanoseconds (straggler injection; 0 = none).
+    straggle_ns: u64,
 }
 
 impl Task {
@@ -616,13 +616,8 @@ fn take_alerts_and_timers(
     for (k, (at, payload)) in task.bufs.timers.drain(..).enumerate() {
         if sh.ft && lineage != 0 {
             let mut seen = sh.timer_seen.lock();
-            let key = item_key(lineage, 2, k as u32);
-            if sh.guarantees {
-                if !seen.first(key, clock) {
-                    continue;
-                }
-            } else {
-                seen.count(key, clock);
+            if !seen.admit(item_key(lineage, 2, k as u32), clock) {
+                continue;
             }
         }
         sh.store.schedule_timer(at, sh.dag.id, vid as u32, Some(u32::from(part)), payload);
@@ -668,25 +663,17 @@ fn straggle_for(ns: u64) {
 fn process_message(sh: &Shared, task: &mut Task, msg: Msg, scratch: &mut Scratch) {
     let vid = task.vertex;
     // A clone's copy of a message this task already had: suppressed at the queue (§5.2).
-    if sh.replicated.get(msg.src as usize).is_some_and(|r| r.load(Ordering::Relaxed)) {
-        let first = if sh.guarantees {
-            task.seen.first(msg.lineage, msg.clock)
-        } else {
-            task.seen.count(msg.lineage, msg.clock)
-        };
-        if !first {
-            task.stats.duplicates_suppressed += 1;
-            if !matches!(msg.body, Body::Timer(..)) {
-                scratch.settle.push((msg.clock, 1, false));
-            }
-            return;
+    if sh.replicated.get(msg.src as usize).is_some_and(|r| r.load(Ordering::Relaxed))
+        && !task.seen.admit(msg.lineage, msg.clock)
+    {
+        task.stats.duplicates_suppressed += 1;
+        if !matches!(msg.body, Body::Timer(..)) {
+            scratch.settle.push((msg.clock, 1, false));
         }
+        return;
     }
-    if let Some(d) = sh.straggle.get(task.id) {
-        let ns = d.load(Ordering::Relaxed);
-        if ns > 0 {
-            straggle_for(ns);
-        }
+    if task.straggle_ns > 0 {
+        straggle_for(task.straggle_ns);
     }
     let Msg { port, part, clock, ts_ns, lineage, body, .. } = msg;
     if let Body::Timer(payload, first_seq) = body {
@@ -824,12 +811,7 @@ fn finish_batch(sh: &Shared, scratch: &mut Scratch, latency: &mut Latency) {
         let mut seen = sh.ft.then(|| sh.sink_seen.lock());
         for (idx, p, lineage) in scratch.sink_out.drain(..) {
             if let Some(seen) = seen.as_mut() {
-                let first = if sh.guarantees {
-                    seen.first(lineage, p.meta.clock)
-                } else {
-                    seen.count(lineage, p.meta.clock)
-                };
-                if !first {
+                if !seen.admit(lineage, p.meta.clock) {
                     let mut data = p.data;
                     data.clear();
                     scratch.spare.push(data);
@@ -883,8 +865,7 @@ fn push_alerts(sh: &Shared, batch: &mut Vec<(AlertRecord, u64)>) {
     let mut seen = sh.ft.then(|| sh.alert_seen.lock());
     for (a, key) in batch.drain(..) {
         if let (Some(seen), true) = (seen.as_mut(), key != 0) {
-            let first = if sh.guarantees { seen.first(key, a.clock) } else { seen.count(key, a.clock) };
-            if !first {
+            if !seen.admit(key, a.clock) {
                 continue;
             }
         }
@@ -1049,7 +1030,7 @@ fn task_turn(sh: &Shared, task: &mut Task, scratch: &mut Scratch, latency: &mut 
             }
         }
         Some(mut r) => {
-            let progress: Vec<u64> = task
+            let mut eff: Vec<u64> = task
                 .sources
                 .iter()
                 .map(|&s| sh.progress.get(s as usize).map_or(0, |a| a.load(Ordering::Acquire)))
@@ -1065,8 +1046,9 @@ fn task_turn(sh: &Shared, task: &mut Task, scratch: &mut Scratch, latency: &mut 
                 }
             }
             // A sender may still send its last clock again, but nothing earlier.
-            let mut eff: Vec<u64> =
-                progress.iter().zip(&r.last_recv).map(|(&p, &l)| p.max(l.saturating_sub(1))).collect();
+            for (p, &l) in eff.iter_mut().zip(&r.last_recv) {
+                *p = (*p).max(l.saturating_sub(1));
+            }
             // A task and its clone send the same messages: the faster one's progress
             // counts for both (§5.2, "the faster of the two").
             for (i, &s) in task.sources.iter().enumerate() {
@@ -1417,11 +1399,12 @@ impl ParallelEngine {
                     releases: Vec::new(),
                     held: VecDeque::new(),
                     held_min: u64::MAX,
-                    seen: Dedupe::default(),
+                    seen: Dedupe::new(par.guarantees),
                     msg_seq: MessageSeq::default(),
                     dead: false,
                     lost: 0,
                     panic_clocks: Vec::new(),
+                    straggle_ns: 0,
                 });
             }
         }
@@ -1459,15 +1442,14 @@ impl ParallelEngine {
             tables: active.iter().map(|&n| VertexTable::new(n)).collect(),
             ft: par.fault_tolerance,
             guarantees: par.guarantees,
-            sink_seen: Mutex::new(Dedupe::default()),
-            alert_seen: Mutex::new(Dedupe::default()),
-            timer_seen: Mutex::new(Dedupe::default()),
+            sink_seen: Mutex::new(Dedupe::new(par.guarantees)),
+            alert_seen: Mutex::new(Dedupe::new(par.guarantees)),
+            timer_seen: Mutex::new(Dedupe::new(par.guarantees)),
             replicated: (0..=total).map(|_| AtomicBool::new(false)).collect(),
             pair: (0..=total).map(|_| AtomicU32::new(0)).collect(),
             handovers: Mutex::new(Vec::new()),
             untagged: AtomicU64::new(1),
             gc_mark: AtomicU64::new(0),
-            straggle: (0..total).map(|_| AtomicU64::new(0)).collect(),
             lost_timers: Mutex::new(Vec::new()),
             panicked: Mutex::new(Vec::new()),
             any_panicked: AtomicBool::new(false),
@@ -1689,11 +1671,8 @@ impl ParallelEngine {
             let mut sinks = sh.sinks.lock();
             let mut seen = sh.ft.then(|| sh.sink_seen.lock());
             for (idx, p, lin) in self.sink_out.drain(..) {
-                if let Some(seen) = seen.as_mut() {
-                    let first = if sh.guarantees { seen.first(lin, clock) } else { seen.count(lin, clock) };
-                    if !first {
-                        continue;
-                    }
+                if seen.as_mut().is_some_and(|seen| !seen.admit(lin, clock)) {
+                    continue;
                 }
                 sinks.write(idx, &p)?;
             }

@@ -5,7 +5,7 @@
 //! the damage processed; the error is returned beside the summary.
 
 use crate::engine::{Engine, EngineConfig, EngineReport};
-use crate::events::{Action, EventSpec};
+use crate::events::{Action, EventSpec, Schedule};
 use crate::pace::{Pace, Pacer};
 use crate::parallel::{ParallelConfig, ParallelEngine};
 use crate::summary::Summary;
@@ -52,6 +52,12 @@ pub struct RunOptions {
 }
 
 impl RunOptions {
+    /// True when the run needs fault tolerance (lineages, logged reads, replay): it has
+    /// events, automatic churn, or guarantees off. Such a run uses the parallel engine.
+    pub fn fault_tolerance(&self) -> bool {
+        !self.events.is_empty() || !self.guarantees || self.auto_churn.is_some()
+    }
+
     /// Defaults: no outputs, max pace, no progress bar.
     pub fn new(trace: &Path) -> RunOptions {
         RunOptions {
@@ -137,19 +143,10 @@ pub fn run_trace(
     };
     let backend = store.backend_name().to_string();
     let mut engine = AnyEngine::new(&dag, store, cfg, opts)?;
-    // Each event happens before the input packet it names (after the last one: at the end).
     let total = records.len() as u64;
-    let mut schedule: Vec<(u64, &EventSpec)> =
-        opts.events.iter().map(|e| (e.packet_index(total, |i| records[i as usize].ts_ns), e)).collect();
-    schedule.sort_by_key(|(i, _)| *i);
-    let mut next_event = 0;
+    let mut schedule = Schedule::new(&opts.events, total, |i| records[i as usize].ts_ns);
     if let AnyEngine::Parallel(p) = &mut engine {
-        let input = Arc::clone(&records);
-        p.set_replay_input(Arc::new(move |i| {
-            input
-                .get(i as usize)
-                .map(|r| streamnf_packet::Packet::with_orig_len(r.link, r.data.clone(), r.ts_ns, r.orig_len))
-        }));
+        p.set_replay_input(crate::parallel::replay_input(Arc::clone(&records)));
     }
 
     let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::hidden());
@@ -165,12 +162,8 @@ pub fn run_trace(
     let mut pacer = Pacer::new(opts.pace);
     let io_err = |err| RunError::Io { what: "writing outputs".into(), err };
     for (i, rec) in records.iter().enumerate() {
-        while let Some(&(at, ev)) = schedule.get(next_event) {
-            if at > i as u64 {
-                break;
-            }
+        while let Some(ev) = schedule.next_before(i as u64) {
             engine.apply_event(ev, i as u64).map_err(io_err)?;
-            next_event += 1;
         }
         let waited = pacer.wait(i as u64, rec.ts_ns);
         engine.add_idle(waited);
@@ -184,7 +177,7 @@ pub fn run_trace(
         }
     }
     bar.finish_and_clear();
-    for &(_, ev) in &schedule[next_event..] {
+    while let Some(ev) = schedule.next_before(u64::MAX) {
         engine.apply_event(ev, total).map_err(io_err)?;
     }
     let store = Arc::clone(engine.store());
@@ -221,7 +214,7 @@ impl AnyEngine {
             };
             instances[v] = (*n).max(1);
         }
-        let churn = !opts.events.is_empty() || !opts.guarantees || opts.auto_churn.is_some();
+        let churn = opts.fault_tolerance();
         if workers == 1 && instances.iter().all(|&n| n == 1) && !churn {
             return Engine::new(Arc::clone(dag), store, cfg)
                 .map(AnyEngine::Reference)

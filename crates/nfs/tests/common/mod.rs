@@ -135,28 +135,16 @@ pub fn churn_on(
         ..ParallelConfig::default()
     };
     let mut e = ParallelEngine::new(Arc::clone(dag), Arc::clone(&store), keep(), par).expect("engine");
-    let frames: Arc<Vec<RawRecord>> = Arc::new(input.to_vec());
-    e.set_replay_input(Arc::new(move |i| {
-        frames
-            .get(i as usize)
-            .map(|r| streamnf_packet::Packet::with_orig_len(r.link, r.data.clone(), r.ts_ns, r.orig_len))
-    }));
+    e.set_replay_input(streamnf_runtime::parallel::replay_input(Arc::new(input.to_vec())));
     let n = input.len() as u64;
-    let mut schedule: Vec<(u64, &streamnf_runtime::events::EventSpec)> =
-        events.iter().map(|ev| (ev.packet_index(n, |i| input[i as usize].ts_ns), ev)).collect();
-    schedule.sort_by_key(|s| s.0);
-    let mut next = 0;
+    let mut schedule = streamnf_runtime::events::Schedule::new(events, n, |i| input[i as usize].ts_ns);
     for (i, r) in input.iter().enumerate() {
-        while let Some(&(at, ev)) = schedule.get(next) {
-            if at > i as u64 {
-                break;
-            }
+        while let Some(ev) = schedule.next_before(i as u64) {
             e.apply_event(ev, i as u64).expect("event");
-            next += 1;
         }
         e.process_frame(r.link, &r.data, r.ts_ns, r.orig_len).expect("process");
     }
-    for &(_, ev) in &schedule[next..] {
+    while let Some(ev) = schedule.next_before(u64::MAX) {
         e.apply_event(ev, n).expect("event");
     }
     let rep = e.finish().expect("finish");

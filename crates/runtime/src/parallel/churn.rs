@@ -29,6 +29,11 @@ use serde::Serialize;
 /// The input packets a referencing packet log replays from: packet by input index.
 pub type ReplayInput = Arc<dyn Fn(u64) -> Option<Packet> + Send + Sync>;
 
+/// A [`ReplayInput`] over a trace held in memory.
+pub fn replay_input(records: Arc<Vec<streamnf_packet::trace::RawRecord>>) -> ReplayInput {
+    Arc::new(move |i| records.get(i as usize).map(|r| r.clone().into_packet()))
+}
+
 /// What happened for one event (listed in `--summary-json`).
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct EventRecord {
@@ -227,7 +232,7 @@ impl ParallelEngine {
             Action::Straggle { task, delay_ns, .. } => {
                 let t = task_of(*task)?;
                 let gid = self.first_task[vid] + usize::from(t);
-                self.sh.straggle[gid].store(*delay_ns, Ordering::Relaxed);
+                self.sh.tasks[gid].lock().straggle_ns = *delay_ns;
                 rec.outcome = format!("{vname}/{t} takes {delay_ns} ns longer per message");
             }
         }
@@ -443,9 +448,9 @@ impl ParallelEngine {
         let revive = !(self.sh.guarantees && self.sh.ft);
         let mut lost = Vec::new();
         for f in &due {
-            // The replacement is a fresh task: whatever slowed the old one is gone.
-            self.sh.straggle[f.task].store(0, Ordering::Relaxed);
             let mut task = self.sh.tasks[f.task].lock();
+            // The replacement is a fresh task: whatever slowed the old one is gone.
+            task.straggle_ns = 0;
             lost.push(std::mem::take(&mut task.lost));
             if revive {
                 task.dead = false;
@@ -586,7 +591,7 @@ impl ParallelEngine {
                 self.sh.pair[first + usize::from(t) + 1].store(0, Ordering::Release);
             }
             // The retired copy is gone; a task started later in its slot is a fresh one.
-            self.sh.straggle[first + usize::from(retire)].store(0, Ordering::Relaxed);
+            self.sh.tasks[first + usize::from(retire)].lock().straggle_ns = 0;
             let name = &self.sh.dag.vertices[c.vertex].name;
             if let Some(r) = self.churn.records.get_mut(c.event) {
                 r.moved_partitions = moved;
@@ -674,7 +679,7 @@ impl ParallelEngine {
                     }
                     r.last_recv.iter_mut().for_each(|l| *l = 0);
                 }
-                task.seen = Dedupe::default();
+                task.seen = Dedupe::new(sh.guarantees);
                 task.dead = false;
                 task.msg_seq = MessageSeq::default();
                 task.published = base;
