@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{churn, example, generated, reference};
+use common::{churn, churn_paced, example, generated, reference};
 use std::sync::{Arc, OnceLock};
 use streamnf_dag::LogicalDag;
 use streamnf_packet::trace::RawRecord;
@@ -114,6 +114,30 @@ fn every_event_kind_on_every_chain_is_equivalent() {
 /// A vertex scaled up, down and up again: the second scale-up's new task holds its input
 /// while the handover back is still pending, and must still run what comes before it
 /// (this hung once). Events close together, on a short trace, one and two workers.
+/// A paced input (the root runs the chain itself while it would wait for the next packet,
+/// and wakes the workers only for what is left) under every kind of event.
+#[test]
+fn paced_runs_under_churn_are_equivalent() {
+    const SCHEDULE: [&str; 6] = [
+        "at=10% scale V to 3",
+        "at=25% fail V/1",
+        "at=40% clone V/0",
+        "at=55% straggle V/0 delay=20us",
+        "at=70% kill V/1",
+        "at=85% scale V to 1",
+    ];
+    for (i, name) in CHAINS.iter().enumerate() {
+        let (dag, want) = reference_of(i);
+        let vertex = &dag.vertices[0].name;
+        let specs: Vec<String> = SCHEDULE.iter().map(|s| s.replace(" V", &format!(" {vertex}"))).collect();
+        let events = parse(&specs.iter().map(String::as_str).collect::<Vec<_>>());
+        let (got, record) = churn_paced(dag, trace(), 2, &vec![2; dag.vertices.len()], &events);
+        let diff = differences(want, &got, 8);
+        assert!(diff.is_empty(), "{name} paced, events {specs:?}: {diff:#?}");
+        assert!(record.len() >= events.len(), "{name}: events not all applied: {record:?}");
+    }
+}
+
 #[test]
 fn scale_up_down_up_does_not_hang() {
     let dag = chain("nat.toml");

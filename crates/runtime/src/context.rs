@@ -126,16 +126,8 @@ impl NfContext for TaskContext<'_> {
     }
 
     fn state(&mut self, object: usize, key: &[u8], op: Op) -> Result<Option<Value>, NfError> {
-        if self.site.log_reads && op.is_read() {
-            // A logged read: the store keeps its result under this input's tag.
-            let id = self
-                .site
-                .store
-                .custom_op_id(READ_OP)
-                .ok_or_else(|| NfError::State("the logged-read operation is not registered".into()))?;
-            let u = self.update(object, key, Op::Custom { op: id, arg: Vec::new() })?;
-            return Ok(self.site.store.execute(&u)?);
-        }
+        // A logged read: the store keeps its result under this input's tag.
+        let op = if self.site.log_reads && op.is_read() { Op::LoggedGet } else { op };
         let u = self.update(object, key, op)?;
         Ok(self.site.store.execute(&u)?)
     }
@@ -170,16 +162,6 @@ impl NfContext for TaskContext<'_> {
 /// Name of the store operation that records non-deterministic values (see
 /// [`TaskContext::record`]); the engines register it with [`record_op`].
 pub const RECORD_OP: &str = "streamnf.record.v1";
-
-/// Name of the store operation behind logged reads (fault tolerance): returns the key's
-/// value and changes nothing; as an update it is logged under its tag, so a replay of the
-/// input gets the value the original read.
-pub const READ_OP: &str = "streamnf.read.v1";
-
-/// The logged-read operation (see [`READ_OP`]).
-pub fn read_op() -> streamnf_store::CustomOpFn {
-    std::sync::Arc::new(|value: &mut Option<Value>, _arg: &[u8]| Ok(value.clone()))
-}
 
 /// State object id reserved for recorded values (never an NF's own object).
 pub const RECORD_OBJECT: u16 = u16::MAX;

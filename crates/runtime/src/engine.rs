@@ -175,9 +175,6 @@ pub(crate) fn register_custom_ops(dag: &LogicalDag, store: &dyn StateStore) -> R
     store
         .register_custom_op(crate::context::RECORD_OP, crate::context::record_op())
         .map_err(|e| format!("cannot register the runtime's record operation: {e}"))?;
-    store
-        .register_custom_op(crate::context::READ_OP, crate::context::read_op())
-        .map_err(|e| format!("cannot register the runtime's logged-read operation: {e}"))?;
     for v in &dag.vertices {
         for (name, f) in v.nf.custom_ops() {
             store
@@ -289,7 +286,7 @@ impl Engine {
 
     /// Pushes one input packet through the whole chain.
     pub fn process(&mut self, mut pkt: Packet) -> io::Result<()> {
-        let sampled = self.chain.packets_in % LATENCY_SAMPLE == 0;
+        let sampled = crate::stats::latency_sampled(self.chain.packets_in, LATENCY_SAMPLE);
         let start = if sampled || self.started.is_none() { Some(Instant::now()) } else { None };
         if self.started.is_none() {
             self.started = start;

@@ -46,6 +46,23 @@ impl Pacer {
     /// Waits until packet number `index` (0-based) with timestamp `ts_ns` is due, and
     /// returns how long it waited.
     pub fn wait(&mut self, index: u64, ts_ns: u64) -> Duration {
+        let gap = self.time_to(index, ts_ns);
+        if gap.is_zero() {
+            return gap;
+        }
+        if gap > Duration::from_micros(200) {
+            std::thread::sleep(gap - Duration::from_micros(100));
+        }
+        let due = self.start.elapsed() + self.time_to(index, ts_ns);
+        while self.start.elapsed() < due {
+            std::hint::spin_loop();
+        }
+        gap
+    }
+
+    /// How long until packet number `index` with timestamp `ts_ns` is due (zero when it is
+    /// due now or the pace is `max`), without waiting.
+    pub fn time_to(&mut self, index: u64, ts_ns: u64) -> Duration {
         let due = match self.pace {
             Pace::Max => return Duration::ZERO,
             Pace::Recorded => {
@@ -54,18 +71,7 @@ impl Pacer {
             }
             Pace::Pps(r) => Duration::from_secs_f64(index as f64 / r),
         };
-        let elapsed = self.start.elapsed();
-        if due <= elapsed {
-            return Duration::ZERO;
-        }
-        let gap = due - elapsed;
-        if gap > Duration::from_micros(200) {
-            std::thread::sleep(gap - Duration::from_micros(100));
-        }
-        while self.start.elapsed() < due {
-            std::hint::spin_loop();
-        }
-        gap
+        due.saturating_sub(self.start.elapsed())
     }
 }
 

@@ -144,6 +144,9 @@ const OUTBOX_LIMIT: usize = 256;
 /// Root packets between two store GCs (the fewer packets between, the shorter the clock
 /// logs the store keeps; §5.1).
 const GC_EVERY: u64 = 256;
+/// Passes over the tasks the root takes before idling (pacing), each running what the
+/// last one emitted downstream (see [`ParallelEngine::before_idle`]).
+const IDLE_PASSES: usize = 8;
 /// Root packets between two vertex-manager windows.
 const HOUSEKEEPING_EVERY: u64 = 8192;
 /// One packet in this many has its chain latency measured (root admission → sink).
@@ -615,7 +618,7 @@ fn take_alerts_and_timers(
     }
     for (k, (at, payload)) in task.bufs.timers.drain(..).enumerate() {
         if sh.ft && lineage != 0 {
-            let mut seen = sh.timer_seen.lock();
+            let mut seen = lock_seen(sh, &sh.timer_seen);
             if !seen.admit(item_key(lineage, 2, k as u32), clock) {
                 continue;
             }
@@ -804,11 +807,19 @@ fn outbox_full(task: &Task) -> bool {
     task.outbox.iter().any(|ob| ob.len() >= OUTBOX_LIMIT)
 }
 
+/// Locks one of the shared duplicate sets and first forgets what finished clocks left in
+/// it: whoever takes the lock anyway prunes, so the root never contends for it.
+fn lock_seen<'a>(sh: &Shared, set: &'a Mutex<Dedupe>) -> parking_lot::MutexGuard<'a, Dedupe> {
+    let mut seen = set.lock();
+    seen.prune_below(sh.gc_mark.load(Ordering::Relaxed));
+    seen
+}
+
 /// Writes what a batch produced for the sinks and alerts, then settles its clocks.
 fn finish_batch(sh: &Shared, scratch: &mut Scratch, latency: &mut Latency) {
     if !scratch.sink_out.is_empty() {
         let mut sinks = sh.sinks.lock();
-        let mut seen = sh.ft.then(|| sh.sink_seen.lock());
+        let mut seen = sh.ft.then(|| lock_seen(sh, &sh.sink_seen));
         for (idx, p, lineage) in scratch.sink_out.drain(..) {
             if let Some(seen) = seen.as_mut() {
                 if !seen.admit(lineage, p.meta.clock) {
@@ -818,7 +829,7 @@ fn finish_batch(sh: &Shared, scratch: &mut Scratch, latency: &mut Latency) {
                     continue;
                 }
             }
-            if p.meta.clock % LATENCY_SAMPLE == 0 {
+            if crate::stats::latency_sampled(p.meta.clock, LATENCY_SAMPLE) {
                 let slot = (p.meta.clock / LATENCY_SAMPLE) as usize % LATENCY_RING;
                 let start = sh.latency_ring[slot].load(Ordering::Relaxed);
                 scratch.latency.push(start);
@@ -862,7 +873,7 @@ fn finish_batch(sh: &Shared, scratch: &mut Scratch, latency: &mut Latency) {
 /// clone (same key) is dropped.
 fn push_alerts(sh: &Shared, batch: &mut Vec<(AlertRecord, u64)>) {
     let mut alerts = sh.alerts.lock();
-    let mut seen = sh.ft.then(|| sh.alert_seen.lock());
+    let mut seen = sh.ft.then(|| lock_seen(sh, &sh.alert_seen));
     for (a, key) in batch.drain(..) {
         if let (Some(seen), true) = (seen.as_mut(), key != 0) {
             if !seen.admit(key, a.clock) {
@@ -1203,6 +1214,10 @@ pub struct ParallelEngine {
     first_task: Vec<usize>,
     /// Input packets since the root last handed over all its batches.
     since_flush: usize,
+    /// The store GC (every [`GC_EVERY`] root packets) is due at the next hand-over.
+    gc_due: bool,
+    /// A vertex-manager window (every [`HOUSEKEEPING_EVERY`]) is due at the next hand-over.
+    housekeeping_due: bool,
     /// The log keeps whole frames (in the store), not input indexes.
     log_frames: bool,
     /// Packets to log before the next hand-over (admitted in one batch): whole packets
@@ -1483,6 +1498,8 @@ impl ParallelEngine {
             tasks_per_vertex,
             first_task,
             since_flush: 0,
+            gc_due: false,
+            housekeeping_due: false,
             log_frames,
             pending_log: Vec::new(),
             pending_index: Vec::new(),
@@ -1520,10 +1537,47 @@ impl ParallelEngine {
     /// Tells the engine that the caller waited `d` between packets (pacing).
     pub fn add_idle(&mut self, d: Duration) {
         self.idle += d;
-        // A paced input arrives slowly: hand over what is batched instead of holding it.
-        if !d.is_zero() {
-            self.flush_root();
-            self.run_own();
+    }
+
+    /// The root's periodic work, when due: the store GC below the packet log's watermark
+    /// (and what else forgets finished clocks), clone and recovery decisions, and a
+    /// vertex-manager window. Runs only when the root has handed over what it batched.
+    fn periodic(&mut self) -> io::Result<()> {
+        if std::mem::take(&mut self.gc_due) {
+            let w = self.sh.log.watermark();
+            self.sh.store.gc_below(w);
+            self.sh.gc_mark.store(w, Ordering::Relaxed);
+            for t in &self.sh.tables {
+                t.forget_below(w);
+            }
+            if !self.churn.is_idle() {
+                self.decide_clones(None)?;
+                self.check_recoveries();
+            }
+        }
+        if std::mem::take(&mut self.housekeeping_due) {
+            self.housekeeping();
+        }
+        Ok(())
+    }
+
+    /// Tells the engine the caller is about to wait for the next packet (pacing): what the
+    /// root has batched is handed over now instead of being held through the gap. The root
+    /// runs it itself, while it would only wait, and wakes the workers only for what is
+    /// left: at a low input rate no packet waits for a sleeping worker to wake up (a futex
+    /// wake-up costs tens of µs on a busy machine), at a high one the root never idles.
+    pub fn before_idle(&mut self) {
+        self.flush_root_with(false);
+        for _ in 0..IDLE_PASSES {
+            if !self.run_own() {
+                break;
+            }
+        }
+        if !all_idle(&self.sh) {
+            self.sh.ring_workers();
+        }
+        if let Err(e) = self.periodic() {
+            self.sh.record_io_error(e);
         }
     }
 
@@ -1588,7 +1642,7 @@ impl ParallelEngine {
         // The log keeps the packet's headers and its index in the input; the frame bytes
         // stay in the caller's trace, which outlives the run.
         let logged = self.log_frames.then(|| pkt.clone());
-        if clock % LATENCY_SAMPLE == 0 {
+        if crate::stats::latency_sampled(clock, LATENCY_SAMPLE) {
             let slot = (clock / LATENCY_SAMPLE) as usize % LATENCY_RING;
             self.sh.latency_ring[slot].store(self.sh.epoch.elapsed().as_nanos() as u64, Ordering::Relaxed);
         }
@@ -1625,25 +1679,12 @@ impl ParallelEngine {
             self.run_own();
             self.run_callbacks(false)?;
         }
-        if self.chain.packets_in % GC_EVERY == 0 {
-            let w = self.sh.log.watermark();
-            self.sh.store.gc_below(w);
-            self.sh.gc_mark.store(w, Ordering::Relaxed);
-            if self.sh.ft {
-                for d in [&self.sh.sink_seen, &self.sh.alert_seen, &self.sh.timer_seen] {
-                    d.lock().prune_below(w);
-                }
-            }
-            for t in &self.sh.tables {
-                t.forget_below(w);
-            }
-            if !self.churn.is_idle() {
-                self.decide_clones(None)?;
-                self.check_recoveries();
-            }
-        }
-        if self.chain.packets_in % HOUSEKEEPING_EVERY == 0 {
-            self.housekeeping();
+        // Periodic work waits until this packet has been handed over (below, or before the
+        // caller idles), so the packet does not wait for it.
+        self.gc_due |= self.chain.packets_in % GC_EVERY == 0;
+        self.housekeeping_due |= self.chain.packets_in % HOUSEKEEPING_EVERY == 0;
+        if self.since_flush == 0 {
+            self.periodic()?;
         }
         Ok(())
     }
@@ -1669,7 +1710,7 @@ impl ParallelEngine {
         if !self.sink_out.is_empty() {
             let sh = &self.sh;
             let mut sinks = sh.sinks.lock();
-            let mut seen = sh.ft.then(|| sh.sink_seen.lock());
+            let mut seen = sh.ft.then(|| lock_seen(sh, &sh.sink_seen));
             for (idx, p, lin) in self.sink_out.drain(..) {
                 if seen.as_mut().is_some_and(|seen| !seen.admit(lin, clock)) {
                     continue;
@@ -1803,41 +1844,54 @@ impl ParallelEngine {
     }
 
     fn push_blocking(&mut self, t: usize) -> io::Result<()> {
-        self.commit_log()?;
-        let Some(q) = self.sh.queues.get(t).cloned() else { return Ok(()) };
-        loop {
-            match q.try_push_batch(&mut self.outbox[t]) {
-                Ok(()) => break,
-                Err(crate::queue::PushError::Full) => self.help_or_wait(),
-                Err(crate::queue::PushError::Closed) => return Err(io::Error::other("task queue closed")),
-            }
-        }
+        self.push_quietly(t)?;
         self.sh.ring_workers();
         Ok(())
     }
 
+    /// [`Self::push_blocking`] without waking the workers.
+    fn push_quietly(&mut self, t: usize) -> io::Result<()> {
+        self.commit_log()?;
+        let Some(q) = self.sh.queues.get(t).cloned() else { return Ok(()) };
+        loop {
+            match q.try_push_batch(&mut self.outbox[t]) {
+                Ok(()) => return Ok(()),
+                Err(crate::queue::PushError::Full) => self.help_or_wait(),
+                Err(crate::queue::PushError::Closed) => return Err(io::Error::other("task queue closed")),
+            }
+        }
+    }
+
     /// Hands every partial batch of the root over, then publishes the root's progress:
-    /// every clock handed out so far is in the tasks' queues.
-    fn flush_root(&mut self) {
+    /// every clock handed out so far is in the tasks' queues. `ring`: wake the workers.
+    fn flush_root_with(&mut self, ring: bool) {
         if let Err(e) = self.commit_log() {
             self.sh.record_io_error(e);
             return;
         }
         for t in 0..self.outbox.len() {
             if !self.outbox[t].is_empty() {
-                let _ = self.push_blocking(t);
+                let pushed = if ring { self.push_blocking(t) } else { self.push_quietly(t) };
+                if let Err(e) = pushed {
+                    self.sh.record_io_error(e);
+                }
             }
         }
         self.since_flush = 0;
-        self.publish_root_progress(self.clocks.peek().saturating_sub(1));
+        self.publish_root_progress(self.clocks.peek().saturating_sub(1), ring);
     }
 
-    fn publish_root_progress(&self, p: u64) {
+    /// [`Self::flush_root_with`], waking the workers.
+    fn flush_root(&mut self) {
+        self.flush_root_with(true);
+    }
+
+    fn publish_root_progress(&self, p: u64, ring: bool) {
         if let Some(a) = self.sh.progress.first() {
             if a.load(Ordering::Relaxed) < p {
                 a.store(p, Ordering::Release);
-                for b in &self.sh.bells {
-                    b.ring();
+                if ring {
+                    self.sh.ring_workers();
                 }
             }
         }
@@ -1929,7 +1983,7 @@ impl ParallelEngine {
     pub fn finish(mut self) -> io::Result<EngineReport> {
         self.detect_failures(true)?;
         self.flush_root();
-        self.publish_root_progress(u64::MAX);
+        self.publish_root_progress(u64::MAX, true);
         loop {
             while !self.sh.log.is_empty() || self.sh.timers_in_flight.load(Ordering::Acquire) > 0 {
                 // A panic near the end still fails its task over.

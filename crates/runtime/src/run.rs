@@ -165,6 +165,11 @@ pub fn run_trace(
         while let Some(ev) = schedule.next_before(i as u64) {
             engine.apply_event(ev, i as u64).map_err(io_err)?;
         }
+        if !pacer.time_to(i as u64, rec.ts_ns).is_zero() {
+            // The next packet is not due yet: hand over what is batched before waiting,
+            // not after (a paced packet would otherwise wait out the gap in the root).
+            engine.before_idle();
+        }
         let waited = pacer.wait(i as u64, rec.ts_ns);
         engine.add_idle(waited);
         engine.process_frame(rec.link, &rec.data, rec.ts_ns, rec.orig_len).map_err(io_err)?;
@@ -261,6 +266,12 @@ impl AnyEngine {
                 Err(std::io::Error::other(format!("event `{}`: events need the parallel engine", ev.text)))
             }
             AnyEngine::Parallel(e) => e.apply_event(ev, packet),
+        }
+    }
+
+    fn before_idle(&mut self) {
+        if let AnyEngine::Parallel(e) = self {
+            e.before_idle();
         }
     }
 

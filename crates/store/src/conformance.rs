@@ -43,6 +43,7 @@ pub const ALL: &[(&str, Check)] = &[
     ("ownership", ownership),
     ("failed_op_not_logged", failed_op_not_logged),
     ("get_with_tag_is_a_read", get_with_tag_is_a_read),
+    ("logged_get", logged_get),
     ("gc_below", gc_below),
 ];
 
@@ -53,6 +54,7 @@ pub const TAGGED_ONLY: &[&str] = &[
     "ownership",
     "failed_op_not_logged",
     "get_with_tag_is_a_read",
+    "logged_get",
     "gc_below",
 ];
 
@@ -501,6 +503,38 @@ pub fn ownership(s: &dyn StateStore) {
         Err(StoreError::NotOwner { .. })
     ));
     assert_eq!(get(s, k), int(1));
+}
+
+/// LoggedGet: reads like Get and changes nothing, but its result is logged under its tag:
+/// a repeat of the tag reads what the first read did, after the key changed or vanished;
+/// a non-blocking one is a no-op that still logs; per-flow keys refuse other issuers.
+pub fn logged_get(s: &dyn StateStore) {
+    let k = key(6, 2, "read");
+    let t = |c| UpdateTag::new(c, 0);
+    assert_eq!(exec(s, k, Op::LoggedGet, t(1)), None, "missing key");
+    exec(s, k, Op::Set(bytes(b"v1").unwrap()), t(2));
+    assert_eq!(exec(s, k, Op::LoggedGet, t(3)), bytes(b"v1"));
+    assert_eq!(get(s, k), bytes(b"v1"), "a logged read changes nothing");
+    exec(s, k, Op::Set(Value::Int(7)), t(4));
+    let nb = Update::new(k, Op::LoggedGet, t(5), 1);
+    if let Err(e) = s.execute_nonblocking(nb) {
+        panic!("non-blocking logged read failed: {e}");
+    }
+    exec(s, k, Op::Delete, t(6));
+    // Repeats read the logged values, not the current (missing) one.
+    assert_eq!(exec(s, k, Op::LoggedGet, t(3)), bytes(b"v1"), "repeat after change");
+    assert_eq!(exec(s, k, Op::LoggedGet, t(1)), None, "repeat of a read of a missing key");
+    assert_eq!(exec(s, k, Op::LoggedGet, t(5)), int(7), "repeat of a non-blocking read");
+    assert_eq!(get(s, k), None, "repeats change nothing");
+    // A fresh tag reads the current value.
+    assert_eq!(exec(s, k, Op::LoggedGet, t(7)), None);
+    let f = StateKey::per_flow(DAG, 6, 3, 2, KeyBytes::new(b"flow"));
+    exec(s, f, Op::Set(Value::Int(3)), t(8));
+    match s.execute(&Update::new(f, Op::LoggedGet, t(9), 4)) {
+        Err(StoreError::NotOwner { owner, issuer, .. }) => assert_eq!((owner, issuer), (3, 4)),
+        other => panic!("a logged read of a per-flow key by another task: expected NotOwner, got {other:?}"),
+    }
+    assert_eq!(exec(s, f, Op::LoggedGet, t(9)), int(3), "the refusal was not logged");
 }
 
 /// A failed update is not logged: repeating its tag once it can succeed applies it.

@@ -29,7 +29,7 @@ pub(crate) fn apply(
     custom: Option<&CustomOpFn>,
 ) -> Result<(Option<Value>, bool), StoreError> {
     match op {
-        Op::Get => Ok((value.clone(), false)),
+        Op::Get | Op::LoggedGet => Ok((value.clone(), false)),
         Op::Set(v) => {
             let changed = value.as_ref() != Some(v);
             *value = Some(v.clone());

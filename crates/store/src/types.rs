@@ -307,6 +307,7 @@ pub type CustomOpFn =
 /// | op | effect | result |
 /// |---|---|---|
 /// | `Get` | none | current value or `None` |
+/// | `LoggedGet` | none (but logged under the update's tag) | current value or `None`; a repeated tag gets the first read's value |
 /// | `Set(v)` | value := v | `None` |
 /// | `Delete` | removes the key | the removed value, or `None` if missing |
 /// | `Incr(d)` | int += d (missing counts as 0; wrapping on overflow) | `Some(Int(new))` |
@@ -323,6 +324,11 @@ pub type CustomOpFn =
 pub enum Op {
     /// Reads the value.
     Get,
+    /// Reads the value as an update: nothing changes, but the result is logged under the
+    /// update's tag like any update's, so a repeat of the tag (a replayed input, a clone)
+    /// reads what the first read did even if the key changed since. The runtime issues it
+    /// for NF reads when fault tolerance is on. Per-flow keys: owner only, like updates.
+    LoggedGet,
     /// Sets the value.
     Set(Value),
     /// Deletes the key.

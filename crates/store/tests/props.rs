@@ -30,6 +30,7 @@ fn small_value() -> impl Strategy<Value = Value> {
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         Just(Op::Get),
+        Just(Op::LoggedGet),
         small_value().prop_map(Op::Set),
         Just(Op::Delete),
         (-3i64..4).prop_map(Op::Incr),
@@ -89,6 +90,7 @@ impl Model {
         };
         let (res, new): (Option<Value>, Option<Value>) = match &u.op {
             Op::Get => unreachable!(),
+            Op::LoggedGet => (cur.clone(), cur.clone()),
             Op::Set(v) => (None, Some(v.clone())),
             Op::Delete => (cur.clone(), None),
             Op::Incr(d) => {

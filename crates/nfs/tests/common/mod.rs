@@ -123,6 +123,33 @@ pub fn churn_on(
     events: &[streamnf_runtime::events::EventSpec],
     guarantees: bool,
 ) -> (RunOutputs, Vec<serde_json::Value>) {
+    churn_with(store, dag, input, workers, instances, events, guarantees, false)
+}
+
+/// [`churn`] as a paced input runs it: before every packet the caller idles
+/// ([`ParallelEngine::before_idle`]: the root runs the chain itself and wakes the workers
+/// only for what is left).
+pub fn churn_paced(
+    dag: &Arc<LogicalDag>,
+    input: &[RawRecord],
+    workers: usize,
+    instances: &[u32],
+    events: &[streamnf_runtime::events::EventSpec],
+) -> (RunOutputs, Vec<serde_json::Value>) {
+    churn_with(Arc::new(EmbeddedStore::new()), dag, input, workers, instances, events, true, true)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn churn_with(
+    store: Arc<dyn StateStore>,
+    dag: &Arc<LogicalDag>,
+    input: &[RawRecord],
+    workers: usize,
+    instances: &[u32],
+    events: &[streamnf_runtime::events::EventSpec],
+    guarantees: bool,
+    idle: bool,
+) -> (RunOutputs, Vec<serde_json::Value>) {
     let par = ParallelConfig {
         workers,
         instances: instances.to_vec(),
@@ -141,6 +168,9 @@ pub fn churn_on(
     for (i, r) in input.iter().enumerate() {
         while let Some(ev) = schedule.next_before(i as u64) {
             e.apply_event(ev, i as u64).expect("event");
+        }
+        if idle {
+            e.before_idle();
         }
         e.process_frame(r.link, &r.data, r.ts_ns, r.orig_len).expect("process");
     }

@@ -756,7 +756,7 @@ impl ParallelEngine {
                 self.push_blocking(t)?;
             }
         }
-        self.publish_root_progress(self.clocks.peek().saturating_sub(1));
+        self.publish_root_progress(self.clocks.peek().saturating_sub(1), true);
         Ok((n, last))
     }
 }

@@ -314,6 +314,7 @@ impl Inner {
             Op::Push { .. } => ">",
             Op::Pop { .. } => "<",
             Op::CompareAndSet { .. } => "=",
+            Op::LoggedGet => "r",
             Op::Get | Op::Custom { .. } => "g",
         };
         c.arg(code).arg(codec::tag_field(u.tag));
@@ -342,7 +343,7 @@ impl Inner {
             Op::CompareAndSet { expected, new } => {
                 c.arg(codec::encode(expected)).arg(codec::encode(new));
             }
-            Op::Delete | Op::Get | Op::Custom { .. } => {}
+            Op::Delete | Op::Get | Op::LoggedGet | Op::Custom { .. } => {}
         }
         c
     }

@@ -134,6 +134,8 @@ local function op(keys, args)
   if o == 's' then
     if want == '1' or chan ~= '' then changed = encode(V) ~= args[8] end
     write(V, args[8])
+  elseif o == 'r' then
+    res = encode(V)
   elseif o == 'd' then
     res = encode(V)
     if res ~= 'n' then
