@@ -788,6 +788,18 @@ fn parallel_run_matches_the_single_instance_run() {
     }
     assert!(par["manager"]["vertices"]["ids"].is_object(), "{}", par["manager"]);
     assert!(single["manager"].is_null());
+    // Every task that processed messages has processing latencies (one message in 64 timed).
+    let tasks = par["manager"]["vertices"]["ids"]["tasks"].as_array().expect("ids tasks");
+    let busy: Vec<&serde_json::Value> = tasks.iter().filter(|t| t["packets"].as_u64() > Some(640)).collect();
+    assert!(!busy.is_empty(), "{tasks:?}");
+    for t in busy {
+        let lat = &t["latency"];
+        assert!(lat["samples"].as_u64() > Some(0), "task {}: no latency samples: {lat}", t["task"]);
+        assert!(
+            lat["p50_ns"].as_u64() > Some(0) && lat["p99_ns"].as_u64() >= lat["p50_ns"].as_u64(),
+            "{lat}"
+        );
+    }
     // Same packets per sink port, as multisets of frames.
     let frames = |name: &str| {
         let (recs, err) = streamnf_packet::trace::read_all(dir.path().join(name).join("out.pcap")).unwrap();

@@ -150,9 +150,14 @@ impl LatencyHistogram {
 
     /// Adds every latency of `other` into `self`.
     pub fn merge(&mut self, other: &LatencyHistogram) {
-        if let (Some(h), Some(o)) = (&mut self.hist, &other.hist) {
-            // Both histograms have the same bounds, so the addition cannot run out of range.
-            let _ = h.add(o);
+        match (&mut self.hist, &other.hist) {
+            (_, Some(o)) if o.is_empty() => {}
+            (Some(h), Some(o)) => {
+                // Both histograms have the same bounds, so the addition cannot run out of range.
+                let _ = h.add(o);
+            }
+            (None, Some(o)) => self.hist = Some(o.clone()),
+            (_, None) => {}
         }
     }
 
@@ -163,23 +168,14 @@ impl LatencyHistogram {
         }
     }
 
-    /// The latencies recorded after `earlier`, when `self` and `earlier` are two cumulative
-    /// snapshots of the same task. If `earlier` is not contained in `self` (the task
-    /// restarted with a fresh monitor), all of `self` is the window.
-    pub fn since(&self, earlier: &LatencyHistogram) -> LatencyHistogram {
-        if earlier.samples() == 0 || earlier.samples() > self.samples() {
-            return self.clone();
+    /// Takes what was recorded, leaving `self` empty without allocating (an empty
+    /// histogram is returned as is, also without allocating). Merging into a taken
+    /// histogram allocates it again.
+    pub fn take(&mut self) -> LatencyHistogram {
+        if self.samples() == 0 {
+            return LatencyHistogram { hist: None };
         }
-        match (&self.hist, &earlier.hist) {
-            (Some(now), Some(before)) => {
-                let mut w = now.clone();
-                match w.subtract(before) {
-                    Ok(()) => LatencyHistogram { hist: Some(w) },
-                    Err(_) => self.clone(),
-                }
-            }
-            _ => self.clone(),
-        }
+        std::mem::replace(self, LatencyHistogram { hist: None })
     }
 }
 
@@ -194,7 +190,8 @@ pub struct TaskCounters {
     pub busy_ns: u64,
 }
 
-/// What a task last published: cumulative counters and latencies.
+/// What a task published: cumulative counters, and the latencies published since the
+/// manager last read them.
 #[derive(Debug, Default)]
 struct Published {
     counters: TaskCounters,
@@ -270,7 +267,8 @@ impl TaskMonitor {
     }
 
     /// Makes everything recorded so far visible to the manager: copies the counters and
-    /// merges the latencies recorded since the last publish into the shared slot.
+    /// merges the latencies recorded since the last publish into the shared slot (where
+    /// they wait for the manager's next reading).
     pub fn publish(&mut self) {
         {
             let mut slot = self.handle.slot.lock();
@@ -301,13 +299,14 @@ impl MonitorHandle {
         self.task
     }
 
-    /// A cumulative reading of the task, with the queue occupancy `queue_len` out of
-    /// `queue_capacity` (0 = unknown or unbounded) that the caller observed on the task's
-    /// input queue. Copies the slot under its lock; the worker is never stopped.
+    /// A reading of the task — cumulative counters, the latencies published since the
+    /// previous reading — with the queue occupancy `queue_len` out of `queue_capacity`
+    /// (0 = unknown or unbounded) that the caller observed on the task's input queue.
+    /// Takes the slot's contents under its lock; the worker is never stopped.
     pub fn read(&self, queue_len: usize, queue_capacity: usize) -> TaskReading {
         let (counters, latency) = {
-            let slot = self.slot.lock();
-            (slot.counters, slot.latency.clone())
+            let mut slot = self.slot.lock();
+            (slot.counters, slot.latency.take())
         };
         TaskReading {
             vertex: self.vertex.to_string(),
@@ -320,7 +319,7 @@ impl MonitorHandle {
     }
 }
 
-/// One cumulative reading of a task, the input of [`VertexManager::sample`].
+/// One reading of a task, the input of [`VertexManager::sample`].
 #[derive(Clone, Debug)]
 pub struct TaskReading {
     /// Vertex name.
@@ -329,7 +328,9 @@ pub struct TaskReading {
     pub task: usize,
     /// Cumulative counters.
     pub counters: TaskCounters,
-    /// Cumulative latencies.
+    /// Latencies published since the previous reading of the task (a window: readings
+    /// from a [`MonitorHandle`] take them, so nothing 30 KB large is copied or
+    /// subtracted per window).
     pub latency: LatencyHistogram,
     /// Messages waiting in the task's input queue when read.
     pub queue_len: usize,
@@ -811,7 +812,6 @@ pub struct ManagerReport {
 #[derive(Debug)]
 struct TaskState {
     last: TaskCounters,
-    last_latency: LatencyHistogram,
     total: TaskCounters,
     total_latency: LatencyHistogram,
     observed_ns: u64,
@@ -825,7 +825,6 @@ impl TaskState {
     fn new() -> TaskState {
         TaskState {
             last: TaskCounters::default(),
-            last_latency: LatencyHistogram::new(),
             total: TaskCounters::default(),
             total_latency: LatencyHistogram::new(),
             observed_ns: 0,
@@ -939,8 +938,8 @@ impl VertexManager {
         self.sample(now_ns, &readings)
     }
 
-    /// Closes a window at `now_ns` with cumulative `readings` (one per task; a later reading
-    /// of the same task replaces an earlier one), asks the policy for hints per vertex and
+    /// Closes a window at `now_ns` with `readings` (one per task, cumulative counters and
+    /// this window's latencies; a later reading of the same task replaces an earlier one), asks the policy for hints per vertex and
     /// returns them. A clock that did not advance gives a zero-length window (busy
     /// fractions 0.0); it never goes backwards.
     pub fn sample(&mut self, now_ns: u64, readings: &[TaskReading]) -> &[Hint] {
@@ -963,13 +962,12 @@ impl VertexManager {
                 let packets = delta(r.counters.packets, st.last.packets);
                 let bytes = delta(r.counters.bytes, st.last.bytes);
                 let busy_ns = delta(r.counters.busy_ns, st.last.busy_ns);
-                let lat = r.latency.since(&st.last_latency);
+                let lat = &r.latency;
                 st.last = r.counters;
-                st.last_latency = r.latency.clone();
                 st.total.packets = st.total.packets.saturating_add(packets);
                 st.total.bytes = st.total.bytes.saturating_add(bytes);
                 st.total.busy_ns = st.total.busy_ns.saturating_add(busy_ns);
-                st.total_latency.merge(&lat);
+                st.total_latency.merge(lat);
                 st.observed_ns = st.observed_ns.saturating_add(window_ns);
                 st.queue_len = r.queue_len;
                 st.queue_capacity = r.queue_capacity;
@@ -1318,7 +1316,7 @@ mod tests {
     // ---- Manager ----
 
     #[test]
-    fn windows_are_deltas_of_cumulative_readings() {
+    fn windows_are_deltas_of_cumulative_counters_and_published_latencies() {
         let mut mon = TaskMonitor::new("ids", 0);
         let handle = mon.handle();
         let mut m = VertexManager::default();

@@ -150,9 +150,11 @@ const IDLE_PASSES: usize = 8;
 /// Root packets between two vertex-manager windows.
 const HOUSEKEEPING_EVERY: u64 = 8192;
 /// One packet in this many has its chain latency measured (root admission → sink).
-const LATENCY_SAMPLE: u64 = 64;
+const LATENCY_SAMPLE: u64 = 16;
+/// One message in this many has its processing time recorded per task (vertex manager).
+const TASK_LATENCY_SAMPLE: u64 = 64;
 /// Slots of the latency-sample ring (a sample older than this many samples is dropped).
-const LATENCY_RING: usize = 4096;
+const LATENCY_RING: usize = 16384;
 /// Messages a task processes between two publications of its statistics.
 const PUBLISH_EVERY: u64 = 4096;
 
@@ -691,6 +693,9 @@ fn process_message(sh: &Shared, task: &mut Task, msg: Msg, scratch: &mut Scratch
     let nf = &*sh.dag.vertices[vid].nf;
     let panics = task.stats.nf_panics;
     let mut pkt = None;
+    // One message in TASK_LATENCY_SAMPLE has its processing time (the NF call with its
+    // state operations) recorded for the vertex manager.
+    let timed = crate::stats::latency_sampled(clock, TASK_LATENCY_SAMPLE).then(Instant::now);
     match body {
         Body::Packet(mut p) => {
             task.stats.packets_in += 1;
@@ -704,6 +709,9 @@ fn process_message(sh: &Shared, task: &mut Task, msg: Msg, scratch: &mut Scratch
             invoke(nf, &site, NfInput::Context(usize::from(port), &m), &mut task.bufs, &mut task.stats);
         }
         Body::Timer(..) => {}
+    }
+    if let Some(t0) = timed {
+        task.monitor.record_latency(t0.elapsed().as_nanos() as u64);
     }
     if task.stats.nf_panics > panics && sh.ft && sh.guarantees {
         // A panic is a task failure (§5.1): the task stops here and the root replaces it.
