@@ -46,14 +46,14 @@ impl Pacer {
     /// Waits until packet number `index` (0-based) with timestamp `ts_ns` is due, and
     /// returns how long it waited.
     pub fn wait(&mut self, index: u64, ts_ns: u64) -> Duration {
-        let gap = self.time_to(index, ts_ns);
+        let Some(due) = self.due(index, ts_ns) else { return Duration::ZERO };
+        let gap = due.saturating_sub(self.start.elapsed());
         if gap.is_zero() {
             return gap;
         }
         if gap > Duration::from_micros(200) {
             std::thread::sleep(gap - Duration::from_micros(100));
         }
-        let due = self.start.elapsed() + self.time_to(index, ts_ns);
         while self.start.elapsed() < due {
             std::hint::spin_loop();
         }
@@ -63,15 +63,20 @@ impl Pacer {
     /// How long until packet number `index` with timestamp `ts_ns` is due (zero when it is
     /// due now or the pace is `max`), without waiting.
     pub fn time_to(&mut self, index: u64, ts_ns: u64) -> Duration {
-        let due = match self.pace {
-            Pace::Max => return Duration::ZERO,
+        self.due(index, ts_ns).map_or(Duration::ZERO, |due| due.saturating_sub(self.start.elapsed()))
+    }
+
+    /// When packet `index` with timestamp `ts_ns` is due, counted from the pacer's start
+    /// (`None`: at once, pace `max`).
+    fn due(&mut self, index: u64, ts_ns: u64) -> Option<Duration> {
+        match self.pace {
+            Pace::Max => None,
             Pace::Recorded => {
                 let first = *self.first_ts.get_or_insert(ts_ns);
-                Duration::from_nanos(ts_ns.saturating_sub(first))
+                Some(Duration::from_nanos(ts_ns.saturating_sub(first)))
             }
-            Pace::Pps(r) => Duration::from_secs_f64(index as f64 / r),
-        };
-        due.saturating_sub(self.start.elapsed())
+            Pace::Pps(r) => Some(Duration::from_secs_f64(index as f64 / r)),
+        }
     }
 }
 
@@ -106,6 +111,17 @@ mod tests {
             assert!(waited > Duration::from_millis(0), "a wait of over 1 ms was not reported");
         }
         assert_eq!(Pacer::new(Pace::Max).wait(5, base), Duration::ZERO);
+    }
+
+    #[test]
+    fn time_to_tells_the_wait_without_waiting() {
+        let mut p = Pacer::new(Pace::Pps(1000.0));
+        let t = Instant::now();
+        let left = p.time_to(50, 0);
+        assert!(t.elapsed() < Duration::from_millis(10), "time_to waited");
+        assert!(left <= Duration::from_millis(50) && left > Duration::from_millis(10), "{left:?}");
+        assert_eq!(p.time_to(0, 0), Duration::ZERO, "packet 0 is due at once");
+        assert_eq!(Pacer::new(Pace::Max).time_to(1_000_000, 0), Duration::ZERO);
     }
 
     #[test]
