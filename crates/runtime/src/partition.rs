@@ -189,28 +189,36 @@ pub fn rebalance(epoch: &Epoch, keep: &[u16]) -> (Vec<u16>, Vec<Move>) {
     for &o in &owner {
         load[usize::from(o)] += 1;
     }
-    let least = |load: &[usize]| keep.iter().copied().min_by_key(|&t| (load[usize::from(t)], t));
-    // Partitions of leaving tasks go to the least loaded staying task.
-    for o in owner.iter_mut() {
-        if !keep.contains(o) {
-            if let Some(t) = least(&load) {
-                load[usize::from(*o)] -= 1;
-                *o = t;
-                load[usize::from(t)] += 1;
-            }
-        }
+    // Target loads: an even share each, the remainder going to the tasks that hold the
+    // most already (so they give away as little as possible); leaving tasks get 0.
+    let mut target = vec![0usize; slots];
+    let (share, extra) = (owner.len() / keep.len(), owner.len() % keep.len());
+    let mut by_load: Vec<u16> = keep.to_vec();
+    by_load.sort_by_key(|&t| (std::cmp::Reverse(load[usize::from(t)]), t));
+    for (i, &t) in by_load.iter().enumerate() {
+        target[usize::from(t)] = share + usize::from(i < extra);
     }
-    // Then even out: the most loaded gives its last partition to the least loaded.
-    while let (Some(hi), Some(lo)) =
-        (keep.iter().copied().max_by_key(|&t| (load[usize::from(t)], std::cmp::Reverse(t))), least(&load))
-    {
-        if load[usize::from(hi)] <= load[usize::from(lo)] + 1 {
-            break;
+    // One pass from the last partition: a partition whose owner holds more than its
+    // target goes to the staying task furthest below its own (lowest id on ties).
+    let mut below: Vec<u16> =
+        keep.iter().copied().filter(|&t| load[usize::from(t)] < target[usize::from(t)]).collect();
+    for o in owner.iter_mut().rev() {
+        let from = usize::from(*o);
+        if load[from] <= target[from] {
+            continue;
         }
-        let Some(p) = owner.iter().rposition(|&o| o == hi) else { break };
-        owner[p] = lo;
-        load[usize::from(hi)] -= 1;
-        load[usize::from(lo)] += 1;
+        let Some(i) = (0..below.len()).min_by_key(|&i| {
+            (load[usize::from(below[i])] as isize - target[usize::from(below[i])] as isize, below[i])
+        }) else {
+            break;
+        };
+        let to = below[i];
+        load[from] -= 1;
+        load[usize::from(to)] += 1;
+        *o = to;
+        if load[usize::from(to)] >= target[usize::from(to)] {
+            below.swap_remove(i);
+        }
     }
     let mut moves: Vec<Move> = Vec::new();
     for (p, (&from, &to)) in epoch.owner.iter().zip(&owner).enumerate() {
@@ -271,6 +279,29 @@ mod tests {
             let changed = (0..PARTITIONS).filter(|&p| owner[p] != e.owner[p]).count();
             proptest::prop_assert_eq!(moved, changed);
             if n == m { proptest::prop_assert_eq!(moved, 0); }
+        }
+
+        /// From any owner table to any set of staying tasks: every partition ends at a
+        /// staying task, loads differ by at most one, and only tasks that end with fewer
+        /// partitions than they had give any away (no partition moves needlessly).
+        #[test]
+        fn rebalance_from_any_table_moves_only_what_it_must(
+            owners in proptest::collection::vec(0u16..8, PARTITIONS),
+            keep_mask in 1u8..=255,
+        ) {
+            let e = Epoch { owner: owners.clone(), ..Epoch::initial(1) };
+            let keep: Vec<u16> = (0..8u16).filter(|t| keep_mask & (1 << t) != 0).collect();
+            let (owner, moves) = rebalance(&e, &keep);
+            let (before, after) = (counts(&owners, 8), counts(&owner, 8));
+            proptest::prop_assert!(owner.iter().all(|o| keep.contains(o)), "{owner:?}");
+            let kept: Vec<usize> = keep.iter().map(|&t| after[usize::from(t)]).collect();
+            let (lo, hi) = (kept.iter().min().copied().unwrap_or(0), kept.iter().max().copied().unwrap_or(0));
+            proptest::prop_assert!(hi - lo <= 1, "{kept:?}");
+            let given: usize = (0..8).map(|t| before[t].saturating_sub(after[t])).sum();
+            let changed = (0..PARTITIONS).filter(|&p| owner[p] != owners[p]).count();
+            proptest::prop_assert_eq!(changed, given, "before {:?} after {:?}", before, after);
+            let moved: usize = moves.iter().map(|mv| mv.partitions.len()).sum();
+            proptest::prop_assert_eq!(moved, changed);
         }
     }
 }

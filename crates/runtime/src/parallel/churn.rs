@@ -325,6 +325,8 @@ impl ParallelEngine {
 
     /// Scales vertex `vid` to `to` tasks from the next clock; returns the handover ids.
     fn scale(&mut self, vid: usize, to: usize, rec: &mut EventRecord) -> Result<Vec<u64>, String> {
+        // The handover is timed from here: computing the new owners is part of it.
+        let started = Instant::now();
         let cur = self.sh.tables[vid].current();
         let n = cur.active.len();
         let name = self.sh.dag.vertices[vid].name.clone();
@@ -350,7 +352,6 @@ impl ParallelEngine {
         let clock = self.clocks.peek();
         let mut ids = Vec::new();
         if self.sh.guarantees {
-            let started = Instant::now();
             for m in &moves {
                 let id = self.churn.next_handover;
                 self.churn.next_handover += 1;
