@@ -38,17 +38,23 @@ fn mix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// Lineages seen at clocks not yet finished, with the clock each was seen at. Keys are also
-/// kept in arrival order, so forgetting finished clocks pops from the front instead of
-/// scanning the set (arrival is nearly clock order; a key behind a later clock just waits).
+/// Lineages seen at clocks not yet finished, in two generations: the keys admitted since
+/// the last prune, and those admitted before it. A prune drops the older generation whole
+/// once the watermark has passed the highest clock in it (nothing can repeat those clocks
+/// any more), so forgetting costs no per-key work on the path of the packets; a key is kept
+/// at most two prunes longer than it must be, which is safe (a repeat is only refused).
 /// A set that suppresses (guarantees on) refuses a repeat; one that does not (guarantees
 /// off, the naive baseline) lets it through and counts it.
 #[derive(Default)]
 pub struct Dedupe {
     /// Refuse repeats (else count them as leaked and let them through).
     suppress: bool,
-    seen: FxHashMap<u64, u64>,
-    order: std::collections::VecDeque<(u64, u64)>,
+    /// Keys admitted since the last prune, and the highest clock among them.
+    young: FxHashMap<u64, u64>,
+    young_max: u64,
+    /// Keys admitted before the last prune, and the highest clock among them.
+    old: FxHashMap<u64, u64>,
+    old_max: u64,
     /// Duplicates refused so far.
     pub suppressed: u64,
     /// Duplicates seen while not suppressing (guarantees off): counted, let through.
@@ -65,61 +71,45 @@ impl Dedupe {
     /// time in a set that does not suppress (a repeat is then counted as leaked).
     #[inline]
     pub fn admit(&mut self, key: u64, clock: u64) -> bool {
+        let repeat = self.old.contains_key(&key) || self.young.insert(key, clock).is_some();
+        if !repeat {
+            self.young_max = self.young_max.max(clock);
+            return true;
+        }
         if self.suppress {
-            self.first(key, clock)
+            self.suppressed += 1;
+            false
         } else {
-            self.count(key, clock)
-        }
-    }
-
-    /// Records `key` seen at `clock`; true the first time.
-    #[inline]
-    fn first(&mut self, key: u64, clock: u64) -> bool {
-        match self.seen.insert(key, clock) {
-            None => {
-                self.order.push_back((clock, key));
-                true
-            }
-            Some(_) => {
-                self.suppressed += 1;
-                false
-            }
-        }
-    }
-
-    /// Records `key` without suppressing: counts a repeat as leaked. Returns true.
-    #[inline]
-    fn count(&mut self, key: u64, clock: u64) -> bool {
-        if self.seen.insert(key, clock).is_some() {
             self.leaked += 1;
-        } else {
-            self.order.push_back((clock, key));
+            true
         }
-        true
     }
 
     /// Forgets keys seen below `watermark` (those clocks are finished: nothing can repeat
-    /// them), oldest first, stopping at the first key of an unfinished clock.
+    /// them), a generation at a time: the older one goes once every clock in it is below
+    /// `watermark`, and the younger one then becomes the older.
     pub fn prune_below(&mut self, watermark: u64) {
-        while let Some(&(clock, key)) = self.order.front() {
-            if clock >= watermark {
-                break;
+        if self.old.is_empty() || self.old_max < watermark {
+            self.old.clear();
+            if self.young.is_empty() {
+                return;
             }
-            self.order.pop_front();
-            if self.seen.get(&key).is_some_and(|&c| c < watermark) {
-                self.seen.remove(&key);
+            std::mem::swap(&mut self.old, &mut self.young);
+            self.old_max = std::mem::take(&mut self.young_max);
+            if self.old_max < watermark {
+                self.old.clear();
             }
         }
     }
 
     /// Keys held.
     pub fn len(&self) -> usize {
-        self.seen.len()
+        self.young.len() + self.old.len()
     }
 
     /// True when no key is held.
     pub fn is_empty(&self) -> bool {
-        self.seen.is_empty()
+        self.young.is_empty() && self.old.is_empty()
     }
 }
 
@@ -129,16 +119,37 @@ mod tests {
 
     #[test]
     fn only_the_first_passes_and_pruning_keeps_unfinished_clocks() {
-        let mut d = Dedupe::default();
-        for c in 0..3000u64 {
-            assert!(d.first(root_lineage(c), c));
+        let mut d = Dedupe::new(true);
+        for c in 0..1000u64 {
+            assert!(d.admit(root_lineage(c), c));
         }
-        assert!(!d.first(root_lineage(7), 7));
+        assert!(!d.admit(root_lineage(7), 7));
         assert_eq!(d.suppressed, 1);
-        d.prune_below(2000);
+        // Clock 999 is not finished: nothing is forgotten yet.
+        d.prune_below(500);
         assert_eq!(d.len(), 1000);
-        assert!(d.first(root_lineage(7), 7), "a finished clock is forgotten");
-        assert!(!d.first(root_lineage(2500), 2500), "an unfinished one is not");
+        assert!(!d.admit(root_lineage(7), 7), "a generation goes whole or not at all");
+        for c in 1000..2000u64 {
+            assert!(d.admit(root_lineage(c), c));
+        }
+        d.prune_below(1500);
+        assert_eq!(d.len(), 1000, "clocks 0..1000 are forgotten, 1000..2000 kept");
+        assert!(d.admit(root_lineage(7), 7), "a finished clock is forgotten");
+        assert!(!d.admit(root_lineage(1700), 1700), "an unfinished one is not");
+        // Once the watermark passes everything, everything goes.
+        d.prune_below(5000);
+        d.prune_below(5000);
+        assert!(d.is_empty(), "{} left", d.len());
+    }
+
+    #[test]
+    fn without_suppression_repeats_pass_and_are_counted() {
+        let mut d = Dedupe::new(false);
+        assert!(d.admit(1, 10));
+        assert!(d.admit(1, 10));
+        d.prune_below(5);
+        assert!(d.admit(1, 10), "kept across a prune below its clock");
+        assert_eq!((d.leaked, d.suppressed), (2, 0));
     }
 
     #[test]
