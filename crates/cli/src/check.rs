@@ -25,6 +25,12 @@ pub struct CheckArgs {
     /// Instances of a vertex in the checked run, VERTEX=N (repeatable).
     #[arg(long = "instances", value_name = "VERTEX=N")]
     pub instances: Vec<String>,
+    /// Replay pace of the checked run: max, recorded, or packets per second (the reference
+    /// always runs at max: its output does not depend on the pace). A paced run exercises
+    /// the root running the chain itself between packets, and gives `at=TIME` events their
+    /// meaning.
+    #[arg(long, default_value = "max")]
+    pub pace: String,
     /// Churn events of the checked run, and its guarantees.
     #[command(flatten)]
     pub churn: crate::churn_args::ChurnArgs,
@@ -46,6 +52,7 @@ pub fn check(a: CheckArgs) -> Result<bool, String> {
     reference.workers = Some(1);
     reference.instances = dag.vertices.iter().map(|v| (v.name.clone(), 1)).collect();
     let mut checked = RunOptions::new(&a.trace);
+    checked.pace = a.pace.parse().map_err(|e| format!("--pace: {e}"))?;
     checked.keep = true;
     checked.workers = a.workers;
     checked.events = a.churn.resolve(&dag, &instances, &a.trace)?;

@@ -1160,6 +1160,29 @@ fn check_reports_equivalence_and_its_absence() {
         ));
     assert_eq!(r.code, Some(1), "{}", r.describe());
     assert!(r.stdout.contains("messages lost (no replay)"), "{}", r.describe());
+    // A paced checked run (the root runs the chain between packets) under churn.
+    let r = ok(["check", FIGURE1, "--trace"].map(OsStr::new).into_iter().chain([p(&trace)]).chain(
+        [
+            "--workers",
+            "2",
+            "--pace",
+            "50000",
+            "--event",
+            "at=30% scale ids to 2",
+            "--event",
+            "at=60% fail ids/0",
+        ]
+        .map(OsStr::new),
+    ));
+    assert!(r.stdout.contains("EQUIVALENT") && r.stdout.contains("2 events"), "{}", r.describe());
+    let msg = fails(
+        ["check", FIGURE1, "--trace"]
+            .map(OsStr::new)
+            .into_iter()
+            .chain([p(&trace)])
+            .chain(["--pace", "fast"].map(OsStr::new)),
+    );
+    assert!(msg.contains("--pace") && msg.contains("fast"), "{msg}");
     // A bad spec is one clear error naming the column; a bad instance names the event.
     let event_error = |spec: &str| {
         fails(
