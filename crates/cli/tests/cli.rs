@@ -1200,3 +1200,41 @@ fn check_reports_equivalence_and_its_absence() {
     let msg = event_error("at=40% fail nope/0");
     assert!(msg.contains("no vertex `nope`"), "{msg}");
 }
+
+/// A task slowed by an injected delay is reported as a straggler by its processing latency
+/// (the vertex manager times one message in 64 per task, delay included), its sibling not.
+#[test]
+fn a_slow_task_is_a_straggler_by_latency() {
+    let dir = tempfile::tempdir().unwrap();
+    let trace = gen_trace(dir.path(), "t.pcap", 30_000, 9, &[]);
+    let json = dir.path().join("s.json");
+    ok([
+        OsStr::new("run"),
+        OsStr::new(NAT),
+        OsStr::new("--trace"),
+        p(&trace),
+        OsStr::new("--summary-json"),
+        p(&json),
+    ]
+    .into_iter()
+    .chain(
+        ["--workers", "2", "--instances", "nat=2", "--event", "at=0% straggle nat/0 delay=20us", "-q"]
+            .map(OsStr::new),
+    ));
+    let s: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let m = &s["manager"];
+    let tasks = m["vertices"]["nat"]["tasks"].as_array().expect("nat tasks");
+    let p50 = |t: usize| tasks[t]["latency"]["p50_ns"].as_u64().unwrap_or(0);
+    assert!(p50(0) >= 20_000, "the delay counts as processing time: {}", m);
+    assert!(p50(1) < 20_000, "{m}");
+    let by_latency: Vec<&serde_json::Value> = m["history"]
+        .as_array()
+        .expect("history")
+        .iter()
+        .filter(|h| {
+            h["kind"] == "straggler_suspected" && h["reason"].as_str().is_some_and(|r| r.contains("p50"))
+        })
+        .collect();
+    assert!(!by_latency.is_empty(), "no straggler hint by latency: {m}");
+    assert!(by_latency.iter().all(|h| h["task"] == 0), "{by_latency:?}");
+}

@@ -677,6 +677,9 @@ fn process_message(sh: &Shared, task: &mut Task, msg: Msg, scratch: &mut Scratch
         }
         return;
     }
+    // One message in TASK_LATENCY_SAMPLE has its processing time (the NF call with its
+    // state operations, and an injected straggler delay) recorded for the vertex manager.
+    let timed = crate::stats::latency_sampled(msg.clock, TASK_LATENCY_SAMPLE).then(Instant::now);
     if task.straggle_ns > 0 {
         straggle_for(task.straggle_ns);
     }
@@ -693,9 +696,6 @@ fn process_message(sh: &Shared, task: &mut Task, msg: Msg, scratch: &mut Scratch
     let nf = &*sh.dag.vertices[vid].nf;
     let panics = task.stats.nf_panics;
     let mut pkt = None;
-    // One message in TASK_LATENCY_SAMPLE has its processing time (the NF call with its
-    // state operations) recorded for the vertex manager.
-    let timed = crate::stats::latency_sampled(clock, TASK_LATENCY_SAMPLE).then(Instant::now);
     match body {
         Body::Packet(mut p) => {
             task.stats.packets_in += 1;
