@@ -159,8 +159,9 @@ impl NfContext for TaskContext<'_> {
     }
 }
 
-/// Name of the store operation that records non-deterministic values (see
-/// [`TaskContext::record`]); the engines register it with [`record_op`].
+/// Name of the store operation that records non-deterministic values (`ctx.random()`,
+/// `ctx.wall_clock_ns()`) under the input's tag; the engines register it with
+/// [`record_op`].
 pub const RECORD_OP: &str = "streamnf.record.v1";
 
 /// State object id reserved for recorded values (never an NF's own object).

@@ -6,11 +6,13 @@
 //! * [`TaskMonitor`]: the collector a worker owns for one task. Recording a packet touches
 //!   plain counters, with no locks, atomics or clock reads; the caller passes the latencies it
 //!   sampled. Every so often the worker calls [`TaskMonitor::publish`], which copies the
-//!   cumulative counters into a shared slot (one short `parking_lot` lock).
+//!   cumulative counters and adds the latencies sampled since into a shared slot (one short
+//!   `parking_lot` lock).
 //! * [`MonitorHandle`]: the manager's side of that slot. [`MonitorHandle::read`] copies the
-//!   cumulative counters without stopping the worker and adds the queue occupancy, which the
-//!   caller supplies because someone else writes the queue.
-//! * [`VertexManager`]: turns consecutive cumulative readings into windows ([`TaskSample`]s
+//!   cumulative counters and takes the latencies published since the last reading, without
+//!   stopping the worker, and adds the queue occupancy, which the caller supplies because
+//!   someone else writes the queue.
+//! * [`VertexManager`]: turns consecutive readings into windows ([`TaskSample`]s
 //!   grouped in a [`VertexView`] per vertex), asks its [`Policy`] for [`Hint`]s, keeps a
 //!   bounded history of them and builds the serialisable [`ManagerReport`] for the summary
 //!   JSON.
@@ -85,8 +87,9 @@ fn median(v: &mut [f64]) -> Option<f64> {
 
 /// Processing latencies in ns, 1 ns to 60 s at 2 significant digits (1%).
 ///
-/// Used cumulatively by [`MonitorHandle`] and per window by [`VertexManager`]; the
-/// window of two cumulative histograms is [`LatencyHistogram::since`].
+/// A task's monitor fills one per publish interval, its [`MonitorHandle`] slot collects
+/// them until the [`VertexManager`] takes them ([`LatencyHistogram::take`]) as one window,
+/// and the manager adds the windows into a per-task total for the report.
 #[derive(Clone, Debug)]
 pub struct LatencyHistogram {
     hist: Option<Histogram<u64>>,
@@ -851,8 +854,8 @@ pub const DEFAULT_HISTORY_LIMIT: usize = 1024;
 /// sees one [`VertexView`] per vertex per window.
 ///
 /// Times are ns on a clock of the caller's choosing (e.g. since engine start); the first
-/// window starts at 0. A window is the difference between two consecutive cumulative
-/// readings of each task.
+/// window starts at 0. A window is the difference between two consecutive readings of each
+/// task's cumulative counters, with the latencies published in between.
 pub struct VertexManager {
     policy: Box<dyn Policy>,
     history_limit: usize,
