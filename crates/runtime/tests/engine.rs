@@ -12,7 +12,8 @@ use streamnf_dag::{
 };
 use streamnf_packet::{Field, Flowspace, LinkType, MalformedPolicy, Packet};
 use streamnf_runtime::context::{CallSite, TaskContext};
-use streamnf_runtime::{Engine, EngineConfig};
+use streamnf_runtime::engine::EngineReport;
+use streamnf_runtime::{Engine, EngineConfig, ParallelConfig, ParallelEngine};
 use streamnf_store::{EmbeddedStore, LocalStore, Op, StateStore, Value};
 
 fn tcp(src: [u8; 4], sport: u16, ts: u64) -> Packet {
@@ -121,6 +122,37 @@ fn chain(policy: MalformedPolicy) -> Arc<LogicalDag> {
 
 fn engine(policy: MalformedPolicy, store: Arc<dyn StateStore>) -> Engine {
     Engine::new(chain(policy), store, EngineConfig { keep: true, ..EngineConfig::default() }).expect("engine")
+}
+
+/// `input` through the single-instance engine on `store`, outputs kept.
+fn reference_run(dag: &Arc<LogicalDag>, store: Arc<dyn StateStore>, input: &[Packet]) -> EngineReport {
+    let cfg = EngineConfig { keep: true, ..EngineConfig::default() };
+    let mut e = Engine::new(Arc::clone(dag), store, cfg).expect("engine");
+    for p in input {
+        e.process(p.clone()).expect("process");
+    }
+    e.finish().expect("finish")
+}
+
+/// `input` through the parallel engine shaped by `par` on `store`, outputs kept; with
+/// `replay`, the engine can replay logged packets from `input` (fault tolerance).
+fn parallel_run(
+    dag: &Arc<LogicalDag>,
+    store: Arc<dyn StateStore>,
+    par: ParallelConfig,
+    input: &[Packet],
+    replay: bool,
+) -> EngineReport {
+    let cfg = EngineConfig { keep: true, ..EngineConfig::default() };
+    let mut e = ParallelEngine::new(Arc::clone(dag), store, cfg, par).expect("parallel engine");
+    if replay {
+        let frames = Arc::new(input.to_vec());
+        e.set_replay_input(Arc::new(move |i| frames.get(i as usize).cloned()));
+    }
+    for p in input {
+        e.process(p.clone()).expect("process");
+    }
+    e.finish().expect("finish")
 }
 
 #[test]
@@ -370,7 +402,6 @@ fn from(src: [u8; 4], payload: &[u8], ts: u64) -> Packet {
 #[test]
 fn parallel_engine_matches_the_reference_on_every_kind_of_input() {
     use streamnf_runtime::compare::{differences, RunOutputs};
-    use streamnf_runtime::{ParallelConfig, ParallelEngine};
     let payloads: [&[u8]; 5] = [b"", b"alert", b"panic", b"error", b"x"];
     let mut input = Vec::new();
     for i in 0..600u64 {
@@ -390,16 +421,7 @@ fn parallel_engine_matches_the_reference_on_every_kind_of_input() {
     for policy in [MalformedPolicy::Drop, MalformedPolicy::Pass] {
         let dag = chain(policy);
         let store: Arc<dyn StateStore> = Arc::new(EmbeddedStore::new());
-        let mut e = Engine::new(
-            Arc::clone(&dag),
-            Arc::clone(&store),
-            EngineConfig { keep: true, ..EngineConfig::default() },
-        )
-        .expect("engine");
-        for p in &input {
-            e.process(p.clone()).expect("process");
-        }
-        let r = e.finish().expect("finish");
+        let r = reference_run(&dag, Arc::clone(&store), &input);
         assert!(r.alerts.get("context").copied().unwrap_or(0) > 100, "{:?}", r.alerts);
         let want_errors: (u64, u64) = (r.tasks["count"][0].nf_errors, r.tasks["count"][0].nf_panics);
         assert!(want_errors.0 > 0 && want_errors.1 > 0);
@@ -408,17 +430,7 @@ fn parallel_engine_matches_the_reference_on_every_kind_of_input() {
             let store: Arc<dyn StateStore> = Arc::new(EmbeddedStore::new());
             let par =
                 ParallelConfig { workers, instances: vec![n, 2], batch: 4, ..ParallelConfig::default() };
-            let mut e = ParallelEngine::new(
-                Arc::clone(&dag),
-                Arc::clone(&store),
-                EngineConfig { keep: true, ..EngineConfig::default() },
-                par,
-            )
-            .expect("parallel engine");
-            for p in &input {
-                e.process(p.clone()).expect("process");
-            }
-            let r = e.finish().expect("finish");
+            let r = parallel_run(&dag, Arc::clone(&store), par, &input, false);
             let errors = r.tasks["count"].iter().fold((0, 0), |a, t| (a.0 + t.nf_errors, a.1 + t.nf_panics));
             assert_eq!(errors, want_errors, "{workers} workers, {n} instances");
             let got = RunOutputs::from_report(r, store.snapshot(dag.id));
@@ -434,7 +446,6 @@ fn parallel_engine_matches_the_reference_on_every_kind_of_input() {
 #[test]
 fn a_panic_fails_the_task_over_and_the_run_stays_equivalent() {
     use streamnf_runtime::compare::{differences, RunOutputs};
-    use streamnf_runtime::{ParallelConfig, ParallelEngine};
     let payloads: [&[u8]; 4] = [b"", b"alert", b"x", b"y"];
     let input: Vec<Packet> = (0..800u64)
         .map(|i| {
@@ -445,16 +456,7 @@ fn a_panic_fails_the_task_over_and_the_run_stays_equivalent() {
         .collect();
     let dag = chain(MalformedPolicy::Drop);
     let store: Arc<dyn StateStore> = Arc::new(EmbeddedStore::new());
-    let mut e = Engine::new(
-        Arc::clone(&dag),
-        Arc::clone(&store),
-        EngineConfig { keep: true, ..EngineConfig::default() },
-    )
-    .expect("engine");
-    for p in &input {
-        e.process(p.clone()).expect("process");
-    }
-    let r = e.finish().expect("finish");
+    let r = reference_run(&dag, Arc::clone(&store), &input);
     let panics = r.tasks["count"][0].nf_panics;
     assert_eq!(panics, 8);
     let want = RunOutputs::from_report(r, store.snapshot(dag.id));
@@ -466,19 +468,7 @@ fn a_panic_fails_the_task_over_and_the_run_stays_equivalent() {
         batch: 4,
         ..ParallelConfig::default()
     };
-    let mut e = ParallelEngine::new(
-        Arc::clone(&dag),
-        Arc::clone(&store),
-        EngineConfig { keep: true, ..EngineConfig::default() },
-        par,
-    )
-    .expect("parallel engine");
-    let frames = Arc::new(input.clone());
-    e.set_replay_input(Arc::new(move |i| frames.get(i as usize).cloned()));
-    for p in &input {
-        e.process(p.clone()).expect("process");
-    }
-    let r = e.finish().expect("finish");
+    let r = parallel_run(&dag, Arc::clone(&store), par, &input, true);
     let failed: Vec<&serde_json::Value> = r.events.iter().filter(|v| v["kind"] == "panic").collect();
     assert_eq!(failed.len() as u64, panics, "{:?}", r.events);
     assert!(
@@ -497,7 +487,6 @@ fn a_panic_fails_the_task_over_and_the_run_stays_equivalent() {
 /// documented limit of timers under parallelism.
 #[test]
 fn parallel_timers_fire_late_not_never() {
-    use streamnf_runtime::{ParallelConfig, ParallelEngine};
     let input: Vec<Packet> = (0..400u64)
         .map(|i| {
             from(
@@ -508,15 +497,7 @@ fn parallel_timers_fire_late_not_never() {
         })
         .collect();
     let dag = chain(MalformedPolicy::Drop);
-    let mut e = Engine::new(
-        Arc::clone(&dag),
-        Arc::new(EmbeddedStore::new()),
-        EngineConfig { keep: true, ..EngineConfig::default() },
-    )
-    .expect("engine");
-    for p in &input {
-        e.process(p.clone()).expect("process");
-    }
+    let reference = reference_run(&dag, Arc::new(EmbeddedStore::new()), &input);
     let timers = |alerts: &[streamnf_runtime::alerts::AlertRecord]| {
         let mut v: Vec<(u64, String)> = alerts
             .iter()
@@ -526,21 +507,12 @@ fn parallel_timers_fire_late_not_never() {
         v.sort();
         v
     };
-    let want = timers(&e.finish().expect("finish").alert_records);
+    let want = timers(&reference.alert_records);
     assert!(want.len() > 40, "{}", want.len());
     for workers in 1..=2 {
         let par = ParallelConfig { workers, instances: vec![3, 1], ..ParallelConfig::default() };
-        let mut e = ParallelEngine::new(
-            Arc::clone(&dag),
-            Arc::new(EmbeddedStore::new()),
-            EngineConfig { keep: true, ..EngineConfig::default() },
-            par,
-        )
-        .expect("parallel engine");
-        for p in &input {
-            e.process(p.clone()).expect("process");
-        }
-        let got = timers(&e.finish().expect("finish").alert_records);
+        let r = parallel_run(&dag, Arc::new(EmbeddedStore::new()), par, &input, false);
+        let got = timers(&r.alert_records);
         assert_eq!(got, want, "{workers} workers");
     }
 }
@@ -549,7 +521,6 @@ fn parallel_timers_fire_late_not_never() {
 /// engine afterwards returns (its workers stop).
 #[test]
 fn parallel_output_error_is_reported_and_the_engine_stops() {
-    use streamnf_runtime::{ParallelConfig, ParallelEngine};
     let dir = tempfile::tempdir().expect("tempdir");
     let not_a_dir = dir.path().join("file");
     std::fs::write(&not_a_dir, b"x").expect("write");
@@ -579,7 +550,6 @@ fn parallel_output_error_is_reported_and_the_engine_stops() {
 /// persisted value plus the persist interval: no clock is handed out twice across runs.
 #[test]
 fn a_restarted_root_never_reuses_a_clock() {
-    use streamnf_runtime::{ParallelConfig, ParallelEngine};
     let store: Arc<dyn StateStore> = Arc::new(EmbeddedStore::new());
     let dag = chain(MalformedPolicy::Drop);
     let run = |n: u64| {
