@@ -4,12 +4,13 @@
 
 mod common;
 
-use common::{churn, churn_paced, example, generated, reference};
+use common::{churn, churn_on, example, generated, reference, ChurnShape};
 use std::sync::{Arc, OnceLock};
 use streamnf_dag::LogicalDag;
 use streamnf_packet::trace::RawRecord;
 use streamnf_runtime::compare::{differences, RunOutputs};
 use streamnf_runtime::events::{random_events, EventSpec};
+use streamnf_store::EmbeddedStore;
 use streamnf_tracegen::{GenConfig, ScanConfig, TrojanConfig};
 
 /// The example chains, the port-scan one in detect-only mode (with blocking, its
@@ -131,7 +132,10 @@ fn paced_runs_under_churn_are_equivalent() {
         let vertex = &dag.vertices[0].name;
         let specs: Vec<String> = SCHEDULE.iter().map(|s| s.replace(" V", &format!(" {vertex}"))).collect();
         let events = parse(&specs.iter().map(String::as_str).collect::<Vec<_>>());
-        let (got, record) = churn_paced(dag, trace(), 2, &vec![2; dag.vertices.len()], &events);
+        let instances = vec![2; dag.vertices.len()];
+        let shape =
+            ChurnShape { workers: 2, instances: &instances, events: &events, guarantees: true, paced: true };
+        let (got, record) = churn_on(Arc::new(EmbeddedStore::new()), dag, trace(), &shape);
         let diff = differences(want, &got, 8);
         assert!(diff.is_empty(), "{name} paced, events {specs:?}: {diff:#?}");
         assert!(record.len() >= events.len(), "{name}: events not all applied: {record:?}");

@@ -112,8 +112,15 @@ fn churn_on_redis_keeps_the_reference_outputs_and_state() {
         })
         .collect();
         let store = open(&srv.url(), "churn", RedisOptions::default());
-        let (got, records) =
-            common::churn_on(store, &dag, &input, 2, &vec![1; dag.vertices.len()], &events, true);
+        let instances = vec![1; dag.vertices.len()];
+        let shape = common::ChurnShape {
+            workers: 2,
+            instances: &instances,
+            events: &events,
+            guarantees: true,
+            paced: false,
+        };
+        let (got, records) = common::churn_on(store, &dag, &input, &shape);
         assert_eq!(records.len(), 3, "{records:?}");
         assert_same(&format!("{name} on redis with churn"), &want, &got);
     }

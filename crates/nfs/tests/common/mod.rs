@@ -110,46 +110,31 @@ pub fn churn(
     events: &[streamnf_runtime::events::EventSpec],
     guarantees: bool,
 ) -> (RunOutputs, Vec<serde_json::Value>) {
-    churn_on(Arc::new(EmbeddedStore::new()), dag, input, workers, instances, events, guarantees)
+    let shape = ChurnShape { workers, instances, events, guarantees, paced: false };
+    churn_on(Arc::new(EmbeddedStore::new()), dag, input, &shape)
 }
 
-/// [`churn`] on the given store.
+/// The shape of a churn run: worker threads, starting instances per vertex, events,
+/// guarantees, and whether the input is paced (the caller idles before every packet:
+/// [`ParallelEngine::before_idle`], the root running the chain itself and waking the
+/// workers only for what is left).
+#[derive(Clone, Copy)]
+pub struct ChurnShape<'a> {
+    pub workers: usize,
+    pub instances: &'a [u32],
+    pub events: &'a [streamnf_runtime::events::EventSpec],
+    pub guarantees: bool,
+    pub paced: bool,
+}
+
+/// [`churn`] on the given store, shaped by `shape`.
 pub fn churn_on(
     store: Arc<dyn StateStore>,
     dag: &Arc<LogicalDag>,
     input: &[RawRecord],
-    workers: usize,
-    instances: &[u32],
-    events: &[streamnf_runtime::events::EventSpec],
-    guarantees: bool,
+    shape: &ChurnShape,
 ) -> (RunOutputs, Vec<serde_json::Value>) {
-    churn_with(store, dag, input, workers, instances, events, guarantees, false)
-}
-
-/// [`churn`] as a paced input runs it: before every packet the caller idles
-/// ([`ParallelEngine::before_idle`]: the root runs the chain itself and wakes the workers
-/// only for what is left).
-pub fn churn_paced(
-    dag: &Arc<LogicalDag>,
-    input: &[RawRecord],
-    workers: usize,
-    instances: &[u32],
-    events: &[streamnf_runtime::events::EventSpec],
-) -> (RunOutputs, Vec<serde_json::Value>) {
-    churn_with(Arc::new(EmbeddedStore::new()), dag, input, workers, instances, events, true, true)
-}
-
-#[allow(clippy::too_many_arguments)]
-fn churn_with(
-    store: Arc<dyn StateStore>,
-    dag: &Arc<LogicalDag>,
-    input: &[RawRecord],
-    workers: usize,
-    instances: &[u32],
-    events: &[streamnf_runtime::events::EventSpec],
-    guarantees: bool,
-    idle: bool,
-) -> (RunOutputs, Vec<serde_json::Value>) {
+    let ChurnShape { workers, instances, events, guarantees, paced } = *shape;
     let par = ParallelConfig {
         workers,
         instances: instances.to_vec(),
@@ -169,7 +154,7 @@ fn churn_with(
         while let Some(ev) = schedule.next_before(i as u64) {
             e.apply_event(ev, i as u64).expect("event");
         }
-        if idle {
+        if paced {
             e.before_idle();
         }
         e.process_frame(r.link, &r.data, r.ts_ns, r.orig_len).expect("process");
