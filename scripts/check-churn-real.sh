@@ -54,13 +54,9 @@ trap 'exit 130' INT TERM
 mkdir -p "$tmp/jobs" "$tmp/res"
 cp "$BIN" "$tmp/streamnf" || { echo "check-churn-real: cannot copy $BIN" >&2; exit 2; }
 
-# port_scan, detect only: the firewall does not enforce the analyzer's decisions.
-sed '/^analyzer = /d' "$ROOT/examples/port_scan.toml" > "$tmp/port_scan_detect.toml"
-chains=()
-for c in figure1 nat acl http_proxy trojan; do
-    [ -f "$ROOT/examples/$c.toml" ] && chains+=("$ROOT/examples/$c.toml")
-done
-chains+=("$tmp/port_scan_detect.toml")
+# shellcheck source=scripts/example-chains.sh
+source "$ROOT/scripts/example-chains.sh"
+example_chains "$ROOT" "$tmp"
 
 # One job = one schedule: its arguments, one a line, in $tmp/jobs/G.J; the worker leaves
 # the output in $tmp/res/G.J.out and then (atomically) the exit status in $tmp/res/G.J.rc.

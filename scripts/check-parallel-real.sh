@@ -21,13 +21,9 @@ pass=0
 fail=0
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-# port_scan, detect only: the firewall does not enforce the analyzer's decisions.
-sed '/^analyzer = /d' "$ROOT/examples/port_scan.toml" > "$tmp/port_scan_detect.toml"
-chains=()
-for c in figure1 nat trojan acl http_proxy; do
-    [ -f "$ROOT/examples/$c.toml" ] && chains+=("$ROOT/examples/$c.toml")
-done
-chains+=("$tmp/port_scan_detect.toml")
+# shellcheck source=scripts/example-chains.sh
+source "$ROOT/scripts/example-chains.sh"
+example_chains "$ROOT" "$tmp"
 for trace in "$TRACES"/real/*; do
     [ -f "$trace" ] || continue
     for file in "${chains[@]}"; do
