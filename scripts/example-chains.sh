@@ -1,7 +1,8 @@
 # Sourced by the real-capture checks: sets the array `chains` to the example chains that
 # have one reference behaviour under any number of instances and any schedule — figure1,
-# nat, acl, http_proxy, trojan, and port_scan in its detect-only form (a blocking firewall
-# has its own equivalence relation, see docs/nfs/port_scan.md), written into DIR.
+# nat, acl, http_proxy, trojan, port_scan in its detect-only form (a blocking firewall
+# has its own equivalence relation, see docs/nfs/port_scan.md), and nat with its reads
+# prefetched per batch (`mode = "async"`), the last two written into DIR.
 #
 #   source scripts/example-chains.sh; example_chains ROOT DIR
 example_chains() {
@@ -13,4 +14,7 @@ example_chains() {
         [ -f "$root/examples/$c.toml" ] && chains+=("$root/examples/$c.toml")
     done
     chains+=("$dir/port_scan_detect.toml")
+    # nat, asynchronous: must match the synchronous single-instance run.
+    sed '/^\[vertex.params\]/a mode = "async"' "$root/examples/nat.toml" > "$dir/nat_async.toml"
+    chains+=("$dir/nat_async.toml")
 }

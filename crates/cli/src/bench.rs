@@ -49,6 +49,10 @@ pub enum BenchName {
     /// §7.3: trojans found behind 3 straggling detector instances, guarantees on and off
     /// (--rounds; fixed trace).
     Ordering,
+    /// Synchronous vs asynchronous NAT (reads prefetched per batch) on the parallel engine,
+    /// on a private `redis-server` and on the embedded store, side by side (use --packets
+    /// 20000).
+    Async,
 }
 
 /// Arguments of `streamnf bench`.
@@ -104,6 +108,7 @@ pub fn bench(a: BenchArgs) -> Result<(), String> {
         BenchName::Churn => crate::bench_churn::churn(a.rounds),
         BenchName::Duplicates => crate::bench_churn::duplicates(a.rounds),
         BenchName::Ordering => crate::bench_churn::ordering(a.rounds),
+        BenchName::Async => crate::bench_async::sync_vs_async(&trace(a.packets, false)?, a.rounds),
         BenchName::Workers => {
             let pkts = trace(a.packets, true)?;
             bench_workers(&pkts, a.rounds)
@@ -114,13 +119,20 @@ pub fn bench(a: BenchArgs) -> Result<(), String> {
 /// One round of the parallel engine: packets per second over the whole run (the root's
 /// input until the last packet left the chain), and chain latency.
 fn parallel_round(dag: &Arc<LogicalDag>, pkts: &[RawRecord], workers: usize) -> Result<RoundResult, String> {
+    let instances = vec![workers as u32; dag.vertices.len()];
+    parallel_round_on(dag, Arc::new(EmbeddedStore::new()), pkts, workers, instances)
+}
+
+/// Like [`parallel_round`] on `store` with `instances` tasks per vertex.
+pub(crate) fn parallel_round_on(
+    dag: &Arc<LogicalDag>,
+    store: Arc<dyn StateStore>,
+    pkts: &[RawRecord],
+    workers: usize,
+    instances: Vec<u32>,
+) -> Result<RoundResult, String> {
     use streamnf_runtime::{ParallelConfig, ParallelEngine};
-    let par = ParallelConfig {
-        workers,
-        instances: vec![workers as u32; dag.vertices.len()],
-        ..ParallelConfig::default()
-    };
-    let store: Arc<dyn StateStore> = Arc::new(EmbeddedStore::new());
+    let par = ParallelConfig { workers, instances, ..ParallelConfig::default() };
     let mut engine = ParallelEngine::new(Arc::clone(dag), store, EngineConfig::default(), par)?;
     for p in pkts {
         engine.process_frame(p.link, &p.data, p.ts_ns, p.orig_len).map_err(|e| e.to_string())?;
@@ -153,7 +165,7 @@ fn bench_workers(pkts: &[RawRecord], rounds: u32) -> Result<(), String> {
 }
 
 /// A generated trace held in memory as captured frames (parsing is part of each run).
-fn trace(packets: u64, scan: bool) -> Result<Vec<RawRecord>, String> {
+pub(crate) fn trace(packets: u64, scan: bool) -> Result<Vec<RawRecord>, String> {
     trace_with(packets, scan, false)
 }
 
@@ -181,7 +193,7 @@ fn trace_with(packets: u64, scan: bool, trojan: bool) -> Result<Vec<RawRecord>, 
     Ok(pkts)
 }
 
-fn single(nf: Arc<dyn NetworkFunction>) -> Result<LogicalDag, String> {
+pub(crate) fn single(nf: Arc<dyn NetworkFunction>) -> Result<LogicalDag, String> {
     ChainBuilder::new("bench")
         .vertex("nf", nf)
         .edge("input", "nf.in")
@@ -197,10 +209,14 @@ fn figure1() -> Result<LogicalDag, String> {
         .map_err(|e| e.to_string())
 }
 
-struct RoundResult {
-    pps: f64,
-    p50: u64,
-    p99: u64,
+#[derive(Clone)]
+pub(crate) struct RoundResult {
+    /// Packets per second over the run's busy time.
+    pub(crate) pps: f64,
+    /// Median chain latency, ns.
+    pub(crate) p50: u64,
+    /// 99th percentile chain latency, ns.
+    pub(crate) p99: u64,
 }
 
 impl RoundResult {
@@ -229,7 +245,7 @@ fn one_round(
     Ok(RoundResult::of(&engine.finish().map_err(|e| e.to_string())?))
 }
 
-fn best(rs: &[RoundResult]) -> &RoundResult {
+pub(crate) fn best(rs: &[RoundResult]) -> &RoundResult {
     rs.iter().max_by(|a, b| a.pps.total_cmp(&b.pps)).unwrap_or(&rs[0])
 }
 

@@ -5,6 +5,7 @@
 //! chain, state and runtime logic lives in the library crates.
 
 mod bench;
+mod bench_async;
 mod bench_churn;
 mod check;
 mod churn_args;

@@ -26,7 +26,7 @@ pub use graph::{
     ChainEvent, Edge, Endpoint, LogicalDag, Partition, Vertex, VertexId, WatchTarget, INPUT, OUTPUT_PREFIX,
 };
 pub use nf::{
-    Alert, ContextMsg, NetworkFunction, NfContext, NfError, NfSpec, PortClass, PortSpec, StateChange,
-    StateExt, StateObjectSpec, StateScope, StateWatch,
+    Alert, ContextMsg, FetchedLookup, NetworkFunction, NfContext, NfError, NfSpec, PortClass, PortSpec,
+    ProcessingMode, ReadSet, StateChange, StateExt, StateObjectSpec, StateScope, StateWatch,
 };
 pub use registry::{NfFactory, NfRegistry, Params};

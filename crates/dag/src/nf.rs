@@ -253,6 +253,87 @@ pub trait StateExt: NfContext {
 
 impl<T: NfContext + ?Sized> StateExt for T {}
 
+/// How an NF waits for its state reads (paper appendix, "Asynchronous processing").
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ProcessingMode {
+    /// Every read waits for the store (on Redis: one round trip per read).
+    #[default]
+    Synchronous,
+    /// The NF names each packet's reads in [`NetworkFunction::prefetch`]; the task asks the
+    /// store for the reads of a whole batch of packets at once (on Redis: one round trip),
+    /// and runs [`NetworkFunction::on_packet`] — the callback — for each packet when its
+    /// data has arrived, serving those reads from what arrived. Packets still run in the
+    /// order they came, so each flow's packets stay in order; what the task overlaps are the
+    /// waits of different packets. A read of a key an earlier packet of the batch updated
+    /// is not served from the prefetch but from the store, so the NF sees exactly what it
+    /// would see in synchronous mode, with one exception: a prefetched read of a *shared*
+    /// object may miss updates other instances made while the batch ran (use an update
+    /// op — increment, compare-and-set — when the current value matters).
+    ///
+    /// Runs with fault tolerance (churn events, automatic churn, guarantees off) log every
+    /// read under its update tag so a replay reads what the original read; they run
+    /// asynchronous NFs synchronously. So does the single-instance reference engine, which
+    /// has no batches.
+    Asynchronous,
+}
+
+/// What a [`ReadSet`] can look up: the values fetched in earlier rounds for the packet being
+/// asked about (`Some(None)`: fetched and missing in the store; `None`: not fetched).
+pub type FetchedLookup<'a> = &'a dyn Fn(usize, &[u8]) -> Option<Option<Value>>;
+
+/// The state reads one packet needs, named by an asynchronous NF in
+/// [`NetworkFunction::prefetch`]. The framework asks in rounds (at most
+/// [`ReadSet::MAX_ROUNDS`]): a read that depends on another read's value (the mapping a
+/// NAT's reverse slot names, say) is named in a later round, once
+/// [`ReadSet::fetched`] has the value it depends on.
+#[derive(Default)]
+pub struct ReadSet<'a> {
+    reads: Vec<(usize, Vec<u8>)>,
+    fetched: Option<FetchedLookup<'a>>,
+}
+
+impl<'a> ReadSet<'a> {
+    /// Rounds of reads the framework fetches for one batch.
+    pub const MAX_ROUNDS: usize = 3;
+
+    /// An empty set with nothing fetched yet (the first round).
+    pub fn new() -> ReadSet<'a> {
+        ReadSet::default()
+    }
+    /// An empty set whose [`ReadSet::fetched`] answers from `lookup` (later rounds).
+    pub fn with_fetched(lookup: FetchedLookup<'a>) -> ReadSet<'a> {
+        ReadSet { reads: Vec::new(), fetched: Some(lookup) }
+    }
+    /// Names a read of `key` of state object `object` (an index into [`NfSpec::state`]).
+    /// Naming a read already fetched is harmless.
+    pub fn read(&mut self, object: usize, key: &[u8]) {
+        self.reads.push((object, key.to_vec()));
+    }
+    /// The value an earlier round fetched for `key` of `object` (`Some(None)`: the key is
+    /// missing in the store), or `None` when it has not been fetched (yet).
+    pub fn fetched(&self, object: usize, key: &[u8]) -> Option<Option<Value>> {
+        self.fetched.and_then(|f| f(object, key))
+    }
+    /// The reads named so far, in order.
+    pub fn reads(&self) -> &[(usize, Vec<u8>)] {
+        &self.reads
+    }
+    /// Number of reads named.
+    pub fn len(&self) -> usize {
+        self.reads.len()
+    }
+    /// True when no read is named.
+    pub fn is_empty(&self) -> bool {
+        self.reads.is_empty()
+    }
+}
+
+impl std::fmt::Debug for ReadSet<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReadSet").field("reads", &self.reads).finish_non_exhaustive()
+    }
+}
+
 /// A network function. One object serves every instance of its vertex.
 pub trait NetworkFunction: Send + Sync {
     /// Ports and state objects. Called once when the chain is built.
@@ -311,6 +392,22 @@ pub trait NetworkFunction: Send + Sync {
     fn on_state_change(&self, change: &StateChange, ctx: &mut dyn NfContext) -> Result<(), NfError> {
         let _ = (change, ctx);
         Ok(())
+    }
+
+    /// Whether the NF's reads wait one by one or are prefetched for a batch of packets
+    /// (see [`ProcessingMode`]). Default: synchronous.
+    fn mode(&self) -> ProcessingMode {
+        ProcessingMode::Synchronous
+    }
+
+    /// Asynchronous mode: names the state reads [`NetworkFunction::on_packet`] will make for
+    /// `pkt` on input `port` (object, key). Called once per round for each packet of a
+    /// batch; a read that needs another read's value names it once [`ReadSet::fetched`]
+    /// has that value. Reads it does not name, or names wrongly, still work (they wait for
+    /// the store); naming a read the packet does not make costs a wasted fetch. Must depend
+    /// on the packet and the fetched values only.
+    fn prefetch(&self, port: usize, pkt: &Packet, reads: &mut ReadSet<'_>) {
+        let _ = (port, pkt, reads);
     }
 
     /// Custom store operations this NF needs, by name (registered once per store).

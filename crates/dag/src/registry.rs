@@ -56,6 +56,16 @@ impl Params {
         }
     }
 
+    /// The `mode` parameter every NF with an asynchronous mode takes: `"sync"` (the default)
+    /// or `"async"` (see [`crate::ProcessingMode`]).
+    pub fn processing_mode(&self) -> Result<crate::ProcessingMode, String> {
+        match self.string("mode", "sync")?.as_str() {
+            "sync" => Ok(crate::ProcessingMode::Synchronous),
+            "async" => Ok(crate::ProcessingMode::Asynchronous),
+            other => Err(format!("parameter `mode` must be \"sync\" or \"async\", found \"{other}\"")),
+        }
+    }
+
     /// A list-of-strings parameter, or `default` when absent.
     pub fn strings(&self, key: &str, default: &[&str]) -> Result<Vec<String>, String> {
         match self.0.get(key) {

@@ -50,7 +50,8 @@ use crate::net::{Cidr, KeyBuf};
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use streamnf_dag::{
-    Alert, NetworkFunction, NfContext, NfError, NfSpec, Params, PortSpec, StateExt, StateObjectSpec,
+    Alert, NetworkFunction, NfContext, NfError, NfSpec, Params, PortSpec, ProcessingMode, ReadSet, StateExt,
+    StateObjectSpec,
 };
 use streamnf_packet::checksum::{update16, update_bytes};
 use streamnf_packet::{Field, Flowspace, Packet, TcpFlags, Transport};
@@ -129,6 +130,7 @@ pub struct Nat {
     port_max: u16,
     timeouts: Timeouts,
     on_exhaustion: OnExhaustion,
+    mode: ProcessingMode,
 }
 
 impl Default for Nat {
@@ -143,6 +145,7 @@ impl Default for Nat {
             port_max: 65_535,
             timeouts: Timeouts::default(),
             on_exhaustion: OnExhaustion::Drop,
+            mode: ProcessingMode::Synchronous,
         }
     }
 }
@@ -159,6 +162,24 @@ enum Side {
 enum Dir {
     Out,
     In,
+}
+
+/// What a packet is to the NAT (decided from its headers; see `Nat::classify`).
+enum Class {
+    /// Not IP: passed on.
+    NonIp,
+    /// Neither outbound nor addressed to the external address: passed on.
+    Transit,
+    /// Cannot be translated (IPv6, a later fragment, an unknown ICMP type): dropped and
+    /// counted under this reason.
+    Untranslatable(&'static str),
+    /// An outbound TCP/UDP packet or ICMP query of this connection.
+    Outbound(ConnId),
+    /// An inbound TCP/UDP packet or ICMP reply to `external_ip:ext_port` from
+    /// `remote:rport`.
+    Inbound { proto: u8, ext_port: u16, remote: Ipv4Addr, rport: u16 },
+    /// An ICMP error crossing the NAT in this direction.
+    IcmpError(Dir),
 }
 
 /// One mapping's identity: the connection as the inside sees it.
@@ -459,7 +480,14 @@ impl Nat {
             port_max,
             timeouts: Timeouts::default(),
             on_exhaustion: OnExhaustion::Drop,
+            mode: ProcessingMode::Synchronous,
         })
+    }
+
+    /// The same NAT in processing mode `mode` (default synchronous).
+    pub fn with_mode(mut self, mode: ProcessingMode) -> Nat {
+        self.mode = mode;
+        self
     }
 
     /// The same NAT with other idle timeouts; each must be 1..=2 592 000 seconds.
@@ -486,7 +514,8 @@ impl Nat {
 
     /// Chain-file constructor: `external_ip`, `internal_nets`, `port_min`, `port_max`,
     /// `tcp_established_timeout`, `tcp_transitory_timeout`, `udp_timeout`, `icmp_timeout`
-    /// (seconds) and `on_exhaustion` (`"drop"` or `"pass"`).
+    /// (seconds), `on_exhaustion` (`"drop"` or `"pass"`) and `mode` (`"sync"` or `"async"`,
+    /// see [`ProcessingMode`]).
     pub fn from_params(p: &Params) -> Result<Arc<dyn NetworkFunction>, String> {
         p.allow_only(&[
             "external_ip",
@@ -498,6 +527,7 @@ impl Nat {
             "udp_timeout",
             "icmp_timeout",
             "on_exhaustion",
+            "mode",
         ])?;
         let d = Nat::default();
         let ext = p.string("external_ip", "100.64.0.1")?;
@@ -532,7 +562,8 @@ impl Nat {
             Nat::new(external_ip, internal, port("port_min", d.port_min)?, port("port_max", d.port_max)?)
                 .and_then(|n| n.with_timeouts(timeouts))
                 .map_err(|e| format!("parameter error: {e}"))?
-                .with_on_exhaustion(on_exhaustion);
+                .with_on_exhaustion(on_exhaustion)
+                .with_mode(p.processing_mode()?);
         Ok(Arc::new(nat))
     }
 
@@ -756,6 +787,52 @@ impl Nat {
         Ok(None)
     }
 
+    /// What `pkt` is to this NAT, from its headers alone.
+    fn classify(&self, pkt: &Packet) -> Class {
+        let Some(ip) = pkt.hdr.ip else { return Class::NonIp };
+        let outbound = self.is_internal(ip.src) && !self.is_internal(ip.dst);
+        if !outbound && ip.dst != IpAddr::V4(self.external_ip) {
+            return Class::Transit;
+        }
+        let drop_reason = if outbound { "drop_untranslatable" } else { "drop_unsolicited" };
+        let (IpAddr::V4(src), IpAddr::V4(dst), false) = (ip.src, ip.dst, ip.is_later_fragment()) else {
+            return Class::Untranslatable(drop_reason);
+        };
+        let ident = || rd16(&pkt.data, usize::from(pkt.hdr.l4_offset) + 4);
+        match (pkt.hdr.transport, outbound) {
+            (Transport::Tcp { src_port, dst_port, .. } | Transport::Udp { src_port, dst_port }, true) => {
+                Class::Outbound(ConnId {
+                    proto: ip.proto,
+                    internal: src,
+                    iport: src_port,
+                    remote: dst,
+                    rport: dst_port,
+                })
+            }
+            (Transport::Tcp { src_port, dst_port, .. } | Transport::Udp { src_port, dst_port }, false) => {
+                Class::Inbound { proto: ip.proto, ext_port: dst_port, remote: src, rport: src_port }
+            }
+            (Transport::Icmp { icmp_type, .. }, _) if is_icmp_error(icmp_type) => {
+                Class::IcmpError(if outbound { Dir::Out } else { Dir::In })
+            }
+            (Transport::Icmp { icmp_type: 8 | 13, .. }, true) => match ident() {
+                Some(ident) => Class::Outbound(ConnId {
+                    proto: PROTO_ICMP,
+                    internal: src,
+                    iport: ident,
+                    remote: dst,
+                    rport: 0,
+                }),
+                None => Class::Untranslatable(drop_reason),
+            },
+            (Transport::Icmp { icmp_type: 0 | 14, .. }, false) => match ident() {
+                Some(ident) => Class::Inbound { proto: PROTO_ICMP, ext_port: ident, remote: src, rport: 0 },
+                None => Class::Untranslatable(drop_reason),
+            },
+            _ => Class::Untranslatable(drop_reason),
+        }
+    }
+
     /// An outbound TCP/UDP/ICMP-query packet of connection `id`.
     fn outbound(&self, pkt: &mut Packet, ctx: &mut dyn NfContext, id: ConnId) -> Result<(), NfError> {
         if l4_fields(pkt, Side::Src).is_none() {
@@ -922,47 +999,46 @@ impl NetworkFunction for Nat {
     }
 
     fn on_packet(&self, _port: usize, pkt: &mut Packet, ctx: &mut dyn NfContext) -> Result<(), NfError> {
-        let Some(ip) = pkt.hdr.ip else {
-            self.count(ctx, "non_ip")?;
-            ctx.forward(0);
-            return Ok(());
-        };
-        let outbound = self.is_internal(ip.src) && !self.is_internal(ip.dst);
-        if !outbound && ip.dst != IpAddr::V4(self.external_ip) {
-            self.count(ctx, "transit")?;
-            ctx.forward(0);
-            return Ok(());
+        match self.classify(pkt) {
+            Class::NonIp => {
+                self.count(ctx, "non_ip")?;
+                ctx.forward(0);
+                Ok(())
+            }
+            Class::Transit => {
+                self.count(ctx, "transit")?;
+                ctx.forward(0);
+                Ok(())
+            }
+            Class::Untranslatable(reason) => self.count(ctx, reason),
+            Class::Outbound(id) => self.outbound(pkt, ctx, id),
+            Class::Inbound { proto, ext_port, remote, rport } => {
+                self.inbound(pkt, ctx, proto, ext_port, remote, rport)
+            }
+            Class::IcmpError(dir) => self.icmp_error(pkt, ctx, dir),
         }
-        let drop_reason = if outbound { "drop_untranslatable" } else { "drop_unsolicited" };
-        let (IpAddr::V4(src), IpAddr::V4(dst), false) = (ip.src, ip.dst, ip.is_later_fragment()) else {
-            return self.count(ctx, drop_reason);
-        };
-        match (pkt.hdr.transport, outbound) {
-            (Transport::Tcp { src_port, dst_port, .. } | Transport::Udp { src_port, dst_port }, true) => {
-                let id =
-                    ConnId { proto: ip.proto, internal: src, iport: src_port, remote: dst, rport: dst_port };
-                self.outbound(pkt, ctx, id)
+    }
+
+    fn mode(&self) -> ProcessingMode {
+        self.mode
+    }
+
+    /// Outbound packets read their connection's mapping; inbound ones the `reverse` slot of
+    /// their external port and, once it has arrived, the mapping it names.
+    fn prefetch(&self, _port: usize, pkt: &Packet, reads: &mut ReadSet<'_>) {
+        match self.classify(pkt) {
+            Class::Outbound(id) => reads.read(CONN, id.key().as_bytes()),
+            Class::Inbound { proto, ext_port, remote, rport } => {
+                let slot = reverse_key(proto, ext_port, remote, rport);
+                reads.read(REVERSE, slot.as_bytes());
+                if let Some(Some(Value::Int(v))) = reads.fetched(REVERSE, slot.as_bytes()) {
+                    if let Some((internal, iport)) = decode_endpoint(v) {
+                        let id = ConnId { proto, internal, iport, remote, rport };
+                        reads.read(CONN, id.key().as_bytes());
+                    }
+                }
             }
-            (Transport::Tcp { src_port, dst_port, .. } | Transport::Udp { src_port, dst_port }, false) => {
-                self.inbound(pkt, ctx, ip.proto, dst_port, src, src_port)
-            }
-            (Transport::Icmp { icmp_type, .. }, _) if is_icmp_error(icmp_type) => {
-                self.icmp_error(pkt, ctx, if outbound { Dir::Out } else { Dir::In })
-            }
-            (Transport::Icmp { icmp_type: 8 | 13, .. }, true) => {
-                let Some(ident) = rd16(&pkt.data, usize::from(pkt.hdr.l4_offset) + 4) else {
-                    return self.count(ctx, drop_reason);
-                };
-                let id = ConnId { proto: PROTO_ICMP, internal: src, iport: ident, remote: dst, rport: 0 };
-                self.outbound(pkt, ctx, id)
-            }
-            (Transport::Icmp { icmp_type: 0 | 14, .. }, false) => {
-                let Some(ident) = rd16(&pkt.data, usize::from(pkt.hdr.l4_offset) + 4) else {
-                    return self.count(ctx, drop_reason);
-                };
-                self.inbound(pkt, ctx, PROTO_ICMP, ident, src, 0)
-            }
-            _ => self.count(ctx, drop_reason),
+            _ => {}
         }
     }
 

@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Arc;
-use streamnf_dag::{ChainBuilder, LogicalDag, Params};
+use streamnf_dag::{ChainBuilder, LogicalDag, Params, ProcessingMode};
 use streamnf_nfs::nat::{Nat, OnExhaustion, Timeouts};
 use streamnf_nfs::net::Cidr;
 use streamnf_packet::trace::RawRecord;
@@ -581,6 +581,13 @@ fn parameters_are_validated() {
         err("on_exhaustion = \"maybe\""),
         "parameter `on_exhaustion` must be \"drop\" or \"pass\", found \"maybe\""
     );
+    assert_eq!(err("mode = \"later\""), "parameter `mode` must be \"sync\" or \"async\", found \"later\"");
+    assert_eq!(err("mode = 1"), "parameter `mode` must be a string, found 1");
+    for (mode, want) in [("sync", ProcessingMode::Synchronous), ("async", ProcessingMode::Asynchronous)] {
+        let nat = Nat::from_params(&p(&format!("mode = \"{mode}\""))).expect("nat");
+        assert_eq!(nat.mode(), want);
+    }
+    assert_eq!(Nat::from_params(&p("")).expect("nat").mode(), ProcessingMode::Synchronous);
     assert_eq!(err("udp_timeout = 0"), "parameter error: udp_timeout must be 1..=2592000 seconds, found 0");
     assert!(err("icmp_timeout = -1").contains("non-negative integer"));
     assert!(err("idle = 5")

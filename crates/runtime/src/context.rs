@@ -40,19 +40,13 @@ pub struct TaskContext<'a> {
 
 impl TaskContext<'_> {
     fn update(&mut self, object: usize, key: &[u8], op: Op) -> Result<Update, NfError> {
-        let Some(&per_flow) = self.site.per_flow.get(object) else {
-            return Err(NfError::State(format!(
-                "state object #{object} is not declared (the NF declares {})",
-                self.site.per_flow.len()
-            )));
-        };
-        let object = u16::try_from(object).map_err(|_| NfError::State("too many state objects".into()))?;
-        let sub = KeyBytes::new(key);
-        let key = if per_flow {
-            StateKey::per_flow(self.site.dag_id, self.site.vertex, self.site.task, object, sub)
-        } else {
-            StateKey::shared(self.site.dag_id, self.site.vertex, object, sub)
-        };
+        let key =
+            state_key(self.site.dag_id, self.site.vertex, self.site.task, self.site.per_flow, object, key)?;
+        if !op.is_read() {
+            if let Some(p) = self.site.prefetched {
+                p.invalidate(&key);
+            }
+        }
         Ok(self.tagged(key, op))
     }
 
@@ -129,6 +123,13 @@ impl NfContext for TaskContext<'_> {
         // A logged read: the store keeps its result under this input's tag.
         let op = if self.site.log_reads && op.is_read() { Op::LoggedGet } else { op };
         let u = self.update(object, key, op)?;
+        if u.op.is_read() {
+            // Asynchronous mode: the value fetched for this batch, unless this task updated
+            // the key since (then `update` invalidated it).
+            if let Some(v) = self.site.prefetched.and_then(|p| p.serve(&u.key)) {
+                return Ok(v);
+            }
+        }
         Ok(self.site.store.execute(&u)?)
     }
 
@@ -246,6 +247,34 @@ pub struct CallSite<'a> {
     /// Guarantees off: updates are tagged with a fresh number from this counter instead
     /// of the input's clock, so the store never emulates a repeat (the naive baseline).
     pub untagged: Option<&'a std::sync::atomic::AtomicU64>,
+    /// Reads fetched ahead for the batch this input belongs to (asynchronous NFs): served
+    /// instead of a store read until the input's task updates the key.
+    pub prefetched: Option<&'a crate::prefetch::Prefetched>,
+}
+
+/// The store key of `key` in state object `object` of `vertex`: per-flow objects are owned by
+/// flow partition `part`. An object the NF did not declare is an error.
+pub fn state_key(
+    dag_id: u32,
+    vertex: u32,
+    part: TaskId,
+    per_flow: &[bool],
+    object: usize,
+    key: &[u8],
+) -> Result<StateKey, NfError> {
+    let Some(&is_per_flow) = per_flow.get(object) else {
+        return Err(NfError::State(format!(
+            "state object #{object} is not declared (the NF declares {})",
+            per_flow.len()
+        )));
+    };
+    let object = u16::try_from(object).map_err(|_| NfError::State("too many state objects".into()))?;
+    let sub = KeyBytes::new(key);
+    Ok(if is_per_flow {
+        StateKey::per_flow(dag_id, vertex, part, object, sub)
+    } else {
+        StateKey::shared(dag_id, vertex, object, sub)
+    })
 }
 
 /// Runs one input through `nf` with a fresh [`TaskContext`], leaving what it emitted in

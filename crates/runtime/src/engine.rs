@@ -452,6 +452,8 @@ impl Engine {
             first_seq,
             log_reads: false,
             untagged: None,
+            // No batches here: asynchronous NFs run synchronously (the reference).
+            prefetched: None,
         };
         let stats = &mut self.tasks[vid];
         invoke(&*self.dag.vertices[vid].nf, &site, input, &mut self.bufs, stats);

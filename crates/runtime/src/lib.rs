@@ -23,6 +23,7 @@ pub mod pace;
 pub mod packet_log;
 pub mod parallel;
 pub mod partition;
+pub mod prefetch;
 pub mod queue;
 pub mod run;
 pub mod sink;

@@ -44,6 +44,7 @@ use crate::engine::{EngineConfig, EngineReport};
 use crate::manager::{ManagerReport, Policy, TaskMonitor, ThresholdPolicy, VertexManager};
 use crate::packet_log::{ClockError, ClockSource, PacketLog, DEFAULT_PERSIST_EVERY};
 use crate::partition::{VertexTable, NO_REPLICA};
+use crate::prefetch::{BatchPacket, PrefetchSite, Prefetched, Prefetcher};
 use crate::queue::MessageQueue;
 use crate::sink::SinkSet;
 use crate::splitter::{merge_needed, scope_flowspaces, SplitRule, SplitterRegistry, Targets, PARTITIONS};
@@ -55,7 +56,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use streamnf_dag::{ContextMsg, Endpoint, LogicalDag, StateScope};
+use streamnf_dag::{ContextMsg, Endpoint, LogicalDag, ProcessingMode, StateScope};
 use streamnf_filter::Filter;
 use streamnf_packet::{LinkType, Packet};
 use streamnf_store::StateStore;
@@ -246,6 +247,9 @@ struct Shared {
     /// Per vertex, per output port.
     out_routes: Vec<Vec<Vec<Route>>>,
     per_flow: Vec<Vec<bool>>,
+    /// Per vertex: its NF is asynchronous and the run does not log reads, so its tasks
+    /// prefetch each batch's reads ([`crate::prefetch`]).
+    prefetching: Vec<bool>,
     sinks: Mutex<SinkSet>,
     alerts: Mutex<AlertSink>,
     shutdown: AtomicBool,
@@ -384,6 +388,8 @@ struct Task {
     panic_clocks: Vec<u64>,
     /// Extra time per message in nanoseconds (straggler injection; 0 = none).
     straggle_ns: u64,
+    /// Reads fetched ahead for the batch being processed (asynchronous NFs).
+    prefetched: Prefetched,
 }
 
 impl Task {
@@ -415,6 +421,8 @@ struct Scratch {
     chosen: Vec<Chosen>,
     /// Buffers of finished packets, sent back to the root in batches.
     spare: Vec<Vec<u8>>,
+    /// Collects an asynchronous NF's reads for a batch.
+    prefetcher: Prefetcher,
 }
 
 /// Buffers per batch sent back to the root.
@@ -587,6 +595,7 @@ fn call_site<'a>(
         first_seq,
         log_reads: sh.ft && sh.guarantees,
         untagged: (!sh.guarantees).then_some(&sh.untagged),
+        prefetched: None,
     }
 }
 
@@ -644,7 +653,8 @@ fn run_no_packet(
     alerts: &mut Vec<(AlertRecord, u64)>,
 ) {
     let vid = task.vertex;
-    let site = call_site(sh, task, part, clock, now_ns, 0);
+    let mut site = call_site(sh, task, part, clock, now_ns, 0);
+    site.prefetched = Some(&task.prefetched);
     invoke(&*sh.dag.vertices[vid].nf, &site, input, &mut task.bufs, &mut task.stats);
     task.stats.discarded_emits += task.bufs.emits.len() as u64;
     task.bufs.emits.clear();
@@ -662,6 +672,34 @@ fn straggle_for(ns: u64) {
     while t0.elapsed() < d {
         std::hint::spin_loop();
     }
+}
+
+/// Most messages of a clock-ordered task's turn whose reads are prefetched together.
+const PREFETCH_MAX: usize = 256;
+
+/// Asynchronous NFs: fetches the reads the packets of `batch` need in one store call (one
+/// round trip on Redis), so the NF's reads while the batch runs are answered from
+/// `task.prefetched`, which the batch's end clears.
+fn prefetch_batch<'m>(
+    sh: &Shared,
+    task: &mut Task,
+    batch: impl Iterator<Item = &'m Msg>,
+    prefetcher: &mut Prefetcher,
+) {
+    let nf = &*sh.dag.vertices[task.vertex].nf;
+    let site = PrefetchSite {
+        dag_id: sh.dag.id,
+        vertex: task.vertex as u32,
+        slot: task.index,
+        per_flow: &sh.per_flow[task.vertex],
+    };
+    let packets: Vec<BatchPacket<'_>> = batch
+        .filter_map(|m| match &m.body {
+            Body::Packet(p) => Some((usize::from(m.port), u32::from(m.part), p)),
+            _ => None,
+        })
+        .collect();
+    task.stats.prefetched_reads += prefetcher.run(nf, &site, &packets, &*sh.store, &task.prefetched);
 }
 
 /// Processes one message at `task` and records how its clock settles.
@@ -692,7 +730,8 @@ fn process_message(sh: &Shared, task: &mut Task, msg: Msg, scratch: &mut Scratch
     }
     let src = task.id as u32 + 1;
     let first_seq = task.msg_seq.next(clock, part);
-    let site = call_site(sh, task, part, clock, ts_ns, first_seq);
+    let mut site = call_site(sh, task, part, clock, ts_ns, first_seq);
+    site.prefetched = Some(&task.prefetched);
     let nf = &*sh.dag.vertices[vid].nf;
     let panics = task.stats.nf_panics;
     let mut pkt = None;
@@ -1031,6 +1070,9 @@ fn task_turn(sh: &Shared, task: &mut Task, scratch: &mut Scratch, latency: &mut 
             } else {
                 turn.worked = true;
                 let mut input = std::mem::take(&mut scratch.input);
+                if sh.prefetching[task.vertex] {
+                    prefetch_batch(sh, task, input.iter(), &mut scratch.prefetcher);
+                }
                 for msg in input.drain(..) {
                     if msg.clock >= hold || !task.held.is_empty() {
                         task.held_min = task.held_min.min(msg.clock);
@@ -1039,6 +1081,9 @@ fn task_turn(sh: &Shared, task: &mut Task, scratch: &mut Scratch, latency: &mut 
                     }
                     last = msg.clock;
                     process_counted(sh, task, msg, scratch);
+                }
+                if sh.prefetching[task.vertex] {
+                    task.stats.prefetch_hits += task.prefetched.end_batch();
                 }
                 scratch.input = input;
                 if q.is_empty() {
@@ -1082,6 +1127,10 @@ fn task_turn(sh: &Shared, task: &mut Task, scratch: &mut Scratch, latency: &mut 
             }
             let bound = eff.iter().copied().min().unwrap_or(u64::MAX);
             let mut safe = bound;
+            if sh.prefetching[task.vertex] {
+                let due = r.waiting.iter().take_while(|(k, _)| k.0 <= bound && k.0 < hold);
+                prefetch_batch(sh, task, due.map(|(_, m)| m).take(PREFETCH_MAX), &mut scratch.prefetcher);
+            }
             while let Some(entry) = r.waiting.first_entry() {
                 if entry.key().0 > bound || entry.key().0 >= hold {
                     break;
@@ -1094,6 +1143,9 @@ fn task_turn(sh: &Shared, task: &mut Task, scratch: &mut Scratch, latency: &mut 
                 let msg = entry.remove();
                 turn.worked = true;
                 process_counted(sh, task, msg, scratch);
+            }
+            if sh.prefetching[task.vertex] {
+                task.stats.prefetch_hits += task.prefetched.end_batch();
             }
             turn.waiting = !r.waiting.is_empty();
             if let Some(((c, _, _), _)) = r.waiting.first_key_value() {
@@ -1428,6 +1480,7 @@ impl ParallelEngine {
                     lost: 0,
                     panic_clocks: Vec::new(),
                     straggle_ns: 0,
+                    prefetched: Prefetched::default(),
                 });
             }
         }
@@ -1464,6 +1517,11 @@ impl ParallelEngine {
             progress: (0..=total).map(|_| AtomicU64::new(0)).collect(),
             tables: active.iter().map(|&n| VertexTable::new(n)).collect(),
             ft: par.fault_tolerance,
+            prefetching: dag
+                .vertices
+                .iter()
+                .map(|v| v.nf.mode() == ProcessingMode::Asynchronous && !par.fault_tolerance)
+                .collect(),
             guarantees: par.guarantees,
             sink_seen: Mutex::new(Dedupe::new(par.guarantees)),
             alert_seen: Mutex::new(Dedupe::new(par.guarantees)),

@@ -26,6 +26,10 @@ pub struct TaskStats {
     pub alerts: u64,
     /// State operations issued.
     pub state_ops: u64,
+    /// Reads an asynchronous NF's batches fetched ahead (see [`crate::prefetch`]).
+    pub prefetched_reads: u64,
+    /// Of the NF's reads, those answered from a batch's prefetched values.
+    pub prefetch_hits: u64,
     /// Timers fired.
     pub timers: u64,
     /// State-change callbacks delivered (`on_state_change`).
@@ -55,6 +59,8 @@ impl TaskStats {
         self.dropped += o.dropped;
         self.alerts += o.alerts;
         self.state_ops += o.state_ops;
+        self.prefetched_reads += o.prefetched_reads;
+        self.prefetch_hits += o.prefetch_hits;
         self.timers += o.timers;
         self.callbacks += o.callbacks;
         self.discarded_emits += o.discarded_emits;

@@ -8,13 +8,14 @@ use proptest::prelude::*;
 use std::sync::Arc;
 use streamnf_dag::{
     Alert, ChainBuilder, ContextMsg, LogicalDag, NetworkFunction, NfContext, NfError, NfSpec, PortSpec,
-    StateExt, StateObjectSpec,
+    ReadSet, StateExt, StateObjectSpec,
 };
 use streamnf_packet::{Field, Flowspace, LinkType, MalformedPolicy, Packet};
 use streamnf_runtime::context::{CallSite, TaskContext};
 use streamnf_runtime::engine::EngineReport;
+use streamnf_runtime::prefetch::{PrefetchSite, Prefetched, Prefetcher};
 use streamnf_runtime::{Engine, EngineConfig, ParallelConfig, ParallelEngine};
-use streamnf_store::{EmbeddedStore, LocalStore, Op, StateStore, Value};
+use streamnf_store::{EmbeddedStore, LocalStore, Op, StateStore, Update, Value};
 
 fn tcp(src: [u8; 4], sport: u16, ts: u64) -> Packet {
     let mut v = Vec::new();
@@ -255,6 +256,17 @@ fn with_ctx<T>(
     clock: u64,
     f: impl FnOnce(&mut TaskContext) -> T,
 ) -> T {
+    with_prefetched(store, per_flow, clock, None, f)
+}
+
+/// Like [`with_ctx`], with reads served from `prefetched` (asynchronous mode).
+fn with_prefetched<T>(
+    store: &dyn StateStore,
+    per_flow: &[bool],
+    clock: u64,
+    prefetched: Option<&Prefetched>,
+    f: impl FnOnce(&mut TaskContext) -> T,
+) -> T {
     let (mut emits, mut alerts, mut timers) = (Vec::new(), Vec::new(), Vec::new());
     let site = CallSite {
         store,
@@ -268,6 +280,7 @@ fn with_ctx<T>(
         first_seq: 0,
         log_reads: false,
         untagged: None,
+        prefetched,
     };
     let mut ctx = TaskContext {
         site,
@@ -278,6 +291,52 @@ fn with_ctx<T>(
         state_ops: 0,
     };
     f(&mut ctx)
+}
+
+/// Names one read, `k` of object 0, for any packet (asynchronous mode).
+struct ReadsK;
+
+impl NetworkFunction for ReadsK {
+    fn spec(&self) -> NfSpec {
+        NfSpec::default()
+    }
+    fn on_packet(&self, _: usize, _: &mut Packet, _: &mut dyn NfContext) -> Result<(), NfError> {
+        Ok(())
+    }
+    fn prefetch(&self, _: usize, _: &Packet, reads: &mut ReadSet<'_>) {
+        reads.read(0, b"k");
+    }
+}
+
+#[test]
+fn a_prefetched_read_is_served_until_the_task_updates_its_key() {
+    let store = EmbeddedStore::new();
+    let per_flow = [true];
+    with_ctx(&store, &per_flow, 1, |ctx| ctx.set(0, b"k", Value::Int(40))).expect("set");
+    let prefetched = Prefetched::default();
+    let site = PrefetchSite { dag_id: 7, vertex: 0, slot: 0, per_flow: &per_flow };
+    let pkt = Packet::new(LinkType::Ethernet, vec![0; 60], 0);
+    let fetched = Prefetcher::default().run(&ReadsK, &site, &[(0, 0, &pkt)], &store, &prefetched);
+    assert_eq!(fetched, 1);
+    // Another writer changes the key behind the prefetch: the batch still sees what arrived.
+    store
+        .execute(&Update::new(
+            streamnf_runtime::context::state_key(7, 0, 0, &per_flow, 0, b"k").expect("key"),
+            Op::Set(Value::Int(1)),
+            streamnf_store::UpdateTag::new(2, 0),
+            0,
+        ))
+        .expect("set behind");
+    let (first, seq, after) = with_prefetched(&store, &per_flow, 3, Some(&prefetched), |ctx| {
+        let first = ctx.get_int(0, b"k").expect("read");
+        let seq = ctx.seq;
+        ctx.incr(0, b"k", 1).expect("incr");
+        (first, seq, ctx.get_int(0, b"k").expect("read after the update"))
+    });
+    assert_eq!(first, 40, "served from the prefetch");
+    assert_eq!(seq, 1, "a served read numbers the input's updates as a store read does");
+    assert_eq!(after, 2, "after its own update the task reads the store");
+    assert_eq!(prefetched.end_batch(), 1);
 }
 
 #[test]

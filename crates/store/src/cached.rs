@@ -210,6 +210,50 @@ impl StateStore for CachedStore {
         self.inner.execute_nonblocking(u)
     }
 
+    /// Cached keys (owned per-flow keys read by their owner, read-heavy shared keys) come
+    /// from the cache; the rest go to the wrapped store in one batch, and the cacheable ones
+    /// among them are cached.
+    fn execute_reads(&self, reads: &[Update], out: &mut Vec<Result<Option<Value>, StoreError>>) {
+        self.apply_invalidations();
+        let start = out.len();
+        let mut misses: Vec<Update> = Vec::new();
+        let mut miss_at: Vec<usize> = Vec::new();
+        for (i, u) in reads.iter().enumerate() {
+            let cacheable = self.is_read_heavy(&u.key) || Self::is_owned_by_issuer(u);
+            let hit = if cacheable && u.op.is_read() {
+                self.shard(&u.key).lock().get(&u.key).cloned()
+            } else {
+                None
+            };
+            match hit {
+                Some(v) => out.push(Ok(v)),
+                None => {
+                    out.push(Ok(None));
+                    misses.push(u.clone());
+                    miss_at.push(start + i);
+                }
+            }
+        }
+        if misses.is_empty() {
+            return;
+        }
+        let mut fetched = Vec::with_capacity(misses.len());
+        self.inner.execute_reads(&misses, &mut fetched);
+        for ((u, at), r) in misses.iter().zip(miss_at).zip(fetched) {
+            if let Ok(v) = &r {
+                if self.is_read_heavy(&u.key) || Self::is_owned_by_issuer(u) {
+                    let mut shard = self.shard(&u.key).lock();
+                    if shard.len() >= MAX_PER_SHARD {
+                        shard.clear();
+                    }
+                    // Another read may have cached it meanwhile: keep the first copy.
+                    shard.entry(u.key).or_insert_with(|| v.clone());
+                }
+            }
+            out[at] = r;
+        }
+    }
+
     fn get(&self, key: &StateKey) -> Result<Option<Value>, StoreError> {
         if self.is_read_heavy(key) {
             return self.read_heavy_get(key);

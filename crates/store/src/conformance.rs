@@ -35,6 +35,7 @@ pub const ALL: &[(&str, Check)] = &[
     ("type_mismatch", type_mismatch),
     ("custom_ops", custom_ops),
     ("nonblocking_then_read", nonblocking_then_read),
+    ("execute_reads", execute_reads),
     ("callbacks", callbacks),
     ("timers", timers),
     ("snapshot", snapshot),
@@ -324,6 +325,47 @@ pub fn nonblocking_then_read(s: &dyn StateStore) {
     }
     s.flush().unwrap_or_else(|e| panic!("flush: {e}"));
     assert_eq!(get(s, k), int(200));
+}
+
+/// A batch of reads gives what one read at a time gives, in order: missing keys, values of
+/// every type, per-flow keys read by their owner and by another task, non-blocking updates
+/// made just before; an update in the batch is refused alone.
+pub fn execute_reads(s: &dyn StateStore) {
+    let mut t = Tagger::new();
+    let shared = key(4, 1, "r-int");
+    let owned = StateKey::per_flow(DAG, 4, 3, 2, KeyBytes::new(b"r-flow"));
+    exec(s, shared, Op::Set(Value::Int(5)), t.next());
+    exec(s, owned, push(true, b"a"), t.next());
+    exec(s, key(4, 1, "r-bytes"), Op::Set(Value::Bytes(b"xy".to_vec())), t.next());
+    for _ in 0..10 {
+        let u = Update::new(shared, Op::Incr(1), t.next(), 1);
+        s.execute_nonblocking(u).unwrap_or_else(|e| panic!("execute_nonblocking: {e}"));
+    }
+    let read = |k: StateKey, issuer: u32| Update::new(k, Op::Get, UpdateTag::new(0, 0), issuer);
+    let batch = vec![
+        read(shared, 1),
+        read(key(4, 1, "r-missing"), 1),
+        read(owned, 3),
+        read(owned, 9),
+        Update::new(shared, Op::Incr(1), t.next(), 1),
+        read(key(4, 1, "r-bytes"), 2),
+        read(shared, 2),
+    ];
+    let mut out = vec![Ok(int(-1))];
+    s.execute_reads(&batch, &mut out);
+    assert_eq!(out.len(), batch.len() + 1, "one result per read, appended");
+    let expect = [int(-1), int(15), None, list(&[b"a"]), list(&[b"a"]), None, bytes(b"xy"), int(15)];
+    for (i, (got, want)) in out.iter().zip(expect.iter()).enumerate() {
+        if i == 5 {
+            assert!(got.is_err(), "an update in a read batch is refused, got {got:?}");
+            continue;
+        }
+        assert_eq!(got.as_ref().ok(), Some(want), "read #{i} of the batch");
+    }
+    assert_eq!(get(s, shared), int(15), "the refused update changed nothing");
+    let mut none = Vec::new();
+    s.execute_reads(&[], &mut none);
+    assert!(none.is_empty());
 }
 
 /// Subscriptions: matching changes are notified with the new value and tag; non-matching

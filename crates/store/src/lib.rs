@@ -77,6 +77,17 @@ pub trait StateStore: Send + Sync {
     /// Reads a key without a tag.
     fn get(&self, key: &StateKey) -> Result<Option<Value>, StoreError>;
 
+    /// Applies a batch of reads (`Get` updates; anything else is refused with
+    /// [`StoreError::Backend`]) and appends one result per read to `out`, in order: the same
+    /// results as calling [`StateStore::execute`] on each, but a remote backend sends them
+    /// together (on Redis: one pipelined round trip). Asynchronous NFs prefetch their
+    /// packets' reads through it (see `NetworkFunction::prefetch`).
+    fn execute_reads(&self, reads: &[Update], out: &mut Vec<Result<Option<Value>, StoreError>>) {
+        for u in reads {
+            out.push(if u.op.is_read() { self.execute(u) } else { Err(not_a_read(u)) });
+        }
+    }
+
     /// Registers a custom operation under `name` and returns its id. Registering the same
     /// name again is idempotent: it returns the same id and keeps the first function.
     fn register_custom_op(&self, name: &str, f: CustomOpFn) -> Result<CustomOpId, StoreError>;
@@ -132,4 +143,9 @@ pub trait StateStore: Send + Sync {
     fn update_counts(&self) -> Option<(u64, u64)> {
         None
     }
+}
+
+/// The error [`StateStore::execute_reads`] gives an update that is not a plain read.
+pub fn not_a_read(u: &Update) -> StoreError {
+    StoreError::Backend(format!("execute_reads takes plain reads only, got {:?} on {}", u.op, u.key))
 }

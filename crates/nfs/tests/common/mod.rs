@@ -2,6 +2,7 @@
 //! on the reference engine or on the parallel engine, returned as comparable outputs.
 #![allow(dead_code)] // each test binary uses its own subset
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use streamnf_dag::chain_file::load_chain;
@@ -10,6 +11,7 @@ use streamnf_nfs::builtin_registry;
 use streamnf_packet::trace::RawRecord;
 use streamnf_packet::LinkType;
 use streamnf_runtime::compare::RunOutputs;
+use streamnf_runtime::stats::TaskStats;
 use streamnf_runtime::{Engine, EngineConfig, ParallelConfig, ParallelEngine};
 use streamnf_store::{EmbeddedStore, StateStore};
 use streamnf_tracegen::{GenConfig, Generator};
@@ -46,7 +48,17 @@ pub fn reference(dag: &Arc<LogicalDag>, input: &[RawRecord]) -> RunOutputs {
 /// One parallel run with `workers` threads and `instances` tasks per vertex (by vertex
 /// index), with small queues and log so back-pressure happens on every run.
 pub fn parallel(dag: &Arc<LogicalDag>, input: &[RawRecord], workers: usize, instances: &[u32]) -> RunOutputs {
-    let store: Arc<dyn StateStore> = Arc::new(EmbeddedStore::new());
+    parallel_on(Arc::new(EmbeddedStore::new()), dag, input, workers, instances).0
+}
+
+/// Like [`parallel`] on `store`, also returning the per-task counters by vertex name.
+pub fn parallel_on(
+    store: Arc<dyn StateStore>,
+    dag: &Arc<LogicalDag>,
+    input: &[RawRecord],
+    workers: usize,
+    instances: &[u32],
+) -> (RunOutputs, BTreeMap<String, Vec<TaskStats>>) {
     let par = ParallelConfig {
         workers,
         instances: instances.to_vec(),
@@ -60,7 +72,8 @@ pub fn parallel(dag: &Arc<LogicalDag>, input: &[RawRecord], workers: usize, inst
         e.process_frame(r.link, &r.data, r.ts_ns, r.orig_len).expect("process");
     }
     let rep = e.finish().expect("finish");
-    RunOutputs::from_report(rep, store.snapshot(dag.id))
+    let tasks = rep.tasks.clone();
+    (RunOutputs::from_report(rep, store.snapshot(dag.id)), tasks)
 }
 
 /// An example chain of the repository (`examples/NAME`).

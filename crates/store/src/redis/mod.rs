@@ -492,6 +492,43 @@ impl Inner {
         codec::decode(codec::reply_bytes(&reply)?)
     }
 
+    /// Plain reads in one pipeline, after the buffered updates of any of their keys.
+    fn execute_reads(&self, reads: &[Update], out: &mut Vec<Result<Option<Value>, StoreError>>) {
+        let start = out.len();
+        let sent = (|| {
+            self.redis.dead()?;
+            let pending = {
+                let p = self.pending.lock();
+                reads.iter().any(|u| p.keys.contains_key(&u.key))
+            };
+            if pending {
+                self.flush()?;
+            }
+            let mut pipe = self.redis.pipe();
+            for u in reads.iter().filter(|u| u.op.is_read()) {
+                pipe.add(fcall("snf_get", &[&self.names.value(&u.key)]));
+            }
+            self.redis.run(|c| c.pipeline(&pipe))
+        })();
+        match sent {
+            Ok(replies) => {
+                let mut replies = replies.iter();
+                for u in reads {
+                    out.push(if !u.op.is_read() {
+                        Err(crate::not_a_read(u))
+                    } else {
+                        match replies.next() {
+                            Some(r) => codec::reply_bytes(r).and_then(codec::decode),
+                            None => Err(StoreError::Backend("redis: a pipelined read got no reply".into())),
+                        }
+                    });
+                }
+            }
+            Err(e) => out.extend(reads.iter().map(|_| Err(e.clone()))),
+        }
+        debug_assert_eq!(out.len() - start, reads.len());
+    }
+
     fn token(&self) -> String {
         format!("{}.{}", self.origin, self.tokens.fetch_add(1, Ordering::Relaxed))
     }
@@ -721,6 +758,10 @@ impl StateStore for RedisStore {
 
     fn get(&self, key: &StateKey) -> Result<Option<Value>, StoreError> {
         self.inner.get(key)
+    }
+
+    fn execute_reads(&self, reads: &[Update], out: &mut Vec<Result<Option<Value>, StoreError>>) {
+        self.inner.execute_reads(reads, out);
     }
 
     fn register_custom_op(&self, name: &str, f: CustomOpFn) -> Result<CustomOpId, StoreError> {
