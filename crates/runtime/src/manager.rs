@@ -23,7 +23,10 @@
 //! It never moves packets or NF state, never touches a queue, never starts, stops or clones a
 //! task, and never blocks a worker for longer than one publish. It only observes and
 //! advises: the framework manager acts on hints (scale up/down, clone or kill stragglers,
-//! §5.2) and splitters fall back to finer flowspaces on [`Hint::Imbalanced`] (§4.2).
+//! §5.2). [`Hint::Imbalanced`] is reported (summary JSON) but not acted on: splitters do
+//! not fall back to finer flowspaces yet (§4.2; per-flow state is keyed by the coarse
+//! flow partition, so a finer split would first have to turn those objects into shared
+//! ones).
 //!
 //! Every float it reports is finite: empty vertices, zero-length windows and zero-capacity
 //! queues give `0.0`, never NaN or infinity.
