@@ -14,6 +14,23 @@ use streamnf_runtime::{Engine, EngineConfig};
 use streamnf_store::{EmbeddedStore, LocalStore, StateStore};
 use streamnf_tracegen::{GenConfig, Generator, ScanConfig};
 
+/// The example chains the benchmarks run, as shipped in `examples/`.
+pub(crate) const NAT_CHAIN: &str = include_str!("../../../examples/nat.toml");
+/// `examples/port_scan.toml`.
+pub(crate) const PORT_SCAN_CHAIN: &str = include_str!("../../../examples/port_scan.toml");
+/// `examples/trojan.toml`.
+pub(crate) const TROJAN_CHAIN: &str = include_str!("../../../examples/trojan.toml");
+/// `examples/http_proxy.toml`.
+pub(crate) const HTTP_PROXY_CHAIN: &str = include_str!("../../../examples/http_proxy.toml");
+
+/// Parses chain-file `text` (named `name` in errors) with the built-in NFs.
+pub(crate) fn chain(text: &str, name: &str) -> Result<Arc<LogicalDag>, String> {
+    let registry = streamnf_nfs::builtin_registry();
+    streamnf_dag::chain_file::parse_chain(text, name, &registry)
+        .map(Arc::new)
+        .map_err(|e| format!("bench chain {name}: {e}"))
+}
+
 /// Benchmarks by name.
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum BenchName {
@@ -49,6 +66,9 @@ pub enum BenchName {
     /// §7.3: trojans found behind 3 straggling detector instances, guarantees on and off
     /// (--rounds; fixed trace).
     Ordering,
+    /// The paper's evaluation (§7) in one run: every experiment, a report with tables and
+    /// SVG plots beside the paper's figures (--quick, --out DIR, --trace FILE).
+    Paper,
     /// Synchronous vs asynchronous NAT (reads prefetched per batch) on the parallel engine,
     /// on a private `redis-server` and on the embedded store, side by side (use --packets
     /// 20000).
@@ -73,6 +93,15 @@ pub struct BenchArgs {
     /// Distinct keys the store benchmark spreads its operations over.
     #[arg(long, default_value_t = 10_000)]
     keys: u32,
+    /// `paper`: the quick run (under 3 minutes on 2 cores) instead of the full one.
+    #[arg(long)]
+    quick: bool,
+    /// `paper`: directory for report.md and its plots.
+    #[arg(long, default_value = "paper-report")]
+    out: std::path::PathBuf,
+    /// `paper`: a capture to use instead of the generated traces (NF experiments).
+    #[arg(long)]
+    trace: Option<std::path::PathBuf>,
 }
 
 /// Runs one benchmark.
@@ -108,6 +137,12 @@ pub fn bench(a: BenchArgs) -> Result<(), String> {
         BenchName::Churn => crate::bench_churn::churn(a.rounds),
         BenchName::Duplicates => crate::bench_churn::duplicates(a.rounds),
         BenchName::Ordering => crate::bench_churn::ordering(a.rounds),
+        BenchName::Paper => crate::paper::paper(crate::paper::PaperOptions {
+            quick: a.quick,
+            out: a.out,
+            trace: a.trace,
+            command: std::env::args().collect::<Vec<_>>().join(" "),
+        }),
         BenchName::Async => crate::bench_async::sync_vs_async(&trace(a.packets, false)?, a.rounds),
         BenchName::Workers => {
             let pkts = trace(a.packets, true)?;
@@ -522,61 +557,72 @@ fn bench_store(ops: u64, keys: u32, rounds: u32) -> Result<(), String> {
     Ok(())
 }
 
-/// Clock + log per packet as the root does it: a clock from the `ClockSource` (persisted
-/// every 1024), the packet's headers logged in batches of 32, and each released in
-/// batches of 32 (as the tasks settle them), with the log holding up to 4096 packets.
-fn bench_root(packets: u64, rounds: u32) -> Result<(), String> {
+/// Clock + log per packet as the root does it, in ns: a clock from the `ClockSource` on
+/// `store` (persisted every `persist_every`), each packet logged in batches of 32 — its
+/// input index in the local log, the whole frame in the in-store log (`in_store`) — and
+/// released in batches of 32 as the tasks settle them, with the log holding up to 4096.
+pub(crate) fn root_cost(
+    store: Arc<dyn StateStore>,
+    frames: &[RawRecord],
+    packets: u64,
+    persist_every: u64,
+    in_store: bool,
+) -> Result<f64, String> {
     use streamnf_runtime::packet_log::{ClockSource, PacketLog};
-    let frames = trace(packets.min(200_000), false)?;
-    let run = |in_store: bool| -> Result<f64, String> {
-        let store: Arc<dyn StateStore> = Arc::new(EmbeddedStore::new());
-        let mut clocks = ClockSource::resume(Arc::clone(&store), 1, 1024).map_err(|e| e.to_string())?;
-        let log = if in_store {
-            PacketLog::in_store(4096, Arc::clone(&store), 1).map_err(|e| e.to_string())?
+    if frames.is_empty() {
+        return Err("no frames to log".into());
+    }
+    let mut clocks = ClockSource::resume(Arc::clone(&store), 1, persist_every).map_err(|e| e.to_string())?;
+    let log = if in_store {
+        PacketLog::in_store(4096, Arc::clone(&store), 1).map_err(|e| e.to_string())?
+    } else {
+        PacketLog::referencing(4096)
+    };
+    let mut batch: Vec<(u64, Packet)> = Vec::with_capacity(32);
+    let mut indexes: Vec<(u64, u64)> = Vec::with_capacity(32);
+    let mut done: Vec<(u64, u32, bool)> = Vec::with_capacity(32);
+    let mut inflight = std::collections::VecDeque::new();
+    let t = Instant::now();
+    for i in 0..packets {
+        let c = clocks.next().map_err(|e| e.to_string())?;
+        if in_store {
+            let frame = &frames[(i % frames.len() as u64) as usize];
+            let mut p = Packet::with_orig_len(frame.link, frame.data.clone(), frame.ts_ns, frame.orig_len);
+            p.meta.clock = c;
+            batch.push((c, p));
         } else {
-            PacketLog::referencing(4096)
-        };
-        let mut batch: Vec<(u64, Packet)> = Vec::with_capacity(32);
-        let mut indexes: Vec<(u64, u64)> = Vec::with_capacity(32);
-        let mut done: Vec<(u64, u32, bool)> = Vec::with_capacity(32);
-        let mut inflight = std::collections::VecDeque::new();
-        let t = Instant::now();
-        for i in 0..packets {
-            let c = clocks.next().map_err(|e| e.to_string())?;
+            // The local log keeps the input index; the frame stays in the input.
+            indexes.push((c, i));
+        }
+        if batch.len() + indexes.len() == 32 {
             if in_store {
-                let frame = &frames[(i % frames.len() as u64) as usize];
-                let mut p =
-                    Packet::with_orig_len(frame.link, frame.data.clone(), frame.ts_ns, frame.orig_len);
-                p.meta.clock = c;
-                batch.push((c, p));
-            } else {
-                // The local log keeps the input index; the frame stays in the input.
-                indexes.push((c, i));
+                log.admit_batch(&mut batch).map_err(|e| e.error.to_string())?;
+            } else if log.try_admit_indexes(&mut indexes).map_err(|e| e.to_string())? < 32 {
+                return Err("log full".into());
             }
-            if batch.len() + indexes.len() == 32 {
-                if in_store {
-                    log.admit_batch(&mut batch).map_err(|e| e.error.to_string())?;
-                } else if log.try_admit_indexes(&mut indexes).map_err(|e| e.to_string())? < 32 {
-                    return Err("log full".into());
-                }
-                inflight.extend((c - 31)..=c);
-                while inflight.len() > 2048 {
-                    for _ in 0..32 {
-                        if let Some(d) = inflight.pop_front() {
-                            done.push((d, 1, true));
-                        }
+            inflight.extend((c - 31)..=c);
+            while inflight.len() > 2048 {
+                for _ in 0..32 {
+                    if let Some(d) = inflight.pop_front() {
+                        done.push((d, 1, true));
                     }
-                    log.settle(&done).map_err(|e| format!("{:?}", e.failures.first()))?;
-                    done.clear();
                 }
+                log.settle(&done).map_err(|e| format!("{:?}", e.failures.first()))?;
+                done.clear();
             }
         }
-        Ok(t.elapsed().as_nanos() as f64 / packets as f64)
-    };
+    }
+    Ok(t.elapsed().as_nanos() as f64 / packets.max(1) as f64)
+}
+
+/// [`root_cost`] on the embedded store, clock persisted every 1024, local and in-store log.
+fn bench_root(packets: u64, rounds: u32) -> Result<(), String> {
+    let frames = trace(packets.min(200_000), false)?;
+    let embedded = || Arc::new(EmbeddedStore::new()) as Arc<dyn StateStore>;
     let (mut local, mut stored) = (f64::MAX, f64::MAX);
     for _ in 0..rounds.max(1) {
-        local = local.min(run(false)?);
-        stored = stored.min(run(true)?);
+        local = local.min(root_cost(embedded(), &frames, packets, 1024, false)?);
+        stored = stored.min(root_cost(embedded(), &frames, packets, 1024, true)?);
     }
     println!("bench root: {packets} packets, best of {} rounds", rounds.max(1));
     println!("  clock + local log (input index; frames stay in the input): {local:>7.1} ns/packet");

@@ -24,9 +24,7 @@ use streamnf_runtime::{run_trace, Pace, RunOptions, RunOutcome};
 use streamnf_store::{EmbeddedStore, StateStore};
 use streamnf_tracegen::{GenConfig, Generator, ScanConfig, TrojanConfig};
 
-const NAT_CHAIN: &str = include_str!("../../../examples/nat.toml");
-const PORT_SCAN_CHAIN: &str = include_str!("../../../examples/port_scan.toml");
-const TROJAN_CHAIN: &str = include_str!("../../../examples/trojan.toml");
+use crate::bench::{chain, NAT_CHAIN, PORT_SCAN_CHAIN, TROJAN_CHAIN};
 
 /// Fixed input rate of the paced runs of `bench churn`, packets per second.
 const PACED_PPS: f64 = 200_000.0;
@@ -81,13 +79,6 @@ fn nat_trace(dir: &TempDir) -> Result<PathBuf, String> {
     let path = dir.file("nat.pcap");
     write_trace(GenConfig { packets: NAT_PACKETS, flows: 8_000, ..GenConfig::default() }, &path)?;
     Ok(path)
-}
-
-fn chain(text: &str, name: &str) -> Result<Arc<LogicalDag>, String> {
-    let registry = streamnf_nfs::builtin_registry();
-    streamnf_dag::chain_file::parse_chain(text, name, &registry)
-        .map(Arc::new)
-        .map_err(|e| format!("bench chain {name}: {e}"))
 }
 
 /// Chain, trace, worker threads and instances shared by the runs of one measurement.

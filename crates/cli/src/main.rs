@@ -11,6 +11,7 @@ mod check;
 mod churn_args;
 mod gen;
 mod graph;
+mod paper;
 mod run;
 mod state_dump;
 mod store_url;

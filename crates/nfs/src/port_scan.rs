@@ -167,7 +167,8 @@ impl NetworkFunction for ScanFirewall {
             outputs: vec![PortSpec::packets("out"), PortSpec::optional_packets("blocked")],
             state: vec![
                 StateObjectSpec::shared("contacts"),
-                StateObjectSpec::shared("blocked"),
+                // Read for every packet (with an analyzer), written once per blocked host.
+                StateObjectSpec { read_heavy: true, ..StateObjectSpec::shared("blocked") },
                 StateObjectSpec::shared("counters"),
             ],
             connection_terminating: false,

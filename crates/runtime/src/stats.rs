@@ -147,6 +147,20 @@ impl Latency {
         }
     }
 
+    /// The distribution as `points` (latency ns, fraction of samples at or below it) pairs
+    /// at evenly spaced quantiles `1/points .. 1`, for CDF plots; empty without samples.
+    pub fn cdf(&self, points: usize) -> Vec<(u64, f64)> {
+        match &self.hist {
+            Some(h) if !h.is_empty() => (1..=points.max(1))
+                .map(|i| {
+                    let q = i as f64 / points.max(1) as f64;
+                    (h.value_at_quantile(q), q)
+                })
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
     /// Percentiles p50, p90, p99, p99.9, max and mean, in ns.
     pub fn percentiles(&self) -> LatencySummary {
         match &self.hist {
@@ -185,7 +199,22 @@ pub struct LatencySummary {
 
 #[cfg(test)]
 mod tests {
-    use super::latency_sampled;
+    use super::{latency_sampled, Latency};
+
+    #[test]
+    fn cdf_rises_to_one_through_the_recorded_values() {
+        assert!(Latency::default().cdf(10).is_empty());
+        let mut l = Latency::default();
+        for ns in 1..=1000u64 {
+            l.record(ns * 10);
+        }
+        let cdf = l.cdf(4);
+        assert_eq!(cdf.len(), 4);
+        assert!(cdf.windows(2).all(|w| w[0].0 <= w[1].0 && w[0].1 < w[1].1));
+        assert_eq!(cdf[3].1, 1.0);
+        assert!((2_490..=2_510).contains(&cdf[0].0), "{cdf:?}");
+        assert!((9_990..=10_010).contains(&cdf[3].0), "{cdf:?}");
+    }
 
     #[test]
     fn one_sample_per_block_at_varying_places() {

@@ -90,6 +90,9 @@ pub struct RedisOptions {
     /// Delete every key of the namespace when the store is dropped (one-off runs). Default
     /// false.
     pub drop_namespace_on_drop: bool,
+    /// Make non-blocking updates wait for the server's answer like blocking ones (the
+    /// paper's "externalized, waiting for the ACK" model, for benchmarks). Default false.
+    pub wait_for_ack: bool,
 }
 
 impl Default for RedisOptions {
@@ -100,6 +103,7 @@ impl Default for RedisOptions {
             batch: 512,
             publish: true,
             drop_namespace_on_drop: false,
+            wait_for_ack: false,
         }
     }
 }
@@ -734,8 +738,9 @@ impl StateStore for RedisStore {
             return Ok(());
         }
         check_owner(&u)?;
-        if matches!(u.op, Op::Custom { .. }) {
-            // Read-compute-commit cannot be pipelined: run it now.
+        if matches!(u.op, Op::Custom { .. }) || inner.opts.wait_for_ack {
+            // Read-compute-commit cannot be pipelined: run it now (and so does every
+            // update when asked to wait for the answer).
             return inner.execute(&u).map(|_| ());
         }
         let buffered = {
