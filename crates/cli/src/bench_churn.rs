@@ -21,7 +21,7 @@ use streamnf_packet::trace::create_writer;
 use streamnf_packet::LinkType;
 use streamnf_runtime::events::EventSpec;
 use streamnf_runtime::{run_trace, Pace, RunOptions, RunOutcome};
-use streamnf_store::{EmbeddedStore, StateStore};
+use streamnf_store::{CachedStore, EmbeddedStore, StateStore};
 use streamnf_tracegen::{GenConfig, Generator, ScanConfig, TrojanConfig};
 
 use crate::bench::{chain, NAT_CHAIN, PORT_SCAN_CHAIN, TROJAN_CHAIN};
@@ -87,6 +87,8 @@ struct Shape<'a> {
     trace: &'a Path,
     workers: usize,
     instances: Vec<(String, u32)>,
+    /// Per-flow and read-heavy state cached in front of the store (`CachedStore`).
+    cached: bool,
 }
 
 /// What changes between the runs of one shape.
@@ -114,9 +116,13 @@ fn run(shape: &Shape, v: &Variant) -> Result<Ran, String> {
     opts.keep = v.keep;
     opts.events = v.events.iter().map(|e| e.parse::<EventSpec>()).collect::<Result<_, _>>()?;
     let store = Arc::new(EmbeddedStore::new());
+    let backend: Arc<dyn StateStore> = if shape.cached {
+        Arc::new(CachedStore::with_read_heavy(Arc::clone(&store) as _, shape.dag.read_heavy_objects()))
+    } else {
+        Arc::clone(&store) as _
+    };
     let t = Instant::now();
-    let out = run_trace(Arc::clone(&shape.dag), Arc::clone(&store) as Arc<dyn StateStore>, &opts)
-        .map_err(|e| e.to_string())?;
+    let out = run_trace(Arc::clone(&shape.dag), backend, &opts).map_err(|e| e.to_string())?;
     let wall_s = t.elapsed().as_secs_f64();
     if let Some(e) = &out.trace_error {
         return Err(format!("{}: {e}", shape.trace.display()));
@@ -182,6 +188,71 @@ fn list(xs: &[f64]) -> String {
 pub fn churn(rounds: u32) -> Result<(), String> {
     let rounds = rounds.max(5);
     let dir = TempDir::new("churn")?;
+    let scan = scan_trace(&dir)?;
+    let nat = nat_trace(&dir)?;
+    handover(&scan, rounds)?;
+    failover(&nat, rounds)?;
+    ft_latency(&nat, rounds)
+}
+
+/// Handover times of the scale event at one pace, per run.
+pub(crate) struct HandoverRuns {
+    /// Input pace.
+    pub(crate) pace: Pace,
+    /// From the event to the last moved partition's release, µs, per run.
+    pub(crate) handover_us: Vec<f64>,
+    /// Applying the event at the root, µs, per run.
+    pub(crate) apply_us: Vec<f64>,
+    /// Partitions (of 256) that changed task.
+    pub(crate) moved: f64,
+}
+
+/// Runs the scale event at each pace, alternating, `rounds` times (`tick` after each run).
+fn handover_runs(
+    shape: &Shape,
+    events: &[String],
+    paces: &[Pace],
+    rounds: u32,
+    tick: &dyn Fn(),
+) -> Result<Vec<HandoverRuns>, String> {
+    let mut rows: Vec<HandoverRuns> = paces
+        .iter()
+        .map(|&pace| HandoverRuns { pace, handover_us: Vec::new(), apply_us: Vec::new(), moved: f64::NAN })
+        .collect();
+    for _ in 0..rounds {
+        for row in rows.iter_mut() {
+            let r = run(shape, &Variant { events, guarantees: true, pace: row.pace, keep: false })?;
+            row.handover_us.push(event_num(&r.out, 0, "handover_us").unwrap_or(f64::NAN));
+            row.apply_us.push(event_num(&r.out, 0, "apply_us").unwrap_or(f64::NAN));
+            row.moved = event_num(&r.out, 0, "moved_partitions").unwrap_or(f64::NAN);
+            tick();
+        }
+    }
+    Ok(rows)
+}
+
+/// Prints the median handover and apply times per pace.
+fn handover_rows(shape: &Shape, events: &[String], paces: &[Pace], rounds: u32) -> Result<(), String> {
+    let rows = handover_runs(shape, events, paces, rounds, &|| {})?;
+    println!(
+        "  {:<12} {:>12} {:>10} {:>6}   handover_us per run",
+        "pace", "handover_us", "apply_us", "moved"
+    );
+    for r in &rows {
+        println!(
+            "  {:<12} {:>12.1} {:>10.1} {:>6.0}   {}",
+            pace_name(r.pace),
+            median(&r.handover_us),
+            median(&r.apply_us),
+            r.moved,
+            list(&r.handover_us)
+        );
+    }
+    Ok(())
+}
+
+/// The port-scan trace of the handover, [`SCAN_ACTIVE_FLOWS`] flows active at once.
+fn scan_trace(dir: &TempDir) -> Result<PathBuf, String> {
     let scan = dir.file("scan.pcap");
     let cfg = GenConfig {
         packets: SCAN_PACKETS,
@@ -191,48 +262,43 @@ pub fn churn(rounds: u32) -> Result<(), String> {
         ..GenConfig::default()
     };
     write_trace(cfg, &scan)?;
-    let nat = nat_trace(&dir)?;
-    handover(&scan, rounds)?;
-    failover(&nat, rounds)?;
-    ft_latency(&nat, rounds)
+    Ok(scan)
 }
 
-/// Runs the scale event at each pace, alternating, and prints the median handover and
-/// apply times per pace.
-fn handover_rows(shape: &Shape, events: &[String], paces: &[Pace], rounds: u32) -> Result<(), String> {
-    let mut handover = vec![Vec::new(); paces.len()];
-    let mut apply = vec![Vec::new(); paces.len()];
-    let mut moved = vec![0.0; paces.len()];
-    for _ in 0..rounds {
-        for (i, &pace) in paces.iter().enumerate() {
-            let r = run(shape, &Variant { events, guarantees: true, pace, keep: false })?;
-            handover[i].push(event_num(&r.out, 0, "handover_us").unwrap_or(f64::NAN));
-            apply[i].push(event_num(&r.out, 0, "apply_us").unwrap_or(f64::NAN));
-            moved[i] = event_num(&r.out, 0, "moved_partitions").unwrap_or(f64::NAN);
-        }
+/// The scale event of the handover measurement.
+const SCALE_EVENT: &str = "at=50% scale fw to 2";
+
+fn scan_shape(trace: &Path, cached: bool) -> Result<Shape<'_>, String> {
+    Ok(Shape { dag: chain(PORT_SCAN_CHAIN, "port_scan.toml")?, trace, workers: 2, instances: vec![], cached })
+}
+
+/// The state move of §7.2 for the paper report: the port-scan firewall's flows move to a
+/// second instance mid-trace at 200 kpps, without and with cached state, `rounds` runs
+/// each (alternating; `tick` after each run). Returns (uncached, cached).
+pub(crate) fn state_move(rounds: u32, tick: &dyn Fn()) -> Result<(HandoverRuns, HandoverRuns), String> {
+    let dir = TempDir::new("state-move")?;
+    let trace = scan_trace(&dir)?;
+    let events = vec![SCALE_EVENT.to_string()];
+    let paces = [Pace::Pps(PACED_PPS)];
+    let mut plain = Vec::new();
+    let mut cached = Vec::new();
+    for _ in 0..rounds.max(1) {
+        plain.extend(handover_runs(&scan_shape(&trace, false)?, &events, &paces, 1, tick)?);
+        cached.extend(handover_runs(&scan_shape(&trace, true)?, &events, &paces, 1, tick)?);
     }
-    println!(
-        "  {:<12} {:>12} {:>10} {:>6}   handover_us per run",
-        "pace", "handover_us", "apply_us", "moved"
-    );
-    for (i, &pace) in paces.iter().enumerate() {
-        println!(
-            "  {:<12} {:>12.1} {:>10.1} {:>6.0}   {}",
-            pace_name(pace),
-            median(&handover[i]),
-            median(&apply[i]),
-            moved[i],
-            list(&handover[i])
-        );
-    }
-    Ok(())
+    let merge = |runs: Vec<HandoverRuns>| HandoverRuns {
+        pace: Pace::Pps(PACED_PPS),
+        moved: runs.first().map_or(f64::NAN, |r| r.moved),
+        handover_us: runs.iter().flat_map(|r| r.handover_us.clone()).collect(),
+        apply_us: runs.iter().flat_map(|r| r.apply_us.clone()).collect(),
+    };
+    Ok((merge(plain), merge(cached)))
 }
 
 /// (a) The port-scan firewall scales from 1 to 2 instances mid-trace.
 fn handover(trace: &Path, rounds: u32) -> Result<(), String> {
-    let shape =
-        Shape { dag: chain(PORT_SCAN_CHAIN, "port_scan.toml")?, trace, workers: 2, instances: vec![] };
-    let events = vec!["at=50% scale fw to 2".to_string()];
+    let shape = scan_shape(trace, false)?;
+    let events = vec![SCALE_EVENT.to_string()];
     println!(
         "bench churn (a) handover: port_scan (fw -> analyzer), {SCAN_PACKETS} packets, {SCAN_ACTIVE_FLOWS} \
          flows active at once (concurrency {SCAN_ACTIVE_FLOWS}, flows {}, one scanner), \"{}\", 2 workers, \
@@ -268,7 +334,8 @@ impl FailoverRuns {
 
 /// (b) NAT instance 0 fails mid-trace; a new one takes over after replay.
 fn failover(trace: &Path, rounds: u32) -> Result<(), String> {
-    let shape = Shape { dag: chain(NAT_CHAIN, "nat.toml")?, trace, workers: 2, instances: vec![] };
+    let shape =
+        Shape { dag: chain(NAT_CHAIN, "nat.toml")?, trace, workers: 2, instances: vec![], cached: false };
     let events = vec!["at=50% fail nat/0".to_string()];
     let paces = [Pace::Pps(PACED_PPS), Pace::Max];
     let mut runs: Vec<FailoverRuns> = paces.iter().map(|_| FailoverRuns::default()).collect();
@@ -333,7 +400,8 @@ fn read_time(trace: &Path) -> Result<f64, String> {
 /// (c) NAT latency at a fixed rate, fault tolerance off (no events: the plain parallel
 /// engine) and on (a harmless event after the last packet turns it on).
 fn ft_latency(trace: &Path, rounds: u32) -> Result<(), String> {
-    let shape = Shape { dag: chain(NAT_CHAIN, "nat.toml")?, trace, workers: 2, instances: vec![] };
+    let shape =
+        Shape { dag: chain(NAT_CHAIN, "nat.toml")?, trace, workers: 2, instances: vec![], cached: false };
     let on_events = vec!["at=100% straggle nat/0 delay=0ns".to_string()];
     let read_s = read_time(trace)?;
     let (mut off, mut on) = (Vec::new(), Vec::new());
@@ -392,10 +460,12 @@ fn ft_latency(trace: &Path, rounds: u32) -> Result<(), String> {
 
 /// Medians of one (load, guarantees) cell of the duplicates table.
 #[derive(Default)]
-struct DupRuns {
-    dup_packets: Vec<f64>,
+pub(crate) struct DupRuns {
+    /// Packets that reached a sink twice, per run.
+    pub(crate) dup_packets: Vec<f64>,
     suppressed: Vec<f64>,
-    dup_updates: Vec<f64>,
+    /// Applied updates beyond the reference run's, per run.
+    pub(crate) dup_updates: Vec<f64>,
     sink_delta: Vec<f64>,
     replayed: Vec<f64>,
     apply_us: Vec<f64>,
@@ -456,27 +526,25 @@ fn nat_reference(shape: &Shape, rounds: u32) -> Result<(f64, [u64; 2]), String> 
     Ok((median(&pps), applied))
 }
 
+/// Table 2 as measured: the loads, the NAT's measured throughput, the reference runs'
+/// applied updates (guarantees off, on) and one cell per (load, guarantees off/on).
+pub(crate) struct DupTable {
+    /// Offered loads, % of `max_pps`.
+    pub(crate) loads: [u32; 3],
+    /// The NAT's throughput at max pace, pps.
+    pub(crate) max_pps: f64,
+    reference: [u64; 2],
+    events: Vec<String>,
+    /// `cells[load * 2 + guarantees as usize]`.
+    pub(crate) cells: Vec<DupRuns>,
+}
+
 /// `streamnf bench duplicates`: Table 2, a straggling NAT instance is cloned at 25, 50 and
 /// 75 % of the NAT's measured throughput, with guarantees off and on; `rounds` runs each.
 pub fn duplicates(rounds: u32) -> Result<(), String> {
     let rounds = rounds.max(1);
-    let dir = TempDir::new("duplicates")?;
-    let trace = nat_trace(&dir)?;
-    let shape = Shape { dag: chain(NAT_CHAIN, "nat.toml")?, trace: &trace, workers: 2, instances: vec![] };
-    let (max_pps, reference) = nat_reference(&shape, 3)?;
-    let events =
-        vec![format!("at=10% straggle nat/0 delay={NAT_STRAGGLE}"), "at=20% clone nat/0".to_string()];
-    let loads = [25u32, 50, 75];
-    let mut cells: Vec<DupRuns> = (0..loads.len() * 2).map(|_| DupRuns::default()).collect();
-    for _ in 0..rounds {
-        for (li, &load) in loads.iter().enumerate() {
-            let pace = Pace::Pps(max_pps * f64::from(load) / 100.0);
-            for (gi, on) in [false, true].into_iter().enumerate() {
-                let r = run(&shape, &Variant { events: &events, guarantees: on, pace, keep: false })?;
-                cells[li * 2 + gi].add(&r, reference[gi]);
-            }
-        }
-    }
+    let t = measure_duplicates(rounds, &|| {})?;
+    let (max_pps, reference, loads, events, cells) = (t.max_pps, t.reference, t.loads, &t.events, &t.cells);
     println!(
         "bench duplicates: nat, {NAT_PACKETS} packets, 2 workers, events \"{}\" then \"{}\", median of {rounds}",
         events[0], events[1]
@@ -511,6 +579,35 @@ pub fn duplicates(rounds: u32) -> Result<(), String> {
         "    25% load: 9,068 packets, 187 updates; 50%: 15,346, 429; 75%: 24,051, 661. StreamNF: 0 and 0"
     );
     Ok(())
+}
+
+/// Runs Table 2 (see [`duplicates`]), `tick` after each run.
+pub(crate) fn measure_duplicates(rounds: u32, tick: &dyn Fn()) -> Result<DupTable, String> {
+    let dir = TempDir::new("duplicates")?;
+    let trace = nat_trace(&dir)?;
+    let shape = Shape {
+        dag: chain(NAT_CHAIN, "nat.toml")?,
+        trace: &trace,
+        workers: 2,
+        instances: vec![],
+        cached: false,
+    };
+    let (max_pps, reference) = nat_reference(&shape, 3)?;
+    let events =
+        vec![format!("at=10% straggle nat/0 delay={NAT_STRAGGLE}"), "at=20% clone nat/0".to_string()];
+    let loads = [25u32, 50, 75];
+    let mut cells: Vec<DupRuns> = (0..loads.len() * 2).map(|_| DupRuns::default()).collect();
+    for _ in 0..rounds.max(1) {
+        for (li, &load) in loads.iter().enumerate() {
+            let pace = Pace::Pps(max_pps * f64::from(load) / 100.0);
+            for (gi, on) in [false, true].into_iter().enumerate() {
+                let r = run(&shape, &Variant { events: &events, guarantees: on, pace, keep: false })?;
+                cells[li * 2 + gi].add(&r, reference[gi]);
+                tick();
+            }
+        }
+    }
+    Ok(DupTable { loads, max_pps, reference, events, cells })
 }
 
 // ---------------------------------------------------------------------------------------
@@ -551,9 +648,11 @@ fn trojans_found(out: &RunOutcome) -> (usize, usize) {
 
 /// Detected counts of one (setting, guarantees) cell, per run.
 #[derive(Default)]
-struct OrderRuns {
-    found: Vec<usize>,
-    false_alerts: Vec<usize>,
+pub(crate) struct OrderRuns {
+    /// Infected hosts alerted, per run.
+    pub(crate) found: Vec<usize>,
+    /// Other hosts alerted, per run.
+    pub(crate) false_alerts: Vec<usize>,
 }
 
 impl OrderRuns {
@@ -569,12 +668,35 @@ impl OrderRuns {
 /// them straggling; trojans found out of 11 with guarantees on and off, `rounds` runs each.
 pub fn ordering(rounds: u32) -> Result<(), String> {
     let rounds = rounds.max(1);
+    let cells = measure_ordering(rounds, &|| {})?;
+    print_ordering(&cells, rounds);
+    Ok(())
+}
+
+/// Delay settings of [`measure_ordering`]'s cells: (name, delay per detector instance, µs).
+pub(crate) fn ordering_settings() -> &'static [(&'static str, [u32; 3])] {
+    &ORDERING_SETTINGS
+}
+
+/// Trojan-infected hosts of the ordering trace.
+pub(crate) const ORDERING_TROJANS: u32 = TROJAN_HOSTS;
+
+/// Runs §7.3 (see [`ordering`]): one cell per (setting, guarantees on/off), `rounds` runs
+/// each, `tick` after each run; `cells[setting * 2]` is on, `+ 1` off.
+pub(crate) fn measure_ordering(rounds: u32, tick: &dyn Fn()) -> Result<Vec<OrderRuns>, String> {
+    let rounds = rounds.max(1);
     let dir = TempDir::new("ordering")?;
     let trace = dir.file("trojan.pcap");
     let trojan = Some(TrojanConfig { hosts: TROJAN_HOSTS, ..TrojanConfig::default() });
     write_trace(GenConfig { packets: TROJAN_PACKETS, trojan, ..GenConfig::default() }, &trace)?;
     let instances = vec![("detector".to_string(), 3)];
-    let shape = Shape { dag: chain(TROJAN_CHAIN, "trojan.toml")?, trace: &trace, workers: 4, instances };
+    let shape = Shape {
+        dag: chain(TROJAN_CHAIN, "trojan.toml")?,
+        trace: &trace,
+        workers: 4,
+        instances,
+        cached: false,
+    };
     let mut cells: Vec<OrderRuns> = (0..ORDERING_SETTINGS.len() * 2).map(|_| OrderRuns::default()).collect();
     for _ in 0..rounds {
         for (si, (_, delays)) in ORDERING_SETTINGS.iter().enumerate() {
@@ -585,11 +707,11 @@ pub fn ordering(rounds: u32) -> Result<(), String> {
                 let (good, bad) = trojans_found(&r.out);
                 cells[si * 2 + gi].found.push(good);
                 cells[si * 2 + gi].false_alerts.push(bad);
+                tick();
             }
         }
     }
-    print_ordering(&cells, rounds);
-    Ok(())
+    Ok(cells)
 }
 
 fn print_ordering(cells: &[OrderRuns], rounds: u32) {

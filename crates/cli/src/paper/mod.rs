@@ -8,6 +8,7 @@
 //! experiment lives in its own module and only measures; [`report`] formats and [`plot`]
 //! draws. Nothing here writes a number it did not measure, except the paper's values.
 
+mod churn;
 mod fig10;
 pub mod plot;
 pub mod report;
@@ -125,6 +126,9 @@ type Experiment = fn(&Ctx, &ProgressBar) -> Result<Section, String>;
 const EXPERIMENTS: &[(&str, Experiment)] = &[
     ("Figure 10: per-packet processing time in the four state models", fig10::run),
     ("Clock and log: logical clock persistence and packet logging", root::run),
+    ("State move: 1,700 flows re-allocated mid-run", churn::state_move_section),
+    ("Table 2: duplicates with and without suppression", churn::duplicates_section),
+    ("Ordering: trojans detected under W1-W3", churn::ordering_section),
 ];
 
 /// Runs every experiment and writes the report; fails (after writing it) when one failed.
