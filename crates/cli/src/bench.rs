@@ -385,7 +385,7 @@ fn bench_nfs(packets: u64, rounds: u32) -> Result<(), String> {
 }
 
 /// `redis-benchmark -P 16 -q` for `tests` (e.g. `incr`) on `port`: requests per second.
-fn redis_benchmark(port: u16, test: &str, n: u64) -> Result<f64, String> {
+pub(crate) fn redis_benchmark(port: u16, test: &str, n: u64) -> Result<f64, String> {
     let out = std::process::Command::new("redis-benchmark")
         .args([
             "-h",

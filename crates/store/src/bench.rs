@@ -107,17 +107,38 @@ fn maybe_gc(store: &dyn StateStore, clock: u64, every: u64) {
     }
 }
 
-/// Throughput of `Incr(1)` on random existing shared keys, fresh tags.
-pub fn incr_throughput(store: &dyn StateStore, threads: usize, ops_per_thread: u64, keys: u32) -> f64 {
+/// Throughput of the updates `op_at(clock)` on random existing shared keys, fresh tags.
+fn update_throughput(
+    store: &dyn StateStore,
+    threads: usize,
+    ops_per_thread: u64,
+    keys: u32,
+    op_at: fn(u64) -> Op,
+) -> f64 {
     let every = gc_interval(keys);
     run(store, threads, ops_per_thread, keys, |t, keys| {
         let mut rng = Rng::new(t as u64 + 1);
         for clock in 1..=ops_per_thread {
             let k = bench_key(rng.below(keys.len()) as u32);
-            let u = Update::new(k, Op::Incr(1), UpdateTag::new(clock, t as u32), t as u32);
+            let u = Update::new(k, op_at(clock), UpdateTag::new(clock, t as u32), t as u32);
             let _ = std::hint::black_box(store.execute(&u));
             maybe_gc(store, clock, every);
         }
+    })
+}
+
+/// Throughput of `Incr(1)` on random existing shared keys, fresh tags.
+pub fn incr_throughput(store: &dyn StateStore, threads: usize, ops_per_thread: u64, keys: u32) -> f64 {
+    update_throughput(store, threads, ops_per_thread, keys, |_| Op::Incr(1))
+}
+
+/// Throughput of the conditional increment `IncrIf { delta: 1, min: 0, max: i64::MAX }`
+/// (applied: the keys start at 0 and only grow) on random existing shared keys.
+pub fn incr_if_throughput(store: &dyn StateStore, threads: usize, ops_per_thread: u64, keys: u32) -> f64 {
+    update_throughput(store, threads, ops_per_thread, keys, |_| Op::IncrIf {
+        delta: 1,
+        min: 0,
+        max: i64::MAX,
     })
 }
 
@@ -134,17 +155,7 @@ pub fn get_throughput(store: &dyn StateStore, threads: usize, ops_per_thread: u6
 
 /// Throughput of `Set(Int(_))` on random existing shared keys, fresh tags.
 pub fn set_throughput(store: &dyn StateStore, threads: usize, ops_per_thread: u64, keys: u32) -> f64 {
-    let every = gc_interval(keys);
-    run(store, threads, ops_per_thread, keys, |t, keys| {
-        let mut rng = Rng::new(t as u64 + 1);
-        for clock in 1..=ops_per_thread {
-            let k = bench_key(rng.below(keys.len()) as u32);
-            let op = Op::Set(Value::Int(clock as i64));
-            let u = Update::new(k, op, UpdateTag::new(clock, t as u32), t as u32);
-            let _ = std::hint::black_box(store.execute(&u));
-            maybe_gc(store, clock, every);
-        }
-    })
+    update_throughput(store, threads, ops_per_thread, keys, |clock| Op::Set(Value::Int(clock as i64)))
 }
 
 /// Throughput of successful `CompareAndSet(Int(v) -> Int(v+1))`: thread `t` uses the keys

@@ -9,6 +9,7 @@
 //! draws. Nothing here writes a number it did not measure, except the paper's values.
 
 mod churn;
+mod datastore;
 mod fig10;
 pub mod plot;
 pub mod report;
@@ -126,6 +127,7 @@ type Experiment = fn(&Ctx, &ProgressBar) -> Result<Section, String>;
 const EXPERIMENTS: &[(&str, Experiment)] = &[
     ("Figure 10: per-packet processing time in the four state models", fig10::run),
     ("Clock and log: logical clock persistence and packet logging", root::run),
+    ("Datastore: operations per second", datastore::run),
     ("State move: 1,700 flows re-allocated mid-run", churn::state_move_section),
     ("Table 2: duplicates with and without suppression", churn::duplicates_section),
     ("Ordering: trojans detected under W1-W3", churn::ordering_section),

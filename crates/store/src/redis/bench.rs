@@ -1,5 +1,5 @@
-//! Throughput of the Redis backend from one process: pipelined non-blocking increments,
-//! blocking increments and blocking reads against one server.
+//! Throughput of the Redis backend from one process against one server: any of increment,
+//! get, set and conditional increment, pipelined or one round trip each.
 //!
 //! Owns: the measurement only. Never starts a server (callers pass a URL, e.g. of a
 //! [`crate::redis_server::RedisServer`]) and never touches keys outside its own fresh
@@ -9,7 +9,7 @@ use std::fmt;
 use std::time::Instant;
 
 use super::{RedisOptions, RedisStore};
-use crate::types::{KeyBytes, Op, StateKey, StoreError, Update, UpdateTag};
+use crate::types::{KeyBytes, Op, StateKey, StoreError, Update, UpdateTag, Value};
 use crate::StateStore;
 
 /// Figures of [`bench_redis_ops`], in operations per second.
@@ -36,39 +36,91 @@ impl fmt::Display for RedisBenchReport {
 
 /// Runs the three phases with `ops` operations each over 1024 keys on `url`.
 pub fn bench_redis_ops(url: &str, ops: usize, opts: RedisOptions) -> Result<RedisBenchReport, StoreError> {
+    let store = open_fresh(url, opts)?;
+    Ok(RedisBenchReport {
+        ops,
+        nonblocking_incr_per_s: redis_op_rate(&store, BenchOp::Incr, ops, true)?,
+        blocking_incr_per_s: redis_op_rate(&store, BenchOp::Incr, ops, false)?,
+        blocking_get_per_s: redis_op_rate(&store, BenchOp::Get, ops, false)?,
+    })
+}
+
+/// A store on `url` under a fresh namespace of this process, deleted when it is dropped.
+pub fn open_fresh(url: &str, opts: RedisOptions) -> Result<RedisStore, StoreError> {
     let ns = format!("bench{}", std::process::id());
     let store = RedisStore::open(url, &ns, RedisOptions { drop_namespace_on_drop: true, ..opts })?;
     store.clear_namespace()?;
-    let key = |i: usize| StateKey::shared(1, 1, 1, KeyBytes::from_u64((i % 1024) as u64));
-    let rate = |n: usize, t: Instant| n as f64 / t.elapsed().as_secs_f64().max(1e-9);
+    Ok(store)
+}
 
+/// An operation [`redis_op_rate`] measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BenchOp {
+    /// `Incr(1)`.
+    Incr,
+    /// A plain read.
+    Get,
+    /// `Set(Int(i))`.
+    Set,
+    /// The conditional increment `IncrIf { delta: 1, min: 0, max: i64::MAX }`.
+    IncrIf,
+}
+
+impl BenchOp {
+    fn op(self, i: usize) -> Op {
+        match self {
+            BenchOp::Incr => Op::Incr(1),
+            BenchOp::Get => Op::Get,
+            BenchOp::Set => Op::Set(Value::Int(i as i64)),
+            BenchOp::IncrIf => Op::IncrIf { delta: 1, min: 0, max: i64::MAX },
+        }
+    }
+}
+
+/// Operations per second of `ops` operations `op` over 1024 keys of `store`, from one
+/// thread: `pipelined` sends updates as non-blocking (pipelined) updates and reads in
+/// batches of 512 (`execute_reads`); otherwise each waits for its answer (one round trip).
+pub fn redis_op_rate(
+    store: &RedisStore,
+    op: BenchOp,
+    ops: usize,
+    pipelined: bool,
+) -> Result<f64, StoreError> {
+    let key = |i: usize| StateKey::shared(1, 1, 1, KeyBytes::from_u64((i % 1024) as u64));
     // Like the runtime, forget clock logs regularly (keeps each key's log short).
     let gc_every = 16_384;
+    store.gc_below(u64::MAX);
+    let mut reads = Vec::with_capacity(512);
+    let mut results = Vec::with_capacity(512);
     let t = Instant::now();
     for i in 0..ops {
         if i % gc_every == gc_every - 1 {
             store.gc_below(i as u64);
         }
-        store.execute_nonblocking(Update::new(key(i), Op::Incr(1), UpdateTag::new(i as u64 + 1, 0), 0))?;
+        let u = Update::new(key(i), op.op(i), UpdateTag::new(i as u64 + 1, 0), 0);
+        match (op, pipelined) {
+            (BenchOp::Get, true) => {
+                reads.push(u);
+                if reads.len() == 512 || i + 1 == ops {
+                    results.clear();
+                    store.execute_reads(&reads, &mut results);
+                    reads.clear();
+                    if let Some(Err(e)) = results.iter().find(|r| r.is_err()) {
+                        return Err(e.clone());
+                    }
+                }
+            }
+            (BenchOp::Get, false) => {
+                store.get(&u.key)?;
+            }
+            (_, true) => store.execute_nonblocking(u)?,
+            (_, false) => {
+                store.execute(&u)?;
+            }
+        }
     }
     store.flush()?;
-    let nonblocking_incr_per_s = rate(ops, t);
-
+    let rate = ops as f64 / t.elapsed().as_secs_f64().max(1e-9);
     store.gc_below(u64::MAX);
-    let t = Instant::now();
-    for i in 0..ops {
-        if i % gc_every == gc_every - 1 {
-            store.gc_below(i as u64);
-        }
-        store.execute(&Update::new(key(i), Op::Incr(1), UpdateTag::new(i as u64 + 1, 1), 0))?;
-    }
-    let blocking_incr_per_s = rate(ops, t);
-
-    let t = Instant::now();
-    for i in 0..ops {
-        store.get(&key(i))?;
-    }
-    let blocking_get_per_s = rate(ops, t);
-    store.gc_below(u64::MAX);
-    Ok(RedisBenchReport { ops, nonblocking_incr_per_s, blocking_incr_per_s, blocking_get_per_s })
+    Ok(rate)
 }
