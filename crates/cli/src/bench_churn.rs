@@ -42,16 +42,18 @@ const TROJAN_HOSTS: u32 = 11;
 const NAT_STRAGGLE: &str = "5us";
 
 /// A private temporary directory, removed when dropped.
-struct TempDir(PathBuf);
+pub(crate) struct TempDir(PathBuf);
 
 impl TempDir {
-    fn new(what: &str) -> Result<TempDir, String> {
+    /// Creates `streamnf-bench-WHAT-PID` in the system's temporary directory.
+    pub(crate) fn new(what: &str) -> Result<TempDir, String> {
         let p = std::env::temp_dir().join(format!("streamnf-bench-{what}-{}", std::process::id()));
         std::fs::create_dir_all(&p).map_err(|e| format!("{}: {e}", p.display()))?;
         Ok(TempDir(p))
     }
 
-    fn file(&self, name: &str) -> PathBuf {
+    /// Path of `name` inside it.
+    pub(crate) fn file(&self, name: &str) -> PathBuf {
         self.0.join(name)
     }
 }

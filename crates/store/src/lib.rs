@@ -41,7 +41,7 @@ use std::collections::BTreeMap;
 
 pub use cached::CachedStore;
 pub use embedded::EmbeddedStore;
-pub use local::LocalStore;
+pub use local::{Checkpoint, LocalStore};
 pub use redis::{RedisOptions, RedisStore};
 pub use types::{
     Clock, CustomOpFn, CustomOpId, KeyBytes, KeyFilter, Notification, Op, StateKey, StoreError, TaskId,

@@ -65,6 +65,30 @@ impl LocalStore {
     fn shard(&self, hk: &HashedKey) -> &Mutex<Shard> {
         &self.shards[hk.shard(self.mask)].0
     }
+
+    /// A copy of every key and value, shard by shard: what a checkpointing framework
+    /// (FTMB-style, the paper's Figure 12 baseline) saves of an NF's local state, for the
+    /// benchmark that compares it with externalized state.
+    pub fn checkpoint(&self) -> Checkpoint {
+        Checkpoint { shards: self.shards.iter().map(|s| s.0.lock().clone()).collect() }
+    }
+}
+
+/// A copy of a [`LocalStore`]'s state taken by [`LocalStore::checkpoint`].
+pub struct Checkpoint {
+    shards: Vec<Shard>,
+}
+
+impl Checkpoint {
+    /// Keys in the copy.
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(HashMap::len).sum()
+    }
+
+    /// True when the copy holds no key.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 impl StateStore for LocalStore {
@@ -172,5 +196,26 @@ impl StateStore for LocalStore {
 
     fn backend_name(&self) -> &'static str {
         "local"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::{KeyBytes, Op, UpdateTag};
+
+    #[test]
+    fn a_checkpoint_is_a_copy_of_every_key() {
+        let s = LocalStore::new();
+        let key = |i: u64| StateKey::shared(1, 1, 0, KeyBytes::from_u64(i));
+        for i in 0..3 {
+            assert!(s.execute(&Update::new(key(i), Op::Incr(1), UpdateTag::new(i, 0), 0)).is_ok());
+        }
+        let c = s.checkpoint();
+        assert_eq!(c.len(), 3);
+        assert!(s.execute(&Update::new(key(9), Op::Incr(1), UpdateTag::new(9, 0), 0)).is_ok());
+        assert_eq!(c.len(), 3, "later updates do not reach the copy");
+        assert_eq!(s.checkpoint().len(), 4);
+        assert!(LocalStore::new().checkpoint().is_empty());
     }
 }

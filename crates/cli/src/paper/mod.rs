@@ -11,9 +11,11 @@
 mod churn;
 mod datastore;
 mod fig10;
+mod ft;
 pub mod plot;
 pub mod report;
 mod root;
+mod shared;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -26,6 +28,7 @@ use streamnf_store::redis_server::RedisServer;
 use streamnf_store::{RedisOptions, RedisStore, StateStore};
 use streamnf_tracegen::{GenConfig, Generator, ScanConfig, TrojanConfig};
 
+use crate::bench_churn::TempDir;
 use report::{RunInfo, Section};
 
 /// How `bench paper` was asked to run.
@@ -63,6 +66,8 @@ pub struct Ctx {
     pub redis: RedisServer,
     /// The capture given with `--trace`, read once.
     capture: Option<(String, Vec<RawRecord>)>,
+    /// Scratch space for traces written for `run_trace` (removed at the end).
+    scratch: TempDir,
 }
 
 impl Ctx {
@@ -105,6 +110,28 @@ impl Ctx {
         Ok(records)
     }
 
+    /// A capture file of [`Ctx::input`]'s packets (pcap in the scratch directory, or the
+    /// `--trace` file itself), for runs through `run_trace`.
+    pub fn trace_file(
+        &self,
+        name: &str,
+        traffic: Traffic,
+        packets: u64,
+        seed: u64,
+    ) -> Result<PathBuf, String> {
+        if let Some((path, _)) = &self.capture {
+            return Ok(PathBuf::from(path));
+        }
+        let path = self.scratch.file(&format!("{name}.pcap"));
+        let mut w = streamnf_packet::trace::create_writer(&path, LinkType::Ethernet)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        for r in self.input(traffic, packets, seed)? {
+            w.write(r.ts_ns, r.orig_len, &r.data).map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+        w.finish().map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(path)
+    }
+
     /// A fresh store on the private Redis under namespace `ns` (emptied first, dropped
     /// after).
     pub fn redis_store(&self, ns: &str, opts: RedisOptions) -> Result<Arc<dyn StateStore>, String> {
@@ -129,6 +156,8 @@ const EXPERIMENTS: &[(&str, Experiment)] = &[
     ("Clock and log: logical clock persistence and packet logging", root::run),
     ("Datastore: operations per second", datastore::run),
     ("State move: 1,700 flows re-allocated mid-run", churn::state_move_section),
+    ("Figure 11: shared-state updates with strong consistency", shared::run),
+    ("Figure 12: fault tolerance vs an FTMB-style baseline", ft::run),
     ("Table 2: duplicates with and without suppression", churn::duplicates_section),
     ("Ordering: trojans detected under W1-W3", churn::ordering_section),
 ];
@@ -141,7 +170,13 @@ pub fn paper(opts: PaperOptions) -> Result<(), String> {
         None => None,
         Some(p) => Some((p.display().to_string(), read_capture(p)?)),
     };
-    let ctx = Ctx { quick: opts.quick, out: opts.out.clone(), redis: RedisServer::start()?, capture };
+    let ctx = Ctx {
+        quick: opts.quick,
+        out: opts.out.clone(),
+        redis: RedisServer::start()?,
+        capture,
+        scratch: TempDir::new("paper")?,
+    };
     let style = ProgressStyle::with_template("{prefix:<28} [{bar:30}] {pos}/{len} {msg} ({elapsed})")
         .map_err(|e| e.to_string())?
         .progress_chars("=> ");
