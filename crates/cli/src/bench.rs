@@ -102,6 +102,10 @@ pub struct BenchArgs {
     /// `paper`: a capture to use instead of the generated traces (NF experiments).
     #[arg(long)]
     trace: Option<std::path::PathBuf>,
+    /// `paper`: run only these experiments (comma-separated: fig10, clock, datastore, move,
+    /// fig11, fig12, table2, ordering).
+    #[arg(long, value_name = "LIST")]
+    only: Option<String>,
 }
 
 /// Runs one benchmark.
@@ -141,7 +145,11 @@ pub fn bench(a: BenchArgs) -> Result<(), String> {
             quick: a.quick,
             out: a.out,
             trace: a.trace,
-            command: std::env::args().collect::<Vec<_>>().join(" "),
+            command: std::iter::once("streamnf".to_string())
+                .chain(std::env::args().skip(1))
+                .collect::<Vec<_>>()
+                .join(" "),
+            only: a.only,
         }),
         BenchName::Async => crate::bench_async::sync_vs_async(&trace(a.packets, false)?, a.rounds),
         BenchName::Workers => {

@@ -1238,3 +1238,49 @@ fn a_slow_task_is_a_straggler_by_latency() {
     assert!(!by_latency.is_empty(), "no straggler hint by latency: {m}");
     assert!(by_latency.iter().all(|h| h["task"] == 0), "{by_latency:?}");
 }
+
+// ---------------------------------------------------------------------------------------
+// bench paper
+// ---------------------------------------------------------------------------------------
+
+/// `bench paper --quick --only ... --trace`: the report has the chosen experiments, each
+/// plot it links exists and is an SVG, nothing failed, and the input is the given capture.
+/// (The whole quick run is left to `bash .ci/run`'s callers: it takes a minute in release.)
+#[test]
+fn bench_paper_writes_a_report_with_its_plots() {
+    let dir = tempfile::tempdir().unwrap();
+    let trace = gen_trace(dir.path(), "paper.pcap", 3_000, 7, &["--scan"]);
+    let out = dir.path().join("report");
+    let r = ok([
+        OsStr::new("bench"),
+        OsStr::new("paper"),
+        OsStr::new("--quick"),
+        OsStr::new("--only"),
+        OsStr::new("fig10,fig12"),
+        OsStr::new("--trace"),
+        trace.as_os_str(),
+        OsStr::new("--out"),
+        out.as_os_str(),
+    ]);
+    assert!(r.stdout.contains("wrote"), "{}", r.describe());
+    let md = std::fs::read_to_string(out.join("report.md")).expect("report.md");
+    for want in
+        ["## Headlines", "## Figure 10", "## Figure 12", "paper.pcap", "| NAT | redis | EO (externalized) |"]
+    {
+        assert!(md.contains(want), "report lacks {want:?}:\n{md}");
+    }
+    assert!(!md.contains("## Table 2"), "--only left Table 2 out");
+    assert!(!md.contains("Failed"), "{md}");
+    let plots: Vec<&str> = md
+        .lines()
+        .filter_map(|l| l.strip_prefix("!["))
+        .filter_map(|l| l.split("](").nth(1)?.strip_suffix(')'))
+        .collect();
+    assert_eq!(plots.len(), 9, "8 panels of Figure 10 and Figure 12: {plots:?}");
+    for p in plots {
+        let svg = std::fs::read_to_string(out.join(p)).unwrap_or_else(|e| panic!("{p}: {e}"));
+        assert!(svg.starts_with("<svg") && svg.contains("CDF of packets"), "{p} is not a CDF plot");
+    }
+    let e = fails(["bench", "paper", "--only", "fig99"]);
+    assert!(e.contains("fig99") && e.contains("fig10"), "{e}");
+}

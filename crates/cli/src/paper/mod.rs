@@ -41,6 +41,8 @@ pub struct PaperOptions {
     pub trace: Option<PathBuf>,
     /// The command line, for the report.
     pub command: String,
+    /// Comma-separated experiment keys to run (`None`: all).
+    pub only: Option<String>,
 }
 
 /// The kind of generated traffic an experiment needs (ignored with `--trace`).
@@ -150,21 +152,38 @@ impl Ctx {
 /// One experiment: fills its section, advancing `bar` (whose length it sets).
 type Experiment = fn(&Ctx, &ProgressBar) -> Result<Section, String>;
 
-/// The experiments in report order.
-const EXPERIMENTS: &[(&str, Experiment)] = &[
-    ("Figure 10: per-packet processing time in the four state models", fig10::run),
-    ("Clock and log: logical clock persistence and packet logging", root::run),
-    ("Datastore: operations per second", datastore::run),
-    ("State move: 1,700 flows re-allocated mid-run", churn::state_move_section),
-    ("Figure 11: shared-state updates with strong consistency", shared::run),
-    ("Figure 12: fault tolerance vs an FTMB-style baseline", ft::run),
-    ("Table 2: duplicates with and without suppression", churn::duplicates_section),
-    ("Ordering: trojans detected under W1-W3", churn::ordering_section),
+/// The experiments in report order: key (for `--only`), name, function.
+pub const EXPERIMENTS: &[(&str, &str, Experiment)] = &[
+    ("fig10", "Figure 10: per-packet processing time in the four state models", fig10::run),
+    ("clock", "Clock and log: logical clock persistence and packet logging", root::run),
+    ("datastore", "Datastore: operations per second", datastore::run),
+    ("move", "State move: 1,700 flows re-allocated mid-run", churn::state_move_section),
+    ("fig11", "Figure 11: shared-state updates with strong consistency", shared::run),
+    ("fig12", "Figure 12: fault tolerance vs an FTMB-style baseline", ft::run),
+    ("table2", "Table 2: duplicates with and without suppression", churn::duplicates_section),
+    ("ordering", "Ordering: trojans detected under W1-W3", churn::ordering_section),
 ];
+
+/// The experiments `only` names (comma-separated keys of [`EXPERIMENTS`]; `None` = all).
+fn selected(only: Option<&str>) -> Result<Vec<&'static (&'static str, &'static str, Experiment)>, String> {
+    let Some(list) = only else { return Ok(EXPERIMENTS.iter().collect()) };
+    let keys: Vec<&str> = list.split(',').map(str::trim).filter(|k| !k.is_empty()).collect();
+    for k in &keys {
+        if !EXPERIMENTS.iter().any(|e| e.0 == *k) {
+            let known: Vec<&str> = EXPERIMENTS.iter().map(|e| e.0).collect();
+            return Err(format!("--only: no experiment `{k}` (known: {})", known.join(", ")));
+        }
+    }
+    if keys.is_empty() {
+        return Err("--only: name at least one experiment".into());
+    }
+    Ok(EXPERIMENTS.iter().filter(|e| keys.contains(&e.0)).collect())
+}
 
 /// Runs every experiment and writes the report; fails (after writing it) when one failed.
 pub fn paper(opts: PaperOptions) -> Result<(), String> {
     let started = Instant::now();
+    let experiments = selected(opts.only.as_deref())?;
     std::fs::create_dir_all(&opts.out).map_err(|e| format!("--out {}: {e}", opts.out.display()))?;
     let capture = match &opts.trace {
         None => None,
@@ -182,7 +201,7 @@ pub fn paper(opts: PaperOptions) -> Result<(), String> {
         .progress_chars("=> ");
     let mut sections = Vec::new();
     let mut failed = Vec::new();
-    for (name, run) in EXPERIMENTS {
+    for (_, name, run) in experiments {
         let bar = ProgressBar::new(1).with_style(style.clone()).with_prefix(short(name));
         let t = Instant::now();
         match run(&ctx, &bar) {

@@ -63,6 +63,7 @@ pub fn cdf_svg(path: &Path, title: &str, series: &[CdfSeries], markers: &[Marker
         let mut chart = ChartBuilder::on(&root)
             .caption(title, ("sans-serif", 18))
             .margin(12)
+            .margin_right(36)
             .x_label_area_size(42)
             .y_label_area_size(52)
             .build_cartesian_2d((lo..hi).log_scale(), 0f64..1.0)?;
