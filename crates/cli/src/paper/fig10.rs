@@ -202,7 +202,7 @@ pub fn run(ctx: &Ctx, bar: &ProgressBar) -> Result<Section, String> {
             .into_iter()
             .collect();
         let local = embedded.iter().find(|(m, _)| *m == Model::Local).map(|(_, t)| t);
-        for (store, runs) in [("embedded store", &embedded), ("Redis", &on_redis)] {
+        for (store, runs) in [("the embedded store", &embedded), ("Redis", &on_redis)] {
             let mut series: Vec<CdfSeries> = Vec::new();
             if store == "Redis" {
                 if let Some(l) = local {
@@ -212,8 +212,8 @@ pub fn run(ctx: &Ctx, bar: &ProgressBar) -> Result<Section, String> {
             series.extend(runs.iter().map(|(m, t)| CdfSeries::from_ns(m.name(), &t.cdf)));
             let file =
                 format!("fig10-{}-{}.svg", nf.file, if store == "Redis" { "redis" } else { "embedded" });
-            cdf_svg(&ctx.plot_path(&file), &format!("Figure 10: {}, {store}", nf.name), &series, &markers)?;
-            sec.plot(&format!("{} on the {store}", nf.name), &file);
+            cdf_svg(&ctx.plot_path(&file), &format!("Figure 10: {} on {store}", nf.name), &series, &markers)?;
+            sec.plot(&format!("{} on {store}", nf.name), &file);
         }
         sec.text(&format!("*Paper ({}):* {}.", nf.name, nf.paper));
         if nf.name == "NAT" {
