@@ -226,9 +226,10 @@ pub fn run(ctx: &Ctx, bar: &ProgressBar) -> Result<Section, String> {
                     format!("{} embedded, {} Redis", us(e), us(r)),
                     "3.5 µs",
                 );
+                let over = |x: u64| format!("{:+.2} µs", (x as f64 - base as f64) / 1e3);
                 sec.headline(
                     "externalization overhead per packet, NAT median (EO + C + NA − T)",
-                    format!("{} embedded, {} Redis", us(e.saturating_sub(base)), us(r.saturating_sub(base))),
+                    format!("{} embedded, {} Redis", over(e), over(r)),
                     "∼2–3 µs",
                 );
             }

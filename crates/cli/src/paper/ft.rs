@@ -95,23 +95,46 @@ fn paced(
     Ok(Paced { latency, checkpoints, checkpoint_time, keys_copied })
 }
 
+fn median_u64(xs: &[u64]) -> u64 {
+    let mut v = xs.to_vec();
+    v.sort_unstable();
+    v.get(v.len() / 2).copied().unwrap_or(0)
+}
+
 fn us(ns: u64) -> String {
     format!("{:.1} µs", ns as f64 / 1e3)
 }
 
 /// Runs streamnf and the baseline at 28 kpps and the parallel engine with fault tolerance.
 pub fn run(ctx: &Ctx, bar: &ProgressBar) -> Result<Section, String> {
-    let packets: u64 = if ctx.quick { 28_000 } else { 140_000 };
-    bar.set_length(3);
+    let (packets, rounds): (u64, usize) = if ctx.quick { (28_000, 1) } else { (84_000, 3) };
+    bar.set_length(2 * rounds as u64 + 1);
     let dag = chain(NAT_CHAIN, "nat.toml")?;
     let input = ctx.input(Traffic::Mixed, packets, 40)?;
-    bar.set_message("streamnf");
-    let ours = paced(&dag, Arc::new(EmbeddedStore::new()), None, &input)?;
-    bar.inc(1);
-    bar.set_message("FTMB-style");
-    let local = Arc::new(LocalStore::new());
-    let ftmb = paced(&dag, Arc::clone(&local) as Arc<dyn StateStore>, Some(&local), &input)?;
-    bar.inc(1);
+    // Alternating rounds; the CDFs merge them, the p99s are per round.
+    let (mut ours, mut ftmb) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        bar.set_message("streamnf");
+        ours.push(paced(&dag, Arc::new(EmbeddedStore::new()), None, &input)?);
+        bar.inc(1);
+        bar.set_message("FTMB-style");
+        let local = Arc::new(LocalStore::new());
+        ftmb.push(paced(&dag, Arc::clone(&local) as Arc<dyn StateStore>, Some(&local), &input)?);
+        bar.inc(1);
+    }
+    let p99s = |runs: &[Paced]| -> Vec<u64> { runs.iter().map(|r| r.latency.percentiles().p99_ns).collect() };
+    let (ours_p99, ftmb_p99) = (median_u64(&p99s(&ours)), median_u64(&p99s(&ftmb)));
+    let merged = |runs: &[Paced]| {
+        let mut l = Latency::default();
+        for r in runs {
+            l.merge(&r.latency);
+        }
+        l
+    };
+    let (ours_all, ftmb_all) = (merged(&ours), merged(&ftmb));
+    let checkpoints: u64 = ftmb.iter().map(|r| r.checkpoints).sum();
+    let checkpoint_time: Duration = ftmb.iter().map(|r| r.checkpoint_time).sum();
+    let keys_copied = ftmb.iter().map(|r| r.keys_copied).max().unwrap_or(0);
     bar.set_message("parallel engine, fault tolerance on");
     let trace = ctx.trace_file("fig12", Traffic::Mixed, packets, 40)?;
     let mut opts = RunOptions::new(&trace);
@@ -122,12 +145,11 @@ pub fn run(ctx: &Ctx, bar: &ProgressBar) -> Result<Section, String> {
     let par =
         run_trace(Arc::clone(&dag), Arc::new(EmbeddedStore::new()), &opts).map_err(|e| e.to_string())?;
     bar.inc(1);
-    let (o, f, p) =
-        (ours.latency.percentiles(), ftmb.latency.percentiles(), par.report.latency.percentiles());
+    let (o, f, p) = (ours_all.percentiles(), ftmb_all.percentiles(), par.report.latency.percentiles());
     let series = [
-        CdfSeries::from_ns("streamnf (externalized state)", &ours.latency.cdf(400)),
+        CdfSeries::from_ns("streamnf (externalized state)", &ours_all.cdf(400)),
         CdfSeries::from_ns("streamnf, parallel engine, fault tolerance on", &par.report.latency.cdf(400)),
-        CdfSeries::from_ns("FTMB-style (local state, input log, checkpoints)", &ftmb.latency.cdf(400)),
+        CdfSeries::from_ns("FTMB-style (local state, input log, checkpoints)", &ftmb_all.cdf(400)),
     ];
     let markers = [
         Marker { label: "StreamNF p99 13 ms".into(), x_us: 13_000.0 },
@@ -142,7 +164,8 @@ pub fn run(ctx: &Ctx, bar: &ProgressBar) -> Result<Section, String> {
     let mut sec =
         Section::new("Figure 12: latency with fault tolerance, streamnf vs an FTMB-style baseline (§7.2)");
     sec.text(&format!(
-        "The NAT runs at {PPS:.0} packets/s ({packets} generated packets). **streamnf**: state in the embedded \
+        "The NAT runs at {PPS:.0} packets/s ({packets} generated packets; {rounds} alternating round(s) of each single-instance run, \
+         merged in the table and the plot). **streamnf**: state in the embedded \
          store, no checkpoint. **FTMB-style** (a mode of this experiment): the traditional NAT with local state, \
          every input packet copied into an input log, and every {} ms processing stops while the whole local \
          state is copied and the log is cut ({} checkpoints of up to {} keys, {:.0} µs each on average); \
@@ -151,9 +174,9 @@ pub fn run(ctx: &Ctx, bar: &ProgressBar) -> Result<Section, String> {
          tolerance on**: streamnf's parallel engine (2 workers) with lineages, logged reads and the packet log \
          ready to replay, timed from the root admitting the packet to the sink (one in 16).",
         CHECKPOINT_EVERY.as_millis(),
-        ftmb.checkpoints,
-        ftmb.keys_copied,
-        ftmb.checkpoint_time.as_secs_f64() * 1e6 / ftmb.checkpoints.max(1) as f64
+        checkpoints,
+        keys_copied,
+        checkpoint_time.as_secs_f64() * 1e6 / checkpoints.max(1) as f64
     ));
     let row = |name: &str, l: &streamnf_runtime::stats::LatencySummary, paper: &str| {
         vec![name.to_string(), us(l.p50_ns), us(l.p99_ns), us(l.p999_ns), us(l.max_ns), paper.to_string()]
@@ -167,13 +190,15 @@ pub fn run(ctx: &Ctx, bar: &ProgressBar) -> Result<Section, String> {
     sec.text(&format!(
         "A checkpoint holds up the packets that arrive while it runs: about {:.1} packets per checkpoint at \
          this rate, {:.2} % of all packets, so its cost shows beyond the percentile that share reaches.",
-        ftmb.checkpoint_time.as_secs_f64() / ftmb.checkpoints.max(1) as f64 * PPS,
-        ftmb.checkpoint_time.as_secs_f64() * PPS / packets as f64 * 100.0
+        checkpoint_time.as_secs_f64() / checkpoints.max(1) as f64 * PPS,
+        checkpoint_time.as_secs_f64() * PPS / (packets as f64 * rounds as f64) * 100.0
     ));
+    let list = |xs: Vec<u64>| xs.iter().map(|&x| us(x)).collect::<Vec<_>>().join(", ");
+    sec.text(&format!("p99 per round: streamnf {}; FTMB-style {}.", list(p99s(&ours)), list(p99s(&ftmb))));
     sec.plot("Figure 12", "fig12.svg");
     sec.headline(
-        "fault tolerance p99, FTMB-style / streamnf (Fig. 12; single-instance engine, same pacer)",
-        format!("{} / {} = {:.2}×", us(f.p99_ns), us(o.p99_ns), f.p99_ns as f64 / o.p99_ns.max(1) as f64),
+        "fault tolerance p99, FTMB-style / streamnf (Fig. 12; median of the rounds' p99)",
+        format!("{} / {} = {:.2}×", us(ftmb_p99), us(ours_p99), ftmb_p99 as f64 / ours_p99.max(1) as f64),
         "34 ms / 13 ms = 2.6×",
     );
     Ok(sec)
