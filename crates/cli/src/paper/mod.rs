@@ -112,8 +112,8 @@ impl Ctx {
         Ok(records)
     }
 
-    /// A capture file of [`Ctx::input`]'s packets (pcap in the scratch directory, or the
-    /// `--trace` file itself), for runs through `run_trace`.
+    /// A capture file of [`Ctx::input`]'s packets (pcap in the scratch directory; from the
+    /// `--trace` capture, its first `packets`), for runs through `run_trace`.
     pub fn trace_file(
         &self,
         name: &str,
@@ -121,13 +121,12 @@ impl Ctx {
         packets: u64,
         seed: u64,
     ) -> Result<PathBuf, String> {
-        if let Some((path, _)) = &self.capture {
-            return Ok(PathBuf::from(path));
-        }
+        let records = self.input(traffic, packets, seed)?;
+        let link = records.first().map_or(LinkType::Ethernet, |r| r.link);
         let path = self.scratch.file(&format!("{name}.pcap"));
-        let mut w = streamnf_packet::trace::create_writer(&path, LinkType::Ethernet)
+        let mut w = streamnf_packet::trace::create_writer(&path, link)
             .map_err(|e| format!("{}: {e}", path.display()))?;
-        for r in self.input(traffic, packets, seed)? {
+        for r in records.iter().filter(|r| r.link == link) {
             w.write(r.ts_ns, r.orig_len, &r.data).map_err(|e| format!("{}: {e}", path.display()))?;
         }
         w.finish().map_err(|e| format!("{}: {e}", path.display()))?;
