@@ -23,6 +23,19 @@ pub(crate) const TROJAN_CHAIN: &str = include_str!("../../../examples/trojan.tom
 /// `examples/http_proxy.toml`.
 pub(crate) const HTTP_PROXY_CHAIN: &str = include_str!("../../../examples/http_proxy.toml");
 
+/// A store on the Redis at `url` under namespace `ns`, emptied first and deleted when
+/// dropped (benchmarks run on a private `redis-server`).
+pub(crate) fn fresh_redis(
+    url: &str,
+    ns: &str,
+    opts: streamnf_store::RedisOptions,
+) -> Result<Arc<dyn StateStore>, String> {
+    let opts = streamnf_store::RedisOptions { drop_namespace_on_drop: true, ..opts };
+    let s = streamnf_store::RedisStore::open(url, ns, opts).map_err(|e| e.to_string())?;
+    s.clear_namespace().map_err(|e| e.to_string())?;
+    Ok(Arc::new(s))
+}
+
 /// Parses chain-file `text` (named `name` in errors) with the built-in NFs.
 pub(crate) fn chain(text: &str, name: &str) -> Result<Arc<LogicalDag>, String> {
     let registry = streamnf_nfs::builtin_registry();
@@ -506,7 +519,7 @@ fn nat_models(
 
 fn bench_nat_models(packets: u64, rounds: u32) -> Result<(), String> {
     use streamnf_store::redis_server::RedisServer;
-    use streamnf_store::{RedisOptions, RedisStore};
+    use streamnf_store::RedisOptions;
     let pkts = trace(packets, false)?;
     println!("bench nat-models: {} packets, best of {} rounds, one core", pkts.len(), rounds.max(1));
     let embedded = || Ok(Arc::new(EmbeddedStore::new()) as Arc<dyn StateStore>);
@@ -519,12 +532,8 @@ fn bench_nat_models(packets: u64, rounds: u32) -> Result<(), String> {
     )?;
     let srv = RedisServer::start()?;
     let url = srv.url();
-    let redis = |batch: usize| -> Result<Arc<dyn StateStore>, String> {
-        let opts = RedisOptions { batch, drop_namespace_on_drop: true, ..RedisOptions::default() };
-        let s = RedisStore::open(&url, "natmodels", opts).map_err(|e| e.to_string())?;
-        s.clear_namespace().map_err(|e| e.to_string())?;
-        Ok(Arc::new(s))
-    };
+    let redis =
+        |batch: usize| fresh_redis(&url, "natmodels", RedisOptions { batch, ..RedisOptions::default() });
     nat_models(
         &format!("redis {url} (private redis-server; externalized = one round trip per update)"),
         &pkts,

@@ -11,9 +11,9 @@ use streamnf_dag::{LogicalDag, ProcessingMode};
 use streamnf_nfs::nat::Nat;
 use streamnf_packet::trace::RawRecord;
 use streamnf_store::redis_server::RedisServer;
-use streamnf_store::{CachedStore, EmbeddedStore, RedisOptions, RedisStore, StateStore};
+use streamnf_store::{CachedStore, EmbeddedStore, RedisOptions, StateStore};
 
-use crate::bench::{best, parallel_round_on, single, RoundResult};
+use crate::bench::{best, fresh_redis, parallel_round_on, single, RoundResult};
 
 type MakeStore<'a> = Box<dyn Fn() -> Result<Arc<dyn StateStore>, String> + 'a>;
 
@@ -30,12 +30,8 @@ pub(crate) fn sync_vs_async(pkts: &[RawRecord], rounds: u32) -> Result<(), Strin
     );
     let srv = RedisServer::start()?;
     let url = srv.url();
-    let redis = |batch: usize| -> Result<Arc<dyn StateStore>, String> {
-        let opts = RedisOptions { batch, drop_namespace_on_drop: true, ..RedisOptions::default() };
-        let s = RedisStore::open(&url, "bench-async", opts).map_err(|e| e.to_string())?;
-        s.clear_namespace().map_err(|e| e.to_string())?;
-        Ok(Arc::new(s))
-    };
+    let redis =
+        |batch: usize| fresh_redis(&url, "bench-async", RedisOptions { batch, ..RedisOptions::default() });
     let cached = |inner: Arc<dyn StateStore>| -> Arc<dyn StateStore> {
         Arc::new(CachedStore::with_read_heavy(inner, read_heavy.clone()))
     };

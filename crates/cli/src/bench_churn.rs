@@ -155,7 +155,7 @@ fn sink_packets(out: &RunOutcome) -> u64 {
 }
 
 /// Median of `xs` (NaN when empty).
-fn median(xs: &[f64]) -> f64 {
+pub(crate) fn median(xs: &[f64]) -> f64 {
     let mut v: Vec<f64> = xs.iter().copied().filter(|x| !x.is_nan()).collect();
     if v.is_empty() {
         return f64::NAN;

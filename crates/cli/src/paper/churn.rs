@@ -9,22 +9,8 @@ use indicatif::ProgressBar;
 use super::report::Section;
 use super::Ctx;
 use crate::bench_churn::{
-    measure_duplicates, measure_ordering, ordering_settings, state_move, ORDERING_TROJANS,
+    measure_duplicates, measure_ordering, median, ordering_settings, state_move, ORDERING_TROJANS,
 };
-
-fn median(xs: &[f64]) -> f64 {
-    let mut v: Vec<f64> = xs.iter().copied().filter(|x| x.is_finite()).collect();
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(f64::total_cmp);
-    let m = v.len() / 2;
-    if v.len() % 2 == 1 {
-        v[m]
-    } else {
-        (v[m - 1] + v[m]) / 2.0
-    }
-}
 
 fn runs(xs: &[f64]) -> String {
     xs.iter().map(|x| format!("{x:.0}")).collect::<Vec<_>>().join(" ")

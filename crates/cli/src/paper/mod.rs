@@ -25,7 +25,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use streamnf_packet::trace::RawRecord;
 use streamnf_packet::LinkType;
 use streamnf_store::redis_server::RedisServer;
-use streamnf_store::{RedisOptions, RedisStore, StateStore};
+use streamnf_store::{RedisOptions, StateStore};
 use streamnf_tracegen::{GenConfig, Generator, ScanConfig, TrojanConfig};
 
 use crate::bench_churn::TempDir;
@@ -136,10 +136,7 @@ impl Ctx {
     /// A fresh store on the private Redis under namespace `ns` (emptied first, dropped
     /// after).
     pub fn redis_store(&self, ns: &str, opts: RedisOptions) -> Result<Arc<dyn StateStore>, String> {
-        let opts = RedisOptions { drop_namespace_on_drop: true, ..opts };
-        let s = RedisStore::open(&self.redis.url(), ns, opts).map_err(|e| e.to_string())?;
-        s.clear_namespace().map_err(|e| e.to_string())?;
-        Ok(Arc::new(s))
+        crate::bench::fresh_redis(&self.redis.url(), ns, opts)
     }
 
     /// Path of a plot file in the report directory.
