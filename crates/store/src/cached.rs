@@ -212,13 +212,18 @@ impl StateStore for CachedStore {
 
     /// Cached keys (owned per-flow keys read by their owner, read-heavy shared keys) come
     /// from the cache; the rest go to the wrapped store in one batch, and the cacheable ones
-    /// among them are cached.
+    /// among them are cached. Logged reads take [`StateStore::execute`]'s path one by one.
     fn execute_reads(&self, reads: &[Update], out: &mut Vec<Result<Option<Value>, StoreError>>) {
         self.apply_invalidations();
         let start = out.len();
         let mut misses: Vec<Update> = Vec::new();
         let mut miss_at: Vec<usize> = Vec::new();
         for (i, u) in reads.iter().enumerate() {
+            if u.op == Op::LoggedGet {
+                // Logged reads keep their own path (applied to the cache, logged in the store).
+                out.push(self.execute(u));
+                continue;
+            }
             let cacheable = self.is_read_heavy(&u.key) || Self::is_owned_by_issuer(u);
             let hit = if cacheable && u.op.is_read() {
                 self.shard(&u.key).lock().get(&u.key).cloned()

@@ -36,6 +36,7 @@ pub const ALL: &[(&str, Check)] = &[
     ("custom_ops", custom_ops),
     ("nonblocking_then_read", nonblocking_then_read),
     ("execute_reads", execute_reads),
+    ("execute_reads_logged", execute_reads_logged),
     ("callbacks", callbacks),
     ("timers", timers),
     ("snapshot", snapshot),
@@ -56,6 +57,7 @@ pub const TAGGED_ONLY: &[&str] = &[
     "failed_op_not_logged",
     "get_with_tag_is_a_read",
     "logged_get",
+    "execute_reads_logged",
     "gc_below",
 ];
 
@@ -366,6 +368,28 @@ pub fn execute_reads(s: &dyn StateStore) {
     let mut none = Vec::new();
     s.execute_reads(&[], &mut none);
     assert!(none.is_empty());
+}
+
+/// Logged reads in a batch: logged under their tags like `execute` logs them (asked again
+/// after a change, the same value), refused for a task that does not own the key.
+pub fn execute_reads_logged(s: &dyn StateStore) {
+    let mut t = Tagger::new();
+    let owned = StateKey::per_flow(DAG, 4, 3, 2, KeyBytes::new(b"r-flow"));
+    exec(s, owned, push(true, b"a"), t.next());
+    let tag = t.next();
+    let logged = |issuer: u32| Update::new(owned, Op::LoggedGet, tag, issuer);
+    let plain = Update::new(owned, Op::Get, UpdateTag::new(0, 0), 3);
+    let mut out = Vec::new();
+    s.execute_reads(&[logged(3), plain.clone(), logged(9)], &mut out);
+    assert_eq!(out.len(), 3);
+    assert_eq!(out[0].as_ref().ok(), Some(&list(&[b"a"])));
+    assert_eq!(out[1].as_ref().ok(), Some(&list(&[b"a"])));
+    assert!(matches!(out[2], Err(StoreError::NotOwner { .. })), "a non-owner's logged read: {:?}", out[2]);
+    exec(s, owned, push(true, b"b"), t.next());
+    let mut again = Vec::new();
+    s.execute_reads(&[logged(3), plain], &mut again);
+    assert_eq!(again[0].as_ref().ok(), Some(&list(&[b"a"])), "a repeated logged read is emulated");
+    assert_eq!(again[1].as_ref().ok(), Some(&list(&[b"a", b"b"])), "a plain read sees the change");
 }
 
 /// Subscriptions: matching changes are notified with the new value and tag; non-matching

@@ -77,14 +77,14 @@ pub trait StateStore: Send + Sync {
     /// Reads a key without a tag.
     fn get(&self, key: &StateKey) -> Result<Option<Value>, StoreError>;
 
-    /// Applies a batch of reads (`Get` updates; anything else is refused with
+    /// Applies a batch of reads (`Get` and `LoggedGet` updates; anything else is refused with
     /// [`StoreError::Backend`]) and appends one result per read to `out`, in order: the same
     /// results as calling [`StateStore::execute`] on each, but a remote backend sends them
     /// together (on Redis: one pipelined round trip). Asynchronous NFs prefetch their
     /// packets' reads through it (see `NetworkFunction::prefetch`).
     fn execute_reads(&self, reads: &[Update], out: &mut Vec<Result<Option<Value>, StoreError>>) {
         for u in reads {
-            out.push(if u.op.is_read() { self.execute(u) } else { Err(not_a_read(u)) });
+            out.push(if is_batch_read(&u.op) { self.execute(u) } else { Err(not_a_read(u)) });
         }
     }
 
@@ -145,7 +145,15 @@ pub trait StateStore: Send + Sync {
     }
 }
 
-/// The error [`StateStore::execute_reads`] gives an update that is not a plain read.
+/// True for the operations [`StateStore::execute_reads`] takes: `Get` and `LoggedGet`.
+pub fn is_batch_read(op: &Op) -> bool {
+    matches!(op, Op::Get | Op::LoggedGet)
+}
+
+/// The error [`StateStore::execute_reads`] gives an update that is not a read.
 pub fn not_a_read(u: &Update) -> StoreError {
-    StoreError::Backend(format!("execute_reads takes plain reads only, got {:?} on {}", u.op, u.key))
+    StoreError::Backend(format!(
+        "execute_reads takes reads only (get, logged get), got {:?} on {}",
+        u.op, u.key
+    ))
 }

@@ -496,9 +496,21 @@ impl Inner {
         codec::decode(codec::reply_bytes(&reply)?)
     }
 
-    /// Plain reads in one pipeline, after the buffered updates of any of their keys.
+    /// Reads (plain and logged) in one pipeline, after the buffered updates of any of their
+    /// keys. A logged read by a task that does not own its per-flow key is refused without
+    /// being sent, as [`Inner::execute`] does.
     fn execute_reads(&self, reads: &[Update], out: &mut Vec<Result<Option<Value>, StoreError>>) {
         let start = out.len();
+        let want = self.subs.active();
+        // Per read: None = send it, Some(error) = refused here.
+        let refused: Vec<Option<StoreError>> = reads
+            .iter()
+            .map(|u| match u.op {
+                Op::Get => None,
+                Op::LoggedGet => check_owner(u).err(),
+                _ => Some(crate::not_a_read(u)),
+            })
+            .collect();
         let sent = (|| {
             self.redis.dead()?;
             let pending = {
@@ -509,22 +521,27 @@ impl Inner {
                 self.flush()?;
             }
             let mut pipe = self.redis.pipe();
-            for u in reads.iter().filter(|u| u.op.is_read()) {
-                pipe.add(fcall("snf_get", &[&self.names.value(&u.key)]));
+            for (u, _) in reads.iter().zip(&refused).filter(|(_, r)| r.is_none()) {
+                if u.op == Op::Get {
+                    pipe.add(fcall("snf_get", &[&self.names.value(&u.key)]));
+                } else {
+                    pipe.add(self.op_cmd(u, want));
+                }
             }
             self.redis.run(|c| c.pipeline(&pipe))
         })();
         match sent {
             Ok(replies) => {
                 let mut replies = replies.iter();
-                for u in reads {
-                    out.push(if !u.op.is_read() {
-                        Err(crate::not_a_read(u))
-                    } else {
-                        match replies.next() {
-                            Some(r) => codec::reply_bytes(r).and_then(codec::decode),
-                            None => Err(StoreError::Backend("redis: a pipelined read got no reply".into())),
-                        }
+                for (u, refused) in reads.iter().zip(refused) {
+                    if let Some(e) = refused {
+                        out.push(Err(e));
+                        continue;
+                    }
+                    out.push(match replies.next() {
+                        None => Err(StoreError::Backend("redis: a pipelined read got no reply".into())),
+                        Some(r) if u.op == Op::Get => codec::reply_bytes(r).and_then(codec::decode),
+                        Some(r) => Reply::parse(r).and_then(|reply| self.settle(u, reply)),
                     });
                 }
             }
