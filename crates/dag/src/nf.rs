@@ -270,10 +270,13 @@ pub enum ProcessingMode {
     /// object may miss updates other instances made while the batch ran (use an update
     /// op — increment, compare-and-set — when the current value matters).
     ///
-    /// Runs with fault tolerance (churn events, automatic churn, guarantees off) log every
-    /// read under its update tag so a replay reads what the original read; they run
-    /// asynchronous NFs synchronously. So does the single-instance reference engine, which
-    /// has no batches.
+    /// Runs with fault tolerance (churn events, automatic churn) log every read under a tag
+    /// so that a replay or a clone reads what the original read. There, only the *per-flow*
+    /// keys an NF names are prefetched, each as a logged read under a tag of its own (the
+    /// key's place among the named ones), and a batch is fetched in rounds that never hold
+    /// two packets of one flow partition; reads of shared objects wait for the store. The
+    /// single-instance reference engine has no batches and runs asynchronous NFs
+    /// synchronously.
     Asynchronous,
 }
 

@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{chain, generated, parallel_on, reference};
+use common::{chain, churn_on, generated, parallel_on, reference, ChurnShape};
 use proptest::prelude::*;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -20,6 +20,7 @@ use streamnf_nfs::nat::Nat;
 use streamnf_packet::trace::RawRecord;
 use streamnf_packet::{Flowspace, Packet};
 use streamnf_runtime::compare::differences;
+use streamnf_runtime::events::EventSpec;
 use streamnf_runtime::stats::TaskStats;
 use streamnf_store::redis_server::RedisServer;
 use streamnf_store::{CachedStore, EmbeddedStore, Op, RedisOptions, RedisStore, StateStore, Value};
@@ -176,6 +177,33 @@ fn an_async_nf_behind_a_rewriting_nf_merges_prefetches_and_loses_no_update() {
         let hits = sum(&tasks, "counter", |t| t.prefetch_hits);
         let fetched = sum(&tasks, "counter", |t| t.prefetched_reads);
         assert!(hits > 1_000, "only {hits} of {fetched} prefetched reads served in the merged path");
+    }
+}
+
+/// Under churn (fault tolerance: reads logged for replay) an asynchronous NAT prefetches
+/// its packets' per-flow reads as logged reads, round by round: failover, scaling and a
+/// clone still give the reference outputs, and reads are still served from the prefetch.
+#[test]
+fn an_async_nat_under_churn_gives_the_reference_outputs_and_still_prefetches() {
+    let input = trace(4_000, 120, 9);
+    let want = reference(&nat_chain("sync"), &input);
+    let dag = nat_chain("async");
+    let schedules: [&[&str]; 4] = [
+        &["at=30% fail nat/0"],
+        &["at=20% scale nat to 3", "at=60% scale nat to 1"],
+        &["at=10% straggle nat/1 delay=20us", "at=25% clone nat/1"],
+        &["at=40% kill nat/0", "at=70% fail nat/1"],
+    ];
+    for events in schedules {
+        let specs: Vec<EventSpec> = events.iter().map(|e| e.parse().expect("event")).collect();
+        let shape =
+            ChurnShape { workers: 2, instances: &[2, 1], events: &specs, guarantees: true, paced: false };
+        let run = churn_on(Arc::new(EmbeddedStore::new()), &dag, &input, &shape);
+        let d = differences(&want, &run.outputs, 12);
+        assert!(d.is_empty(), "async NAT under {events:?}:\n{}", d.join("\n"));
+        let hits = sum(&run.tasks, "nat", |t| t.prefetch_hits);
+        let fetched = sum(&run.tasks, "nat", |t| t.prefetched_reads);
+        assert!(hits > 500, "{events:?}: only {hits} of {fetched} logged prefetched reads served");
     }
 }
 

@@ -120,7 +120,8 @@ fn churn_on_redis_keeps_the_reference_outputs_and_state() {
             guarantees: true,
             paced: false,
         };
-        let (got, records) = common::churn_on(store, &dag, &input, &shape);
+        let run = common::churn_on(store, &dag, &input, &shape);
+        let (got, records) = (run.outputs, run.events);
         assert_eq!(records.len(), 3, "{records:?}");
         assert_same(&format!("{name} on redis with churn"), &want, &got);
     }

@@ -91,6 +91,12 @@ pub struct MessageSeq {
 }
 
 impl MessageSeq {
+    /// True when the next input of partition `part` at `clock` is its first one here (its
+    /// first sequence number is then `part × 2²²`, whatever other inputs run before it).
+    pub fn is_first(&self, clock: u64, part: u16) -> bool {
+        !self.recent.iter().any(|e| e.0 == clock && e.1 == part && e.2 > 0)
+    }
+
     /// First sequence number of the next input of partition `part` at `clock`.
     pub fn next(&mut self, clock: u64, part: u16) -> u32 {
         let k = match self.recent.iter_mut().find(|e| e.0 == clock && e.1 == part) {
@@ -104,8 +110,23 @@ impl MessageSeq {
                 0
             }
         };
-        ((u32::from(part) & 0xff) << 22) | ((k & 0x3f) << 16)
+        first_input_seq(part) | ((k & 0x3f) << 16)
     }
+}
+
+/// Offset, within an input's block of 2¹⁶ sequence numbers, of the logged reads of the keys
+/// an asynchronous NF names for it (`NetworkFunction::prefetch`): the `i`-th named key's
+/// first read is tagged `first_seq + DECLARED_READ_SEQ + i`, whether it was prefetched or
+/// is read when the NF asks, so a replay or a clone reads it under the same tag.
+pub const DECLARED_READ_SEQ: u32 = 0x8000;
+
+/// Most keys one input's declared reads may name (the rest are read the ordinary way).
+pub const DECLARED_READS_MAX: usize = 64;
+
+/// First sequence number of the first input of partition `part` at a clock (see
+/// [`MessageSeq`]).
+pub fn first_input_seq(part: u16) -> u32 {
+    (u32::from(part) & 0xff) << 22
 }
 
 /// Numbers the timers fired at one clock, per vertex (see [`TIMER_SEQ_BASE`]).

@@ -36,18 +36,49 @@ pub struct TaskContext<'a> {
     pub timers: &'a mut Vec<(u64, Vec<u8>)>,
     /// State operations issued.
     pub state_ops: u64,
+    /// Bit `i` set: this input has updated the `i`-th of `site.declared` (its later reads are
+    /// ordinary reads).
+    pub declared_updated: u64,
 }
 
 impl TaskContext<'_> {
+    fn key(&self, object: usize, key: &[u8]) -> Result<StateKey, NfError> {
+        state_key(self.site.dag_id, self.site.vertex, self.site.task, self.site.per_flow, object, key)
+    }
+
     fn update(&mut self, object: usize, key: &[u8], op: Op) -> Result<Update, NfError> {
-        let key =
-            state_key(self.site.dag_id, self.site.vertex, self.site.task, self.site.per_flow, object, key)?;
-        if !op.is_read() {
+        let key = self.key(object, key)?;
+        if !matches!(op, Op::Get | Op::LoggedGet) {
             if let Some(p) = self.site.prefetched {
                 p.invalidate(&key);
             }
+            if let Some(i) = self.site.declared.iter().position(|k| *k == key) {
+                self.declared_updated |= 1 << i;
+            }
         }
         Ok(self.tagged(key, op))
+    }
+
+    /// A logged read (fault tolerance) of a key the NF named for this input, before the
+    /// input updated it: tagged by the key's place among the named ones (see
+    /// [`crate::callbacks::DECLARED_READ_SEQ`]), answered from the prefetch when the batch
+    /// fetched it. `None`: not such a read.
+    fn declared_read(&mut self, object: usize, key: &[u8]) -> Result<Option<Option<Value>>, NfError> {
+        if !self.site.log_reads || self.site.declared.is_empty() {
+            return Ok(None);
+        }
+        let key = self.key(object, key)?;
+        let Some(i) = self.site.declared.iter().position(|k| *k == key) else { return Ok(None) };
+        if self.declared_updated & (1 << i) != 0 {
+            return Ok(None);
+        }
+        self.state_ops += 1;
+        if let Some(v) = self.site.prefetched.and_then(|p| p.serve(&key)) {
+            return Ok(Some(v));
+        }
+        let seq = self.site.first_seq + crate::callbacks::DECLARED_READ_SEQ + i as u32;
+        let u = Update::new(key, Op::LoggedGet, UpdateTag { clock: self.site.clock, seq }, self.site.task);
+        Ok(Some(self.site.store.execute(&u)?))
     }
 
     /// The update of `key` by `op`, tagged with this input's clock and its next sequence
@@ -120,6 +151,11 @@ impl NfContext for TaskContext<'_> {
     }
 
     fn state(&mut self, object: usize, key: &[u8], op: Op) -> Result<Option<Value>, NfError> {
+        if op.is_read() {
+            if let Some(v) = self.declared_read(object, key)? {
+                return Ok(v);
+            }
+        }
         // A logged read: the store keeps its result under this input's tag.
         let op = if self.site.log_reads && op.is_read() { Op::LoggedGet } else { op };
         let u = self.update(object, key, op)?;
@@ -250,6 +286,9 @@ pub struct CallSite<'a> {
     /// Reads fetched ahead for the batch this input belongs to (asynchronous NFs): served
     /// instead of a store read until the input's task updates the key.
     pub prefetched: Option<&'a crate::prefetch::Prefetched>,
+    /// With logged reads (fault tolerance), the per-flow keys an asynchronous NF named for
+    /// this packet input, in order (see [`crate::prefetch::declared_keys`]); empty otherwise.
+    pub declared: &'a [StateKey],
 }
 
 /// The store key of `key` in state object `object` of `vertex`: per-flow objects are owned by
@@ -300,6 +339,7 @@ pub fn invoke(
         alerts: &mut bufs.alerts,
         timers: &mut bufs.timers,
         state_ops: 0,
+        declared_updated: 0,
     };
     let outcome = catch_unwind(AssertUnwindSafe(|| match input {
         NfInput::Packet(port, p) => nf.on_packet(port, p, &mut ctx),

@@ -454,6 +454,7 @@ impl Engine {
             untagged: None,
             // No batches here: asynchronous NFs run synchronously (the reference).
             prefetched: None,
+            declared: &[],
         };
         let stats = &mut self.tasks[vid];
         invoke(&*self.dag.vertices[vid].nf, &site, input, &mut self.bufs, stats);

@@ -44,7 +44,7 @@ use crate::engine::{EngineConfig, EngineReport};
 use crate::manager::{ManagerReport, Policy, TaskMonitor, ThresholdPolicy, VertexManager};
 use crate::packet_log::{ClockError, ClockSource, PacketLog, DEFAULT_PERSIST_EVERY};
 use crate::partition::{VertexTable, NO_REPLICA};
-use crate::prefetch::{BatchPacket, PrefetchSite, Prefetched, Prefetcher};
+use crate::prefetch::{declared_keys, BatchPacket, PrefetchSite, Prefetched, Prefetcher};
 use crate::queue::MessageQueue;
 use crate::sink::SinkSet;
 use crate::splitter::{merge_needed, scope_flowspaces, SplitRule, SplitterRegistry, Targets, PARTITIONS};
@@ -247,8 +247,8 @@ struct Shared {
     /// Per vertex, per output port.
     out_routes: Vec<Vec<Vec<Route>>>,
     per_flow: Vec<Vec<bool>>,
-    /// Per vertex: its NF is asynchronous and the run does not log reads, so its tasks
-    /// prefetch each batch's reads ([`crate::prefetch`]).
+    /// Per vertex: its NF is asynchronous, so its tasks prefetch each batch's reads
+    /// ([`crate::prefetch`]; with logged reads, round by round).
     prefetching: Vec<bool>,
     sinks: Mutex<SinkSet>,
     alerts: Mutex<AlertSink>,
@@ -315,6 +315,12 @@ struct Handover {
 }
 
 impl Shared {
+    /// Reads are logged under their inputs' tags (fault tolerance with guarantees on), so a
+    /// replay or a clone reads what the original read.
+    fn log_reads(&self) -> bool {
+        self.ft && self.guarantees
+    }
+
     fn push_to(&self, task: usize, batch: &mut Vec<Msg>) -> bool {
         let Some(q) = self.queues.get(task) else {
             batch.clear();
@@ -390,6 +396,9 @@ struct Task {
     straggle_ns: u64,
     /// Reads fetched ahead for the batch being processed (asynchronous NFs).
     prefetched: Prefetched,
+    /// The per-flow keys the NF named for the input being processed (asynchronous NFs with
+    /// logged reads; see [`crate::prefetch::declared_keys`]).
+    declared: Vec<streamnf_store::StateKey>,
 }
 
 impl Task {
@@ -593,9 +602,10 @@ fn call_site<'a>(
         clock,
         now_ns,
         first_seq,
-        log_reads: sh.ft && sh.guarantees,
+        log_reads: sh.log_reads(),
         untagged: (!sh.guarantees).then_some(&sh.untagged),
         prefetched: None,
+        declared: &[],
     }
 }
 
@@ -687,12 +697,7 @@ fn prefetch_batch<'m>(
     prefetcher: &mut Prefetcher,
 ) {
     let nf = &*sh.dag.vertices[task.vertex].nf;
-    let site = PrefetchSite {
-        dag_id: sh.dag.id,
-        vertex: task.vertex as u32,
-        slot: task.index,
-        per_flow: &sh.per_flow[task.vertex],
-    };
+    let site = prefetch_site(sh, task);
     let packets: Vec<BatchPacket<'_>> = batch
         .filter_map(|m| match &m.body {
             Body::Packet(p) => Some((usize::from(m.port), u32::from(m.part), p)),
@@ -700,6 +705,49 @@ fn prefetch_batch<'m>(
         })
         .collect();
     task.stats.prefetched_reads += prefetcher.run(nf, &site, &packets, &*sh.store, &task.prefetched);
+}
+
+/// Where `task`'s prefetches build their keys.
+fn prefetch_site<'a>(sh: &'a Shared, task: &Task) -> PrefetchSite<'a> {
+    PrefetchSite {
+        dag_id: sh.dag.id,
+        vertex: task.vertex as u32,
+        slot: task.index,
+        per_flow: &sh.per_flow[task.vertex],
+    }
+}
+
+/// Asynchronous NFs with logged reads: fetches, as logged reads under their declared tags,
+/// the declared keys of the packets at the front of `upcoming` that can share a round — up
+/// to [`PREFETCH_MAX`] packets that run now (before `hold`, nothing held), each the first
+/// input of its flow partition at its clock, no two of one partition (so none of them can
+/// change what another one fetched) — and returns how many messages the round covers (0:
+/// the next message runs without a prefetch).
+fn prefetch_logged_round(
+    sh: &Shared,
+    task: &mut Task,
+    upcoming: &[Msg],
+    hold: u64,
+    prefetcher: &mut Prefetcher,
+) -> usize {
+    if !task.held.is_empty() {
+        return 0;
+    }
+    let mut round: Vec<(usize, u32, u64, &Packet)> = Vec::new();
+    for m in upcoming.iter().take(PREFETCH_MAX) {
+        let Body::Packet(p) = &m.body else { break };
+        let part = u32::from(m.part);
+        if m.clock >= hold || round.iter().any(|r| r.1 == part) || !task.msg_seq.is_first(m.clock, m.part) {
+            break;
+        }
+        round.push((usize::from(m.port), part, m.clock, p));
+    }
+    if !round.is_empty() {
+        let nf = &*sh.dag.vertices[task.vertex].nf;
+        let site = prefetch_site(sh, task);
+        task.stats.prefetched_reads += prefetcher.run_logged(nf, &site, &round, &*sh.store, &task.prefetched);
+    }
+    round.len()
 }
 
 /// Processes one message at `task` and records how its clock settles.
@@ -730,8 +778,22 @@ fn process_message(sh: &Shared, task: &mut Task, msg: Msg, scratch: &mut Scratch
     }
     let src = task.id as u32 + 1;
     let first_seq = task.msg_seq.next(clock, part);
+    if let (true, true, Body::Packet(p)) = (sh.prefetching[vid], sh.log_reads(), &body) {
+        let psite = prefetch_site(sh, task);
+        declared_keys(
+            &*sh.dag.vertices[vid].nf,
+            &psite,
+            usize::from(port),
+            u32::from(part),
+            p,
+            &mut task.declared,
+        );
+    } else {
+        task.declared.clear();
+    }
     let mut site = call_site(sh, task, part, clock, ts_ns, first_seq);
     site.prefetched = Some(&task.prefetched);
+    site.declared = &task.declared;
     let nf = &*sh.dag.vertices[vid].nf;
     let panics = task.stats.nf_panics;
     let mut pkt = None;
@@ -1070,10 +1132,27 @@ fn task_turn(sh: &Shared, task: &mut Task, scratch: &mut Scratch, latency: &mut 
             } else {
                 turn.worked = true;
                 let mut input = std::mem::take(&mut scratch.input);
-                if sh.prefetching[task.vertex] {
+                let logged_rounds = sh.prefetching[task.vertex] && sh.log_reads();
+                if sh.prefetching[task.vertex] && !logged_rounds {
                     prefetch_batch(sh, task, input.iter(), &mut scratch.prefetcher);
                 }
-                for msg in input.drain(..) {
+                // With logged reads the batch is prefetched round by round (see
+                // `prefetch_logged_round`); `covered` counts the current round's messages left.
+                let mut covered = 0usize;
+                let mut pending = input.drain(..);
+                loop {
+                    if logged_rounds && covered == 0 {
+                        task.stats.prefetch_hits += task.prefetched.end_batch();
+                        covered = prefetch_logged_round(
+                            sh,
+                            task,
+                            pending.as_slice(),
+                            hold,
+                            &mut scratch.prefetcher,
+                        );
+                    }
+                    let Some(msg) = pending.next() else { break };
+                    covered = covered.saturating_sub(1);
                     if msg.clock >= hold || !task.held.is_empty() {
                         task.held_min = task.held_min.min(msg.clock);
                         task.held.push_back(msg);
@@ -1082,6 +1161,7 @@ fn task_turn(sh: &Shared, task: &mut Task, scratch: &mut Scratch, latency: &mut 
                     last = msg.clock;
                     process_counted(sh, task, msg, scratch);
                 }
+                drop(pending);
                 if sh.prefetching[task.vertex] {
                     task.stats.prefetch_hits += task.prefetched.end_batch();
                 }
@@ -1127,7 +1207,7 @@ fn task_turn(sh: &Shared, task: &mut Task, scratch: &mut Scratch, latency: &mut 
             }
             let bound = eff.iter().copied().min().unwrap_or(u64::MAX);
             let mut safe = bound;
-            if sh.prefetching[task.vertex] {
+            if sh.prefetching[task.vertex] && !sh.log_reads() {
                 let due = r.waiting.iter().take_while(|(k, _)| k.0 <= bound && k.0 < hold);
                 prefetch_batch(sh, task, due.map(|(_, m)| m).take(PREFETCH_MAX), &mut scratch.prefetcher);
             }
@@ -1481,6 +1561,7 @@ impl ParallelEngine {
                     panic_clocks: Vec::new(),
                     straggle_ns: 0,
                     prefetched: Prefetched::default(),
+                    declared: Vec::new(),
                 });
             }
         }
@@ -1517,11 +1598,7 @@ impl ParallelEngine {
             progress: (0..=total).map(|_| AtomicU64::new(0)).collect(),
             tables: active.iter().map(|&n| VertexTable::new(n)).collect(),
             ft: par.fault_tolerance,
-            prefetching: dag
-                .vertices
-                .iter()
-                .map(|v| v.nf.mode() == ProcessingMode::Asynchronous && !par.fault_tolerance)
-                .collect(),
+            prefetching: dag.vertices.iter().map(|v| v.nf.mode() == ProcessingMode::Asynchronous).collect(),
             guarantees: par.guarantees,
             sink_seen: Mutex::new(Dedupe::new(par.guarantees)),
             alert_seen: Mutex::new(Dedupe::new(par.guarantees)),

@@ -7,9 +7,14 @@
 //! arrived ([`Prefetched`]), which the task's [`crate::context::TaskContext`] serves reads
 //! from until the batch ends or the task updates the key.
 //!
+//! With logged reads (fault tolerance) it fetches only the per-flow keys an NF names
+//! ([`declared_keys`]), as logged reads under the tags the task's context gives those reads
+//! ([`crate::callbacks::DECLARED_READ_SEQ`]), so a replay or a clone reads the same values
+//! whether or not its batch was prefetched.
+//!
 //! What it must never do: serve a value after the task updated its key (the context
-//! invalidates it first), outlive the batch it was fetched for (the engine ends the batch), or
-//! be used when reads are logged for fault tolerance (the engine does not prefetch then).
+//! invalidates it first), outlive the batch (or round) it was fetched for (the engine ends
+//! it), or put an unlogged value where a logged read is expected.
 
 use std::cell::{Cell, RefCell};
 
@@ -18,6 +23,7 @@ use streamnf_dag::{NetworkFunction, ReadSet};
 use streamnf_packet::Packet;
 use streamnf_store::{Op, StateKey, StateStore, StoreError, TaskId, Update, UpdateTag, Value};
 
+use crate::callbacks::{first_input_seq, DECLARED_READS_MAX, DECLARED_READ_SEQ};
 use crate::context::state_key;
 
 /// Values fetched ahead for one batch of packets at one task.
@@ -87,6 +93,33 @@ pub struct PrefetchSite<'a> {
 /// One packet of a batch as the prefetch sees it: input port, owning flow partition, packet.
 pub type BatchPacket<'p> = (usize, TaskId, &'p Packet);
 
+/// With logged reads (fault tolerance): the per-flow keys `nf` names for `pkt` in its first
+/// round, distinct, in naming order, at most [`DECLARED_READS_MAX`], into `out` (cleared
+/// first). The `i`-th key's first read by the input is logged under a tag of its own (see
+/// [`crate::callbacks::DECLARED_READ_SEQ`]), so a replay reads it under the same tag however
+/// the batches fall. Shared keys are left out: other instances update them, and only per-flow
+/// keys are sure to hold, when the input runs, what was fetched before it.
+pub fn declared_keys(
+    nf: &dyn NetworkFunction,
+    site: &PrefetchSite<'_>,
+    port: usize,
+    part: TaskId,
+    pkt: &Packet,
+    out: &mut Vec<StateKey>,
+) {
+    out.clear();
+    let mut names = ReadSet::new();
+    nf.prefetch(port, pkt, &mut names);
+    for (object, key) in names.reads() {
+        let Ok(key) = state_key(site.dag_id, site.vertex, part, site.per_flow, *object, key) else {
+            continue;
+        };
+        if key.owner.is_some() && !out.contains(&key) && out.len() < DECLARED_READS_MAX {
+            out.push(key);
+        }
+    }
+}
+
 /// Collects the reads of a batch of packets and fetches them, one store call per round.
 #[derive(Default)]
 pub struct Prefetcher {
@@ -135,6 +168,34 @@ impl Prefetcher {
         }
         self.seen.clear();
         fetched
+    }
+
+    /// With logged reads (fault tolerance): fetches the declared keys ([`declared_keys`]) of
+    /// every packet of `batch` in one store call, each as a logged read under its declared
+    /// tag, into `into`. The caller makes sure that no two packets of `batch` share a flow
+    /// partition and that each is the first input of its partition at its clock (see
+    /// [`crate::callbacks::MessageSeq::is_first`]). Returns the reads fetched.
+    pub fn run_logged(
+        &mut self,
+        nf: &dyn NetworkFunction,
+        site: &PrefetchSite<'_>,
+        batch: &[(usize, TaskId, u64, &Packet)],
+        store: &dyn StateStore,
+        into: &Prefetched,
+    ) -> u64 {
+        let mut keys = Vec::new();
+        for &(port, part, clock, pkt) in batch {
+            declared_keys(nf, site, port, part, pkt, &mut keys);
+            let first = first_input_seq(part as u16);
+            for (i, key) in keys.iter().enumerate() {
+                let tag = UpdateTag::new(clock, first + DECLARED_READ_SEQ + i as u32);
+                self.reads.push(Update::new(*key, Op::LoggedGet, tag, part));
+            }
+        }
+        if self.reads.is_empty() {
+            return 0;
+        }
+        self.fetch(store, into)
     }
 
     /// Fetches the collected reads in one store call into `into`; returns how many arrived.

@@ -281,6 +281,7 @@ fn with_prefetched<T>(
         log_reads: false,
         untagged: None,
         prefetched,
+        declared: &[],
     };
     let mut ctx = TaskContext {
         site,
@@ -289,6 +290,7 @@ fn with_prefetched<T>(
         alerts: &mut alerts,
         timers: &mut timers,
         state_ops: 0,
+        declared_updated: 0,
     };
     f(&mut ctx)
 }

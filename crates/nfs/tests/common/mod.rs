@@ -124,7 +124,16 @@ pub fn churn(
     guarantees: bool,
 ) -> (RunOutputs, Vec<serde_json::Value>) {
     let shape = ChurnShape { workers, instances, events, guarantees, paced: false };
-    churn_on(Arc::new(EmbeddedStore::new()), dag, input, &shape)
+    let run = churn_on(Arc::new(EmbeddedStore::new()), dag, input, &shape);
+    (run.outputs, run.events)
+}
+
+/// What a [`churn_on`] run left: its comparable outputs, its event records and the
+/// per-task counters by vertex name.
+pub struct Churned {
+    pub outputs: RunOutputs,
+    pub events: Vec<serde_json::Value>,
+    pub tasks: BTreeMap<String, Vec<TaskStats>>,
 }
 
 /// The shape of a churn run: worker threads, starting instances per vertex, events,
@@ -146,7 +155,7 @@ pub fn churn_on(
     dag: &Arc<LogicalDag>,
     input: &[RawRecord],
     shape: &ChurnShape,
-) -> (RunOutputs, Vec<serde_json::Value>) {
+) -> Churned {
     let ChurnShape { workers, instances, events, guarantees, paced } = *shape;
     let par = ParallelConfig {
         workers,
@@ -177,5 +186,6 @@ pub fn churn_on(
     }
     let rep = e.finish().expect("finish");
     let events = rep.events.clone();
-    (RunOutputs::from_report(rep, store.snapshot(dag.id)), events)
+    let tasks = rep.tasks.clone();
+    Churned { outputs: RunOutputs::from_report(rep, store.snapshot(dag.id)), events, tasks }
 }
