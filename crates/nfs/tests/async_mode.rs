@@ -2,9 +2,9 @@
 //! reads of a whole batch of packets fetched at once, and its packets answered from what
 //! arrived. The chain must still write the same packets, raise the same alerts and leave
 //! the same final state as the synchronous single-instance reference run — on the embedded
-//! store, on a real Redis (one pipelined round trip per batch) and with client-side
-//! caching in front — and the prefetch must actually answer reads (or this would test the
-//! synchronous path twice).
+//! store, on a real Redis (one pipelined round trip per batch), with client-side caching in
+//! front, and under churn (reads logged for replay) — and the prefetch must actually answer
+//! reads (or this would test the synchronous path twice).
 
 mod common;
 
