@@ -176,19 +176,21 @@ pub fn bench(a: BenchArgs) -> Result<(), String> {
 /// input until the last packet left the chain), and chain latency.
 fn parallel_round(dag: &Arc<LogicalDag>, pkts: &[RawRecord], workers: usize) -> Result<RoundResult, String> {
     let instances = vec![workers as u32; dag.vertices.len()];
-    parallel_round_on(dag, Arc::new(EmbeddedStore::new()), pkts, workers, instances)
+    parallel_round_on(dag, Arc::new(EmbeddedStore::new()), pkts, workers, instances, false)
 }
 
-/// Like [`parallel_round`] on `store` with `instances` tasks per vertex.
+/// Like [`parallel_round`] on `store` with `instances` tasks per vertex, and fault tolerance
+/// (lineages, logged reads) on or off.
 pub(crate) fn parallel_round_on(
     dag: &Arc<LogicalDag>,
     store: Arc<dyn StateStore>,
     pkts: &[RawRecord],
     workers: usize,
     instances: Vec<u32>,
+    fault_tolerance: bool,
 ) -> Result<RoundResult, String> {
     use streamnf_runtime::{ParallelConfig, ParallelEngine};
-    let par = ParallelConfig { workers, instances, ..ParallelConfig::default() };
+    let par = ParallelConfig { workers, instances, fault_tolerance, ..ParallelConfig::default() };
     let mut engine = ParallelEngine::new(Arc::clone(dag), store, EngineConfig::default(), par)?;
     for p in pkts {
         engine.process_frame(p.link, &p.data, p.ts_ns, p.orig_len).map_err(|e| e.to_string())?;

@@ -2,8 +2,9 @@
 //! runs in synchronous mode (each read waits for the store) and in asynchronous mode (the
 //! reads of a batch of packets are fetched at once, see `streamnf_dag::ProcessingMode`), on
 //! the parallel engine with one worker, alternating rounds, on a private `redis-server` in
-//! three store set-ups and on the embedded store (where a read costs no round trip, so the
-//! ratio shows the prefetch's own cost).
+//! three store set-ups and with fault tolerance on (reads logged for replay), and on the
+//! embedded store (where a read costs no round trip, so the ratio shows the prefetch's own
+//! cost).
 
 use std::sync::Arc;
 
@@ -35,15 +36,21 @@ pub(crate) fn sync_vs_async(pkts: &[RawRecord], rounds: u32) -> Result<(), Strin
     let cached = |inner: Arc<dyn StateStore>| -> Arc<dyn StateStore> {
         Arc::new(CachedStore::with_read_heavy(inner, read_heavy.clone()))
     };
-    let setups: Vec<(String, MakeStore)> = vec![
-        ("redis, externalized (every update waits)".into(), Box::new(|| redis(1))),
-        ("redis, externalized + non-blocking updates".into(), Box::new(|| redis(512))),
-        ("redis, + caching + non-blocking (all)".into(), Box::new(|| Ok(cached(redis(512)?)))),
-        ("embedded store".into(), Box::new(|| Ok(Arc::new(EmbeddedStore::new()) as Arc<dyn StateStore>))),
+    // (name, store, fault tolerance on)
+    let setups: Vec<(String, MakeStore, bool)> = vec![
+        ("redis, externalized (every update waits)".into(), Box::new(|| redis(1)), false),
+        ("redis, externalized + non-blocking updates".into(), Box::new(|| redis(512)), false),
+        ("redis, + caching + non-blocking (all)".into(), Box::new(|| Ok(cached(redis(512)?))), false),
+        ("redis, non-blocking, fault tolerance on".into(), Box::new(|| redis(512)), true),
+        (
+            "embedded store".into(),
+            Box::new(|| Ok(Arc::new(EmbeddedStore::new()) as Arc<dyn StateStore>)),
+            false,
+        ),
     ];
     println!("  (redis-server {url}, private)");
-    for (name, make) in &setups {
-        let (s, a) = compare(&sync, &asynchronous, pkts, rounds, make)?;
+    for (name, make, ft) in &setups {
+        let (s, a) = compare(&sync, &asynchronous, pkts, rounds, make, *ft)?;
         println!(
             "  {name:<44} sync {:>8.1} kpps p50 {:>8} ns p99 {:>9} ns | async {:>8.1} kpps p50 {:>8} ns p99 {:>9} ns | \
              async/sync throughput {:.2}x",
@@ -66,11 +73,12 @@ fn compare(
     pkts: &[RawRecord],
     rounds: u32,
     make: &MakeStore,
+    fault_tolerance: bool,
 ) -> Result<(RoundResult, RoundResult), String> {
     let (mut s, mut a) = (Vec::new(), Vec::new());
     for _ in 0..rounds.max(1) {
-        s.push(parallel_round_on(sync, make()?, pkts, 1, vec![1])?);
-        a.push(parallel_round_on(asynchronous, make()?, pkts, 1, vec![1])?);
+        s.push(parallel_round_on(sync, make()?, pkts, 1, vec![1], fault_tolerance)?);
+        a.push(parallel_round_on(asynchronous, make()?, pkts, 1, vec![1], fault_tolerance)?);
     }
     Ok((best(&s).clone(), best(&a).clone()))
 }
