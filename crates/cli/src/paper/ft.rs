@@ -123,7 +123,10 @@ pub fn run(ctx: &Ctx, bar: &ProgressBar) -> Result<Section, String> {
         bar.inc(1);
     }
     let p99s = |runs: &[Paced]| -> Vec<u64> { runs.iter().map(|r| r.latency.percentiles().p99_ns).collect() };
+    let p999s =
+        |runs: &[Paced]| -> Vec<u64> { runs.iter().map(|r| r.latency.percentiles().p999_ns).collect() };
     let (ours_p99, ftmb_p99) = (median_u64(&p99s(&ours)), median_u64(&p99s(&ftmb)));
+    let (ours_p999, ftmb_p999) = (median_u64(&p999s(&ours)), median_u64(&p999s(&ftmb)));
     let merged = |runs: &[Paced]| {
         let mut l = Latency::default();
         for r in runs {
@@ -194,12 +197,27 @@ pub fn run(ctx: &Ctx, bar: &ProgressBar) -> Result<Section, String> {
         checkpoint_time.as_secs_f64() * PPS / (packets as f64 * rounds as f64) * 100.0
     ));
     let list = |xs: Vec<u64>| xs.iter().map(|&x| us(x)).collect::<Vec<_>>().join(", ");
-    sec.text(&format!("p99 per round: streamnf {}; FTMB-style {}.", list(p99s(&ours)), list(p99s(&ftmb))));
+    sec.text(&format!(
+        "p99 per round: streamnf {}; FTMB-style {}. p99.9 per round: streamnf {}; FTMB-style {}.",
+        list(p99s(&ours)),
+        list(p99s(&ftmb)),
+        list(p999s(&ours)),
+        list(p999s(&ftmb))
+    ));
     sec.plot("Figure 12", "fig12.svg");
+    let ratio = |a: u64, b: u64| a as f64 / b.max(1) as f64;
     sec.headline(
-        "fault tolerance p99, FTMB-style / streamnf (Fig. 12; median of the rounds' p99)",
-        format!("{} / {} = {:.2}×", us(ftmb_p99), us(ours_p99), ftmb_p99 as f64 / ours_p99.max(1) as f64),
-        "34 ms / 13 ms = 2.6×",
+        "fault tolerance, FTMB-style / streamnf (Fig. 12; median over rounds): p99; p99.9",
+        format!(
+            "{} / {} = {:.2}×; {} / {} = {:.1}×",
+            us(ftmb_p99),
+            us(ours_p99),
+            ratio(ftmb_p99, ours_p99),
+            us(ftmb_p999),
+            us(ours_p999),
+            ratio(ftmb_p999, ours_p999)
+        ),
+        "p99 34 ms / 13 ms = 2.6×",
     );
     Ok(sec)
 }
