@@ -178,7 +178,7 @@ fn pace_name(p: Pace) -> String {
 }
 
 /// Per-run values, rounded, in run order.
-fn list(xs: &[f64]) -> String {
+pub(crate) fn list(xs: &[f64]) -> String {
     xs.iter().map(|x| format!("{x:.0}")).collect::<Vec<_>>().join(" ")
 }
 

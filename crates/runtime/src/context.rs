@@ -48,6 +48,12 @@ impl TaskContext<'_> {
 
     fn update(&mut self, object: usize, key: &[u8], op: Op) -> Result<Update, NfError> {
         let key = self.key(object, key)?;
+        Ok(self.update_key(key, op))
+    }
+
+    /// The tagged update of `key` by `op`; an update that is not a read first invalidates
+    /// the key's prefetched value and marks it updated among the declared keys.
+    fn update_key(&mut self, key: StateKey, op: Op) -> Update {
         if !matches!(op, Op::Get | Op::LoggedGet) {
             if let Some(p) = self.site.prefetched {
                 p.invalidate(&key);
@@ -56,18 +62,17 @@ impl TaskContext<'_> {
                 self.declared_updated |= 1 << i;
             }
         }
-        Ok(self.tagged(key, op))
+        self.tagged(key, op)
     }
 
     /// A logged read (fault tolerance) of a key the NF named for this input, before the
     /// input updated it: tagged by the key's place among the named ones (see
     /// [`crate::callbacks::DECLARED_READ_SEQ`]), answered from the prefetch when the batch
     /// fetched it. `None`: not such a read.
-    fn declared_read(&mut self, object: usize, key: &[u8]) -> Result<Option<Option<Value>>, NfError> {
-        if !self.site.log_reads || self.site.declared.is_empty() {
+    fn declared_read(&mut self, key: StateKey) -> Result<Option<Option<Value>>, NfError> {
+        if !self.site.log_reads {
             return Ok(None);
         }
-        let key = self.key(object, key)?;
         let Some(i) = self.site.declared.iter().position(|k| *k == key) else { return Ok(None) };
         if self.declared_updated & (1 << i) != 0 {
             return Ok(None);
@@ -151,14 +156,15 @@ impl NfContext for TaskContext<'_> {
     }
 
     fn state(&mut self, object: usize, key: &[u8], op: Op) -> Result<Option<Value>, NfError> {
+        let key = self.key(object, key)?;
         if op.is_read() {
-            if let Some(v) = self.declared_read(object, key)? {
+            if let Some(v) = self.declared_read(key)? {
                 return Ok(v);
             }
         }
         // A logged read: the store keeps its result under this input's tag.
         let op = if self.site.log_reads && op.is_read() { Op::LoggedGet } else { op };
-        let u = self.update(object, key, op)?;
+        let u = self.update_key(key, op);
         if u.op.is_read() {
             // Asynchronous mode: the value fetched for this batch, unless this task updated
             // the key since (then `update` invalidated it).

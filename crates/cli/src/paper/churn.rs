@@ -9,12 +9,8 @@ use indicatif::ProgressBar;
 use super::report::Section;
 use super::Ctx;
 use crate::bench_churn::{
-    measure_duplicates, measure_ordering, median, ordering_settings, state_move, ORDERING_TROJANS,
+    list, measure_duplicates, measure_ordering, median, ordering_settings, state_move, ORDERING_TROJANS,
 };
-
-fn runs(xs: &[f64]) -> String {
-    xs.iter().map(|x| format!("{x:.0}")).collect::<Vec<_>>().join(" ")
-}
 
 /// §7.2 "Cross-instance state transfers": the port-scan firewall's flows move to a second
 /// instance mid-trace.
@@ -42,7 +38,7 @@ pub fn state_move_section(ctx: &Ctx, bar: &ProgressBar) -> Result<Section, Strin
                 format!("{:.1} µs", median(&r.handover_us)),
                 format!("{:.1} µs", median(&r.apply_us)),
                 format!("{:.0}", r.moved),
-                runs(&r.handover_us),
+                list(&r.handover_us),
                 "0.311 ms (OpenNF 5.7 ms)".into(),
             ]
         })
