@@ -30,9 +30,7 @@ pub(crate) fn fresh_redis(
     ns: &str,
     opts: streamnf_store::RedisOptions,
 ) -> Result<Arc<dyn StateStore>, String> {
-    let opts = streamnf_store::RedisOptions { drop_namespace_on_drop: true, ..opts };
-    let s = streamnf_store::RedisStore::open(url, ns, opts).map_err(|e| e.to_string())?;
-    s.clear_namespace().map_err(|e| e.to_string())?;
+    let s = streamnf_store::redis::bench::open_fresh(url, ns, opts).map_err(|e| e.to_string())?;
     Ok(Arc::new(s))
 }
 

@@ -65,7 +65,8 @@ pub fn run(ctx: &Ctx, bar: &ProgressBar) -> Result<Section, String> {
     let (embedded_ops, redis_ops, blocking_ops): (u64, usize, usize) =
         if ctx.quick { (1_000_000, 50_000, 3_000) } else { (5_000_000, 200_000, 10_000) };
     bar.set_length(OPS.len() as u64 * 4);
-    let store = open_fresh(&ctx.redis.url(), RedisOptions::default()).map_err(|e| e.to_string())?;
+    let store = open_fresh(&ctx.redis.url(), "paper-datastore", RedisOptions::default())
+        .map_err(|e| e.to_string())?;
     let mut rows = Vec::new();
     let mut headline = Vec::new();
     for op in &OPS {

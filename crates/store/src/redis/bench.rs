@@ -36,7 +36,7 @@ impl fmt::Display for RedisBenchReport {
 
 /// Runs the three phases with `ops` operations each over 1024 keys on `url`.
 pub fn bench_redis_ops(url: &str, ops: usize, opts: RedisOptions) -> Result<RedisBenchReport, StoreError> {
-    let store = open_fresh(url, opts)?;
+    let store = open_fresh(url, &format!("bench{}", std::process::id()), opts)?;
     Ok(RedisBenchReport {
         ops,
         nonblocking_incr_per_s: redis_op_rate(&store, BenchOp::Incr, ops, true)?,
@@ -45,10 +45,10 @@ pub fn bench_redis_ops(url: &str, ops: usize, opts: RedisOptions) -> Result<Redi
     })
 }
 
-/// A store on `url` under a fresh namespace of this process, deleted when it is dropped.
-pub fn open_fresh(url: &str, opts: RedisOptions) -> Result<RedisStore, StoreError> {
-    let ns = format!("bench{}", std::process::id());
-    let store = RedisStore::open(url, &ns, RedisOptions { drop_namespace_on_drop: true, ..opts })?;
+/// A store on `url` under namespace `ns`, emptied first and deleted when it is dropped (for
+/// benchmarks on a private server).
+pub fn open_fresh(url: &str, ns: &str, opts: RedisOptions) -> Result<RedisStore, StoreError> {
+    let store = RedisStore::open(url, ns, RedisOptions { drop_namespace_on_drop: true, ..opts })?;
     store.clear_namespace()?;
     Ok(store)
 }
