@@ -236,15 +236,7 @@ fn trace_with(packets: u64, scan: bool, trojan: bool) -> Result<Vec<RawRecord>, 
         trojan: trojan.then(streamnf_tracegen::TrojanConfig::default),
         ..GenConfig::default()
     };
-    let pkts: Vec<RawRecord> = Generator::new(cfg)
-        .map_err(|e| e.to_string())?
-        .map(|g| RawRecord {
-            link: LinkType::Ethernet,
-            ts_ns: g.ts_ns,
-            orig_len: u32::try_from(g.data.len()).unwrap_or(u32::MAX),
-            data: g.data,
-        })
-        .collect();
+    let pkts = generate(cfg)?;
     eprintln!("generated {} packets in {:.2} s", pkts.len(), t.elapsed().as_secs_f64());
     Ok(pkts)
 }
@@ -292,13 +284,35 @@ fn one_round(
     store: Arc<dyn StateStore>,
     pkts: &[RawRecord],
 ) -> Result<RoundResult, String> {
+    Ok(RoundResult::of(&reference_run(dag, store, pkts)?))
+}
+
+/// `pkts` through `dag` on the single-instance engine on `store`, replayed from memory as
+/// `streamnf run` does (the root copies each frame into a pooled buffer and parses it, inside
+/// the measured time); the engine's report.
+pub(crate) fn reference_run(
+    dag: &Arc<LogicalDag>,
+    store: Arc<dyn StateStore>,
+    pkts: &[RawRecord],
+) -> Result<streamnf_runtime::engine::EngineReport, String> {
     let mut engine = Engine::new(Arc::clone(dag), store, EngineConfig::default())?;
-    // Replay from memory as `streamnf run` does: the root copies each frame into a pooled
-    // buffer and parses it, inside the measured time.
     for p in pkts {
         engine.process_frame(p.link, &p.data, p.ts_ns, p.orig_len).map_err(|e| e.to_string())?;
     }
-    Ok(RoundResult::of(&engine.finish().map_err(|e| e.to_string())?))
+    engine.finish().map_err(|e| e.to_string())
+}
+
+/// The packets `cfg` generates, as Ethernet records.
+pub(crate) fn generate(cfg: GenConfig) -> Result<Vec<RawRecord>, String> {
+    Ok(Generator::new(cfg)
+        .map_err(|e| e.to_string())?
+        .map(|g| RawRecord {
+            link: LinkType::Ethernet,
+            ts_ns: g.ts_ns,
+            orig_len: u32::try_from(g.data.len()).unwrap_or(u32::MAX),
+            data: g.data,
+        })
+        .collect())
 }
 
 pub(crate) fn best(rs: &[RoundResult]) -> &RoundResult {

@@ -19,13 +19,12 @@ use std::sync::Arc;
 use indicatif::ProgressBar;
 use streamnf_dag::LogicalDag;
 use streamnf_packet::trace::RawRecord;
-use streamnf_runtime::{Engine, EngineConfig};
 use streamnf_store::{CachedStore, EmbeddedStore, LocalStore, RedisOptions, StateStore};
 
 use super::plot::{cdf_svg, CdfSeries, Marker};
 use super::report::Section;
 use super::{Ctx, Traffic};
-use crate::bench::{chain, HTTP_PROXY_CHAIN, NAT_CHAIN, PORT_SCAN_CHAIN, TROJAN_CHAIN};
+use crate::bench::{chain, reference_run, HTTP_PROXY_CHAIN, NAT_CHAIN, PORT_SCAN_CHAIN, TROJAN_CHAIN};
 
 /// The four models, in the paper's order.
 #[derive(Clone, Copy, PartialEq)]
@@ -107,11 +106,7 @@ struct Timed {
 }
 
 fn time_run(dag: &Arc<LogicalDag>, store: Arc<dyn StateStore>, input: &[RawRecord]) -> Result<Timed, String> {
-    let mut e = Engine::new(Arc::clone(dag), store, EngineConfig::default())?;
-    for r in input {
-        e.process_frame(r.link, &r.data, r.ts_ns, r.orig_len).map_err(|e| e.to_string())?;
-    }
-    let rep = e.finish().map_err(|e| e.to_string())?;
+    let rep = reference_run(dag, store, input)?;
     let p = rep.latency.percentiles();
     Ok(Timed { cdf: rep.latency.cdf(200), p50: p.p50_ns, p99: p.p99_ns, samples: p.samples })
 }

@@ -26,7 +26,7 @@ use streamnf_packet::trace::RawRecord;
 use streamnf_packet::LinkType;
 use streamnf_store::redis_server::RedisServer;
 use streamnf_store::{RedisOptions, StateStore};
-use streamnf_tracegen::{GenConfig, Generator, ScanConfig, TrojanConfig};
+use streamnf_tracegen::{GenConfig, ScanConfig, TrojanConfig};
 
 use crate::bench_churn::TempDir;
 use report::{RunInfo, Section};
@@ -100,16 +100,7 @@ impl Ctx {
                 ..base
             },
         };
-        let records = Generator::new(cfg)
-            .map_err(|e| e.to_string())?
-            .map(|g| RawRecord {
-                link: LinkType::Ethernet,
-                ts_ns: g.ts_ns,
-                orig_len: g.data.len() as u32,
-                data: g.data,
-            })
-            .collect();
-        Ok(records)
+        crate::bench::generate(cfg)
     }
 
     /// A capture file of [`Ctx::input`]'s packets (pcap in the scratch directory; from the
