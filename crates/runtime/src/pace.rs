@@ -60,6 +60,12 @@ impl Pacer {
         gap
     }
 
+    /// The instant packet number `index` with timestamp `ts_ns` is due (`None`: at once,
+    /// pace `max`), without waiting: benchmarks time a packet from it.
+    pub fn due_at(&mut self, index: u64, ts_ns: u64) -> Option<Instant> {
+        self.due(index, ts_ns).map(|d| self.start + d)
+    }
+
     /// How long until packet number `index` with timestamp `ts_ns` is due (zero when it is
     /// due now or the pace is `max`), without waiting.
     pub fn time_to(&mut self, index: u64, ts_ns: u64) -> Duration {
@@ -111,6 +117,16 @@ mod tests {
             assert!(waited > Duration::from_millis(0), "a wait of over 1 ms was not reported");
         }
         assert_eq!(Pacer::new(Pace::Max).wait(5, base), Duration::ZERO);
+    }
+
+    #[test]
+    fn due_at_is_when_wait_returns() {
+        let mut p = Pacer::new(Pace::Pps(1_000.0));
+        assert!(Pacer::new(Pace::Max).due_at(5, 0).is_none());
+        let due = p.due_at(3, 0).expect("a fixed rate has due times");
+        assert_eq!(due - p.start, Duration::from_millis(3));
+        p.wait(3, 0);
+        assert!(Instant::now() >= due);
     }
 
     #[test]

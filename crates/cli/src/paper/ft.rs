@@ -21,6 +21,7 @@ use indicatif::ProgressBar;
 use streamnf_dag::LogicalDag;
 use streamnf_packet::trace::RawRecord;
 use streamnf_runtime::events::EventSpec;
+use streamnf_runtime::pace::Pacer;
 use streamnf_runtime::stats::Latency;
 use streamnf_runtime::{run_trace, Engine, EngineConfig, Pace, RunOptions};
 use streamnf_store::{EmbeddedStore, LocalStore, StateStore};
@@ -43,22 +44,6 @@ struct Paced {
     keys_copied: usize,
 }
 
-/// Waits until `due` (sleeping while it is far, spinning the last 200 µs).
-fn wait_until(due: Instant) {
-    loop {
-        let now = Instant::now();
-        if now >= due {
-            return;
-        }
-        let left = due - now;
-        if left > Duration::from_micros(200) {
-            std::thread::sleep(left - Duration::from_micros(150));
-        } else {
-            std::hint::spin_loop();
-        }
-    }
-}
-
 /// Runs `input` through `dag` at [`PPS`] on `store`; with `ftmb`, also logs every input
 /// packet and checkpoints that local store every [`CHECKPOINT_EVERY`].
 fn paced(
@@ -71,11 +56,11 @@ fn paced(
     let mut latency = Latency::default();
     let mut input_log: Vec<Vec<u8>> = Vec::new();
     let (mut checkpoints, mut checkpoint_time, mut keys_copied) = (0, Duration::ZERO, 0);
-    let start = Instant::now() + Duration::from_millis(1);
-    let mut next_checkpoint = start + CHECKPOINT_EVERY;
+    let mut pacer = Pacer::new(Pace::Pps(PPS));
+    let mut next_checkpoint = Instant::now() + CHECKPOINT_EVERY;
     for (i, r) in input.iter().enumerate() {
-        let due = start + Duration::from_secs_f64(i as f64 / PPS);
-        wait_until(due);
+        let due = pacer.due_at(i as u64, r.ts_ns).unwrap_or_else(Instant::now);
+        pacer.wait(i as u64, r.ts_ns);
         if let Some(local) = ftmb {
             if Instant::now() >= next_checkpoint {
                 let t = Instant::now();
